@@ -1,0 +1,211 @@
+"""Plain result types of one measured voice session, named exactly as DESIGN.md's metric table.
+
+Every latency is taken from the *intended* end of speech (E), so a late load generator shows
+up as `send_lag_ms`, never as server slowness. The actual-send variant is kept alongside
+(`*_sent_ms`). Absolute marks (`*_ns`) are on `time.perf_counter_ns()`, which on Linux is the
+same CLOCK_MONOTONIC the simulator's ground truth uses, so tests compare them directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+OK = "ok"
+
+#: The stable error classes (DESIGN.md "Outcome"). Parametrised ones are built by the helpers.
+ERROR_CLASSES = (
+    "dns",
+    "connect_refused",
+    "connect_timeout",
+    "tls",
+    "http_<status>",
+    "ws_closed_<code>",
+    "server_error:<code>",
+    "response_failed:<code>",
+    "timeout:<phase>",
+    "protocol",
+    "client_overload",
+    "go_away",
+    "session_expired",
+)
+
+#: The metrics a plain voice turn carries, in storage order (fields of the `turn` point).
+TURN_METRICS = (
+    "ttfa_ms",
+    "ttft_ms",
+    "vad_ms",
+    "turn_ms",
+    "ttfa_sent_ms",
+    "turn_sent_ms",
+    "audio_s",
+    "rtf",
+    "stall_ms",
+    "stalls",
+    "gap_p95_ms",
+    "send_lag_p50_ms",
+    "send_lag_p99_ms",
+    "send_lag_max_ms",
+    "barge_in_ms",
+    "tool_ms",
+    "tool_result_ms",
+    "wer",
+    "tokens_in_audio",
+    "tokens_in_text",
+    "tokens_out_audio",
+    "tokens_out_text",
+    "tokens_total",
+    "cost_usd",
+)
+
+
+def http_status(code: int) -> str:
+    return f"http_{code}"
+
+
+def ws_closed(code: int | None) -> str:
+    return f"ws_closed_{code if code is not None else 1006}"
+
+
+def timeout(phase: str) -> str:
+    return f"timeout:{phase}"
+
+
+def server_error(code: str | None) -> str:
+    return f"server_error:{code or 'unknown'}"
+
+
+def response_failed(code: str | None) -> str:
+    return f"response_failed:{code or 'unknown'}"
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token usage of one response (from `response.done` / `usageMetadata`)."""
+
+    in_audio: int = 0
+    in_text: int = 0
+    out_audio: int = 0
+    out_text: int = 0
+    in_cached: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.in_audio + self.in_text + self.out_audio + self.out_text
+
+    def add(self, other: Usage) -> None:
+        self.in_audio += other.in_audio
+        self.in_text += other.in_text
+        self.out_audio += other.out_audio
+        self.out_text += other.out_text
+        self.in_cached += other.in_cached
+
+
+@dataclass(slots=True)
+class TurnResult:
+    """One user turn and the reply to it. A metric the turn never reached stays None."""
+
+    index: int
+    outcome: str = OK
+    error: str = ""
+    # latencies from the intended end of speech E (DESIGN.md table)
+    ttfa_ms: float | None = None
+    ttft_ms: float | None = None
+    vad_ms: float | None = None
+    turn_ms: float | None = None
+    # the same, from the moment the last speech chunk was actually sent
+    ttfa_sent_ms: float | None = None
+    turn_sent_ms: float | None = None
+    # reply audio and its delivery
+    audio_s: float = 0.0
+    rtf: float | None = None
+    stall_ms: float = 0.0
+    stalls: int = 0
+    gap_p95_ms: float | None = None
+    # the generator's own health while sending this turn
+    send_lag_p50_ms: float | None = None
+    send_lag_p99_ms: float | None = None
+    send_lag_max_ms: float | None = None
+    # scenario metrics (None when the scenario had no such step)
+    barge_in_ms: float | None = None
+    tool_ms: float | None = None
+    tool_result_ms: float | None = None
+    wer: float | None = None
+    checks: dict[str, bool] = field(default_factory=dict)
+    # usage and price
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float | None = None
+    response_status: str = ""
+    transcript: str = ""
+    input_transcript: str = ""
+    # absolute marks on perf_counter_ns (== CLOCK_MONOTONIC): E, first audio, done
+    speech_end_ns: int | None = None
+    speech_sent_ns: int | None = None
+    first_audio_ns: int | None = None
+    response_done_ns: int | None = None
+
+    def metrics(self) -> dict[str, float | int]:
+        """The numeric metrics that were measured, under their storage names."""
+        values: dict[str, float | int | None] = {
+            "ttfa_ms": self.ttfa_ms,
+            "ttft_ms": self.ttft_ms,
+            "vad_ms": self.vad_ms,
+            "turn_ms": self.turn_ms,
+            "ttfa_sent_ms": self.ttfa_sent_ms,
+            "turn_sent_ms": self.turn_sent_ms,
+            "audio_s": self.audio_s,
+            "rtf": self.rtf,
+            "stall_ms": self.stall_ms,
+            "stalls": self.stalls,
+            "gap_p95_ms": self.gap_p95_ms,
+            "send_lag_p50_ms": self.send_lag_p50_ms,
+            "send_lag_p99_ms": self.send_lag_p99_ms,
+            "send_lag_max_ms": self.send_lag_max_ms,
+            "barge_in_ms": self.barge_in_ms,
+            "tool_ms": self.tool_ms,
+            "tool_result_ms": self.tool_result_ms,
+            "wer": self.wer,
+            "tokens_in_audio": self.usage.in_audio,
+            "tokens_in_text": self.usage.in_text,
+            "tokens_out_audio": self.usage.out_audio,
+            "tokens_out_text": self.usage.out_text,
+            "tokens_total": self.usage.total,
+            "cost_usd": self.cost_usd,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+
+@dataclass(slots=True)
+class SessionResult:
+    """One whole session: connection, setup and its turns."""
+
+    target: str
+    provider: str
+    model: str
+    scenario: str = "default"
+    kind: str = "probe"  # probe | load
+    agent: str = ""
+    run_id: str = ""
+    session_id: str = ""
+    outcome: str = OK
+    error: str = ""
+    started_at: float = 0.0  # wall clock (epoch seconds) of connect start: the storage anchor
+    connect_ms: float | None = None
+    ready_ms: float | None = None
+    duration_s: float = 0.0
+    turns: list[TurnResult] = field(default_factory=list)
+    send_lag_p99_ms: float | None = None
+    unknown_events: int = 0
+    go_away: bool = False
+    connect_start_ns: int | None = None  # perf_counter_ns of connect start
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == OK
+
+    @property
+    def cost_usd(self) -> float | None:
+        costs = [t.cost_usd for t in self.turns if t.cost_usd is not None]
+        return sum(costs) if costs else None
+
+    def to_dict(self) -> dict:
+        return asdict(self)

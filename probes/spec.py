@@ -1,0 +1,59 @@
+"""What the engine is asked to do: a target to reach and a scenario to play.
+
+Plain data, built by the CLI's config loader (voicepulse/config.py) or by hand in tests.
+The API key itself never lives here: only the *name* of the environment variable that holds it,
+resolved at connect time, so a spec can be printed, logged or stored safely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PROVIDERS = ("openai", "azure", "gemini")
+TURN_MODES = ("server_vad", "semantic_vad", "manual")
+
+
+@dataclass(slots=True)
+class Target:
+    name: str
+    url: str
+    model: str
+    provider: str = "openai"  # openai | azure | gemini
+    api_key_env: str | None = None
+    voice: str | None = None
+    instructions: str = "You are a helpful voice assistant. Answer briefly."
+    input_format: str = "pcm16"  # pcm16 | g711_ulaw | g711_alaw
+    output_format: str = "pcm16"
+    beta: bool = False  # OpenAI legacy beta shape (OpenAI-Beta: realtime=v1)
+    api_version: str | None = None  # Azure api-version / Gemini API version
+    ca_file: str | None = None  # extra CA to trust for wss (e.g. the simulator's self-signed cert)
+    transcription_model: str | None = None  # ask for input transcription when set
+    tools: list[dict] = field(default_factory=list)
+    prices: dict[str, float] | None = None  # per-1M-token price override for this target's model
+
+
+@dataclass(slots=True)
+class Timeouts:
+    """Seconds allowed for each phase; a phase that overruns ends as `timeout:<phase>`."""
+
+    connect: float = 10.0
+    ready: float = 10.0
+    first_audio: float = 15.0
+    response_done: float = 30.0
+    session: float = 120.0
+
+
+@dataclass(slots=True)
+class Scenario:
+    name: str = "default"
+    turns: int = 2
+    utterance_s: float = 1.5
+    trailing_silence_s: float = 0.8  # server VAD needs silence after speech to end the turn
+    pause_s: float = 0.3  # between a reply's end and the next turn
+    turn_mode: str = "server_vad"  # server_vad | semantic_vad | manual
+    chunk_ms: int = 100
+    jitter_buffer_ms: float = 100.0  # the simulated player's buffer for stall accounting
+    seed: int = 1
+    loudness_dbfs: float = -20.0
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    steps: list[dict] | None = None  # scripted steps (voice scenarios); None = plain turns
