@@ -1,0 +1,1 @@
+"""Parses the probe-service sections of voicepulse.yaml (owned by the scheduler work)."""
