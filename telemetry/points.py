@@ -1,0 +1,245 @@
+"""Points in DESIGN.md's storage schema and their InfluxDB line-protocol form.
+
+A `Point` is what every sink stores: the embedded SQLite store keeps the same measurement, tag and
+field names as InfluxDB, so one query layer answers from either. Ids and free text are always
+fields, never tags (tags are indexed series keys; an id per tag value explodes cardinality).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+
+from probes.results import SessionResult, TurnResult
+
+#: Tags of `turn` and `session` points (bounded values only).
+RESULT_TAGS = ("target", "provider", "model", "kind", "scenario", "agent", "outcome")
+
+#: Fields that are counts and are always written as integers; every other number is a float,
+#: so a field never changes type between points (InfluxDB rejects a type conflict with a 400).
+INT_FIELDS = frozenset(
+    {
+        "stalls",
+        "tokens_in_audio",
+        "tokens_in_text",
+        "tokens_out_audio",
+        "tokens_out_text",
+        "tokens_total",
+        "turn",
+        "turns",
+        "turns_ok",
+        "ok",
+        "unknown_events",
+        "count",
+        "clamped",
+    }
+)
+
+MAX_TEXT = 1024  # error text longer than this is cut (it is a field, not a log)
+
+FieldValue = float | int | str | bool
+
+
+@dataclass(slots=True)
+class Point:
+    measurement: str
+    tags: dict[str, str]
+    fields: dict[str, FieldValue]
+    time_ns: int = 0
+
+
+# -- line protocol -----------------------------------------------------------------------------
+
+
+def _esc_measurement(s: str) -> str:
+    return s.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
+
+
+def _esc_key(s: str) -> str:
+    """Tag keys, tag values and field keys: comma, equals and space are escaped. A newline cannot
+    be represented in these positions in line protocol, so it becomes a space."""
+    s = s.replace("\n", " ").replace("\r", " ")
+    return s.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def _field_value(v: FieldValue) -> str | None:
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, int):
+        return f"{v}i"
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return None  # not representable; the field is left out
+        return repr(v)
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'
+
+
+def to_line(p: Point) -> str:
+    """One line of InfluxDB line protocol (no trailing newline). Empty tag values are omitted
+    (InfluxDB rejects them); NaN/inf fields are omitted. Raises ValueError with no fields left."""
+    parts = [_esc_measurement(p.measurement)]
+    for k in sorted(p.tags):
+        v = p.tags[k]
+        if v is None or v == "":
+            continue
+        parts.append(f",{_esc_key(k)}={_esc_key(str(v))}")
+    fields = []
+    for k, v in p.fields.items():
+        if v is None:
+            continue
+        fv = _field_value(v)
+        if fv is not None:
+            fields.append(f"{_esc_key(k)}={fv}")
+    if not fields:
+        raise ValueError(f"point {p.measurement!r} has no storable field")
+    return f"{''.join(parts)} {','.join(fields)} {int(p.time_ns)}"
+
+
+def to_lines(points: list[Point]) -> str:
+    return "\n".join(to_line(p) for p in points)
+
+
+# -- results -> points -------------------------------------------------------------------------
+
+
+def _num(name: str, v: float | int) -> float | int:
+    return int(v) if name in INT_FIELDS else float(v)
+
+
+def _text(s: str) -> str:
+    return s if len(s) <= MAX_TEXT else s[: MAX_TEXT - 3] + "..."
+
+
+def _discriminator(session_key: str, index: int) -> int:
+    """0..999 ns, stable per (session, turn): two turns of the same series that land in the same
+    microsecond still get distinct timestamps, so InfluxDB never overwrites one with the other."""
+    return zlib.crc32(f"{session_key}/{index}".encode()) % 1000
+
+
+def _tags(r: SessionResult, outcome: str) -> dict[str, str]:
+    return {
+        "target": r.target,
+        "provider": r.provider,
+        "model": r.model,
+        "kind": r.kind,
+        "scenario": r.scenario,
+        "agent": r.agent,
+        "outcome": outcome,
+    }
+
+
+def _turn_time_ns(r: SessionResult, t: TurnResult, anchor_us: int, key: str) -> int:
+    """The turn's E (intended end of speech) on the wall clock: anchor + monotonic offset."""
+    offset_us = None
+    if r.connect_start_ns is not None:
+        mark = t.speech_end_ns or t.speech_sent_ns or t.first_audio_ns or t.response_done_ns
+        if mark is not None:
+            offset_us = max(0, (mark - r.connect_start_ns) // 1000)
+    if offset_us is None:  # no marks: keep order and distinctness within the session
+        offset_us = t.index + 1
+    return (anchor_us + offset_us) * 1000 + _discriminator(key, t.index)
+
+
+def session_points(r: SessionResult) -> list[Point]:
+    """DESIGN.md's `turn` points (one per turn) and one `session` point for a result."""
+    key = r.session_id or f"{r.target}/{r.started_at!r}/{r.connect_start_ns}"
+    anchor_us = int(round(r.started_at * 1_000_000))
+    points: list[Point] = []
+    audio_s = 0.0
+    turns_ok = 0
+    for t in r.turns:
+        fields: dict[str, FieldValue] = {k: _num(k, v) for k, v in t.metrics().items()}
+        fields["turn"] = int(t.index)
+        fields["session_id"] = r.session_id
+        if r.run_id:
+            fields["run_id"] = r.run_id
+        if t.error:
+            fields["error"] = _text(t.error)
+        if t.response_status:
+            fields["response_status"] = t.response_status
+        audio_s += t.audio_s or 0.0
+        turns_ok += t.outcome == "ok"
+        points.append(Point("turn", _tags(r, t.outcome), fields, _turn_time_ns(r, t, anchor_us, key)))
+    sf: dict[str, FieldValue] = {
+        "ok": int(r.ok),
+        "turns": len(r.turns),
+        "turns_ok": turns_ok,
+        "duration_s": float(r.duration_s),
+        "audio_s": float(audio_s),
+        "session_id": r.session_id,
+        "unknown_events": int(r.unknown_events),
+        "go_away": bool(r.go_away),
+    }
+    for name in ("connect_ms", "ready_ms", "send_lag_p99_ms"):
+        v = getattr(r, name)
+        if v is not None:
+            sf[name] = float(v)
+    cost = r.cost_usd
+    if cost is not None:
+        sf["cost_usd"] = float(cost)
+    if r.run_id:
+        sf["run_id"] = r.run_id
+    if r.error:
+        sf["error"] = _text(r.error)
+    points.append(
+        Point("session", _tags(r, r.outcome), sf, anchor_us * 1000 + _discriminator(key, -1))
+    )
+    return points
+
+
+@dataclass(slots=True)
+class LoadgenSample:
+    """One interval of the load generator's own health (DESIGN.md `loadgen`)."""
+
+    run_id: str
+    scenario: str
+    worker: str
+    users: int = 0
+    active_sessions: int = 0
+    arrivals_due: int = 0
+    arrivals_started: int = 0
+    late_starts: int = 0
+    send_lag_p99_ms: float | None = None
+    cpu_pct: float | None = None
+    extra: dict[str, FieldValue] = field(default_factory=dict)
+
+    def point(self, time_ns: int) -> Point:
+        f: dict[str, FieldValue] = {
+            "users": int(self.users),
+            "active_sessions": int(self.active_sessions),
+            "arrivals_due": int(self.arrivals_due),
+            "arrivals_started": int(self.arrivals_started),
+            "late_starts": int(self.late_starts),
+        }
+        if self.send_lag_p99_ms is not None:
+            f["send_lag_p99_ms"] = float(self.send_lag_p99_ms)
+        if self.cpu_pct is not None:
+            f["cpu_pct"] = float(self.cpu_pct)
+        f.update(self.extra)
+        tags = {"run_id": self.run_id, "scenario": self.scenario, "worker": self.worker}
+        return Point("loadgen", tags, f, time_ns)
+
+
+def alert_point(
+    *,
+    rule: str,
+    target: str,
+    severity: str,
+    state: str,
+    value: float | None,
+    threshold: float | None,
+    message: str,
+    time_ns: int,
+) -> Point:
+    """An `alert` state change (DESIGN.md): rule, target, severity, state are tags."""
+    f: dict[str, FieldValue] = {"message": _text(message)}
+    if value is not None:
+        f["value"] = float(value)
+    if threshold is not None:
+        f["threshold"] = float(threshold)
+    tags = {"rule": rule, "target": target, "severity": severity, "state": state}
+    return Point("alert", tags, f, time_ns)

@@ -1,0 +1,236 @@
+"""The `voicepulse` command: probe, demo, results, config check, sim, serve, alerts, load."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from voicepulse.configkit import ConfigError, parse_duration
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class ConfigErrorExit(click.ClickException):
+    """A bad config or option: one line on stderr, exit status 2, nothing started."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"voicepulse: {self.message}", err=True)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="voicepulse")
+def main() -> None:
+    """VoicePulse load-tests and watches realtime voice AI APIs (OpenAI Realtime, Azure OpenAI
+    Realtime, Gemini Live and servers that copy their protocols).
+
+    \b
+    First steps:
+      voicepulse demo                 simulator + probes + summary on built-in defaults
+      voicepulse sim                  the reference simulator on ws://127.0.0.1:8765
+      voicepulse probe sim-fast       one measured voice session against a target
+      voicepulse results --since 1h   what the store holds
+      voicepulse config check FILE    validate a voicepulse.yaml
+    """
+
+
+def load_or_default(config_path: str | None):
+    from voicepulse import config as cfgmod
+
+    try:
+        if config_path:
+            return cfgmod.load_config(config_path)
+        if Path("voicepulse.yaml").is_file():
+            return cfgmod.load_config("voicepulse.yaml")
+        return cfgmod.default_config()
+    except ConfigError as exc:
+        raise ConfigErrorExit(str(exc)) from None
+
+
+# -- config ----------------------------------------------------------------------------------
+@main.group("config", context_settings=CONTEXT)
+def config_group() -> None:
+    """Validate configuration files."""
+
+
+@config_group.command("check", context_settings=CONTEXT)
+@click.argument("file", default="voicepulse.yaml", type=click.Path(dir_okay=False))
+def config_check(file: str) -> None:
+    """Validate FILE (default ./voicepulse.yaml). Errors name the file, the key and what was
+    expected; the exit status is 2 when the file is not valid."""
+    cfg = load_or_default(file)
+    click.echo(f"{file}: ok ({len(cfg.targets)} targets, {len(cfg.scenarios)} scenarios, "
+               f"{len(cfg.sinks) or 'no'} sinks{'' if cfg.sinks else ', embedded store ' + cfg.store})")
+
+
+# -- probe -----------------------------------------------------------------------------------
+@main.command(context_settings=CONTEXT)
+@click.argument("target", required=False)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="voicepulse.yaml to read targets and scenarios from (default ./voicepulse.yaml "
+                   "if present, else the built-in simulator targets).")
+@click.option("--url", help="Probe this WebSocket URL instead of a configured target.")
+@click.option("--model", help="Model (or Azure deployment) to ask for, with --url.")
+@click.option("--provider", type=click.Choice(["openai", "azure", "gemini"]), default=None,
+              help="Protocol family of --url (default openai).")
+@click.option("--api-key-env", metavar="VAR",
+              help="Name of the environment variable holding the API key (never the key itself).")
+@click.option("--scenario", default=None, help="Scenario name from the config (default: default).")
+@click.option("--turns", type=click.IntRange(1, 1000), help="Number of user turns.")
+@click.option("--turn-mode", type=click.Choice(["server_vad", "semantic_vad", "manual"]),
+              help="Who ends the user's turn: the server's VAD, or the client (commit).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a timeline.")
+@click.option("--store", type=click.Path(dir_okay=False),
+              help="Embedded store file to record into (default from config, else voicepulse.db).")
+@click.option("--no-store", is_flag=True, help="Measure only; record nothing.")
+def probe(target, config_path, url, model, provider, api_key_env, scenario, turns, turn_mode,
+          as_json, store, no_store) -> None:
+    """Run one scripted voice session against TARGET and print what each step took.
+
+    \b
+    Exit status: 0 the probe succeeded, 1 it failed (the error class is printed),
+    2 a usage or config error.
+
+    \b
+    Examples:
+      voicepulse probe sim-fast
+      voicepulse probe --url ws://127.0.0.1:8765/v1/realtime --model sim-slow --turns 3
+      voicepulse probe gpt-realtime --config voicepulse.yaml --json
+    """
+    import dataclasses
+
+    from probes.session import run_session
+    from voicepulse import config as cfgmod
+    from voicepulse.render import probe_document, probe_timeline
+
+    cfg = load_or_default(config_path)
+    try:
+        if url:
+            if not model:
+                raise ConfigErrorExit("--url needs --model")
+            tgt = cfgmod.sim_target(model, url)
+            tgt = dataclasses.replace(tgt, name=target or model, provider=provider or "openai",
+                                      api_key_env=api_key_env or tgt.api_key_env)
+        else:
+            name = target or next(iter(cfg.targets), None)
+            if name is None:
+                raise ConfigErrorExit(f"{cfg.file}: targets: no target configured; name one or use --url")
+            tgt = cfg.target(name)
+            if provider:
+                tgt = dataclasses.replace(tgt, provider=provider)
+            if api_key_env:
+                tgt = dataclasses.replace(tgt, api_key_env=api_key_env)
+        sc = cfg.scenario(scenario)
+    except ConfigError as exc:
+        raise ConfigErrorExit(str(exc)) from None
+    if turns:
+        sc = dataclasses.replace(sc, turns=turns)
+    if turn_mode:
+        sc = dataclasses.replace(sc, turn_mode=turn_mode)
+
+    result = run_session(tgt, sc, kind="probe")
+    if not no_store:
+        record_results(cfg, [result], store)
+    if as_json:
+        click.echo(orjson.dumps(probe_document(result), option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(probe_timeline(result))
+    sys.exit(0 if result.ok else 1)
+
+
+def record_results(cfg, results, store: str | None = None) -> None:
+    """Write results through telemetry to the configured sinks (embedded store by default)."""
+    from telemetry.recorder import Recorder
+    from telemetry.sinks import build_sink
+
+    sink = build_sink(cfg.sinks, store_path=store or cfg.store, outbox_dir=cfg.outbox)
+    recorder = Recorder(sink)
+    try:
+        for r in results:
+            recorder.record(r)
+    finally:
+        recorder.close(timeout=10.0)
+
+
+# -- results ---------------------------------------------------------------------------------
+@main.command(context_settings=CONTEXT)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Read from the store or InfluxDB this config names.")
+@click.option("--store", type=click.Path(dir_okay=False), help="Embedded store file to read.")
+@click.option("--since", default="1h", show_default=True, help="How far back: 30m, 1h, 2d ...")
+@click.option("--kind", type=click.Choice(["probe", "load"]), default=None,
+              help="Only probes or only load-test sessions.")
+def results(config_path, store, since, kind) -> None:
+    """Print a summary per target from the store: success ratio, TTFA p50/p95, turn p95,
+    errors by class."""
+    from voicepulse.render import summary_table
+
+    cfg = load_or_default(config_path)
+    try:
+        since_s = parse_duration(since)
+    except ValueError:
+        raise ConfigErrorExit(f"--since: expected a duration like 30m, 1h or 2d, got {since!r}") from None
+    rows = query_summary(cfg, store, since_s=since_s, kind=kind)
+    if not rows:
+        click.echo(f"no sessions in the last {since}")
+        return
+    click.echo(summary_table(rows))
+
+
+def open_query(cfg, store: str | None = None):
+    from telemetry.query import open_query as _open
+
+    influx = cfg.sinks[0] if cfg.sinks and not store else None
+    return _open(store_path=store or cfg.store, influx=influx)
+
+
+def query_summary(cfg, store=None, **kwargs):
+    return open_query(cfg, store).summary(**kwargs)
+
+
+# -- demo ------------------------------------------------------------------------------------
+@main.command(context_settings=CONTEXT)
+@click.option("--duration", default="30s", show_default=True,
+              help="How long to probe the simulated targets.")
+@click.option("--store", type=click.Path(dir_okay=False), default=None,
+              help="Embedded store file (default voicepulse.db).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Use this config's sinks (e.g. InfluxDB) instead of the embedded store.")
+def demo(duration, store, config_path) -> None:
+    """Run the whole pipeline on embedded defaults: start the simulator with two profiles
+    (sim-fast, sim-slow), probe both for a bounded time, store the results and print a summary."""
+    from voicepulse.demo import run_demo
+
+    try:
+        seconds = parse_duration(duration)
+    except ValueError:
+        raise ConfigErrorExit(f"--duration: expected a duration like 30s, got {duration!r}") from None
+    cfg = load_or_default(config_path)
+    sys.exit(run_demo(cfg, seconds=seconds, store=store))
+
+
+# -- commands owned by other parts -----------------------------------------------------------
+def _register(module: str, *names: str) -> None:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return
+    for name in names:
+        cmd = getattr(mod, name, None)
+        if isinstance(cmd, click.Command):
+            main.add_command(cmd, "sim" if module == "simulator.cli" else cmd.name)
+
+
+_register("simulator.cli", "main")
+_register("voicepulse.cmd_service", "serve", "alerts")
+_register("voicepulse.cmd_load", "load")
+_register("voicepulse.cmd_report", "report")
+
+
+if __name__ == "__main__":
+    main()

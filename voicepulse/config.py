@@ -1,0 +1,186 @@
+"""Loads and validates voicepulse.yaml: targets, scenarios, sinks and the store, then hands the
+service (probes, SLOs, alerts) and load sections to their own parsers.
+
+Everything is checked up front, so a bad value stops the program before anything starts, with a
+message that names the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from probes.spec import PROVIDERS, TURN_MODES, Scenario, Target, Timeouts
+from voicepulse.configkit import ConfigError, Section
+
+DEFAULT_STORE = "voicepulse.db"
+DEFAULT_OUTBOX = ".voicepulse/outbox"
+DEFAULT_SIM_URL = "ws://127.0.0.1:8765/v1/realtime"
+AUDIO_FORMATS = ("pcm16", "g711_ulaw", "g711_alaw")
+TURN_MODE_KEYS = TURN_MODES
+
+
+@dataclass
+class Config:
+    file: str
+    targets: dict[str, Target] = field(default_factory=dict)
+    scenarios: dict[str, Scenario] = field(default_factory=dict)
+    sinks: list[Any] = field(default_factory=list)
+    store: str = DEFAULT_STORE
+    outbox: str = DEFAULT_OUTBOX
+    service: Any = None  # scheduler's ServiceConfig, when the file has `probes:`
+    load: Any = None  # loadtests' LoadConfig, when the file has `load:`
+
+    def scenario(self, name: str | None) -> Scenario:
+        if name is None:
+            return self.scenarios.get("default") or Scenario()
+        if name not in self.scenarios:
+            known = ", ".join(sorted(self.scenarios)) or "none"
+            raise ConfigError(self.file, f"scenarios.{name}", f"no such scenario (known: {known})")
+        return self.scenarios[name]
+
+    def target(self, name: str) -> Target:
+        if name not in self.targets:
+            known = ", ".join(sorted(self.targets)) or "none"
+            raise ConfigError(self.file, f"targets.{name}", f"no such target (known: {known})")
+        return self.targets[name]
+
+
+def default_config() -> Config:
+    """The embedded defaults: the built-in simulator as target, the embedded store."""
+    return Config(
+        file="(built-in defaults)",
+        targets={"sim-fast": sim_target("sim-fast"), "sim-slow": sim_target("sim-slow")},
+        scenarios={"default": Scenario()},
+    )
+
+
+def sim_target(model: str, url: str = DEFAULT_SIM_URL) -> Target:
+    return Target(name=model, url=url, model=model, provider="openai", api_key_env="SIM_API_KEY")
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(file, "", "file not found") from None
+    except OSError as exc:
+        raise ConfigError(file, "", f"cannot read the file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(file, "", f"not valid YAML{where}") from None
+    return parse_config(data, file, base_dir=path.parent)
+
+
+def parse_config(data: Any, file: str, base_dir: Path | None = None) -> Config:
+    root = Section(data, file)
+    cfg = Config(file=file)
+    for s in root.sections("targets", {}):
+        name = s.path.split(".", 1)[1]
+        cfg.targets[name] = _target(s, name)
+    for s in root.sections("scenarios", {}):
+        name = s.path.split(".", 1)[1]
+        cfg.scenarios[name] = _scenario(s, name)
+    cfg.scenarios.setdefault("default", Scenario())
+    cfg.sinks = [_sink(s) for s in root.sections("sinks", [])]
+    cfg.store = root.str("store", DEFAULT_STORE)
+    cfg.outbox = root.str("outbox", DEFAULT_OUTBOX)
+    cfg.service = _section_parser("config_service", "parse_service")(root, cfg.targets, cfg.scenarios)
+    cfg.load = _section_parser("config_load", "parse_load")(root)
+    root.done()
+    return cfg
+
+
+def _section_parser(module: str, name: str):
+    """The parser of a section owned by another part (service, load); absent until it lands."""
+    import importlib
+
+    mod = importlib.import_module(f"voicepulse.{module}")
+    return getattr(mod, name, lambda *args: None)
+
+
+def _target(s: Section, name: str) -> Target:
+    provider = s.str("provider", "openai", choices=PROVIDERS)
+    t = Target(
+        name=name,
+        provider=provider,
+        url=s.url("url", ("ws", "wss")),
+        model=s.str("model"),
+        api_key_env=s.env_name("api_key_env", None),
+        voice=s.str("voice", None),
+        instructions=s.str("instructions", Target.instructions),
+        input_format=s.str("input_format", "pcm16", choices=AUDIO_FORMATS),
+        output_format=s.str("output_format", "pcm16", choices=AUDIO_FORMATS),
+        beta=s.bool("beta", False),
+        api_version=s.str("api_version", None),
+        ca_file=s.str("ca_file", None),
+        transcription_model=s.str("transcription_model", None),
+        tools=s.list("tools", []),
+    )
+    if s.has("prices"):
+        p = s.section("prices")
+        t.prices = {k: p.num(k, min=0) for k in list(p.data)}
+        p.done()
+    s.done()
+    return t
+
+
+def _scenario(s: Section, name: str) -> Scenario:
+    d = Scenario()
+    sc = Scenario(
+        name=name,
+        turns=s.int("turns", d.turns, min=1, max=1000),
+        utterance_s=s.num("utterance_s", d.utterance_s, positive=True, max=600),
+        trailing_silence_s=s.num("trailing_silence_s", d.trailing_silence_s, min=0, max=60),
+        pause_s=s.num("pause_s", d.pause_s, min=0, max=600),
+        turn_mode=s.str("turn_mode", d.turn_mode, choices=TURN_MODES),
+        chunk_ms=s.int("chunk_ms", d.chunk_ms, min=10, max=1000),
+        jitter_buffer_ms=s.num("jitter_buffer_ms", d.jitter_buffer_ms, min=0),
+        seed=s.int("seed", d.seed),
+        loudness_dbfs=s.num("loudness_dbfs", d.loudness_dbfs, min=-60, max=0),
+    )
+    if s.has("timeouts"):
+        t = s.section("timeouts")
+        dt = Timeouts()
+        sc.timeouts = Timeouts(**{k: t.duration(k, getattr(dt, k)) for k in
+                                  ("connect", "ready", "first_audio", "response_done", "session")})
+        t.done()
+    s.done()
+    return sc
+
+
+def _sink(s: Section) -> Any:
+    from telemetry import sinks as tsinks
+
+    kind = s.str("type", choices=("influx",))
+    api = s.str("api", "v2", choices=("v1", "v2"))
+    assert kind == "influx"
+    if api == "v2":
+        sink = tsinks.InfluxV2Sink(
+            url=s.url("url", ("http", "https")),
+            org=s.str("org"),
+            bucket=s.str("bucket"),
+            token_env=s.env_name("token_env", None),
+            gzip=s.bool("gzip", True),
+            verify_tls=s.bool("verify_tls", True),
+            ca_file=s.str("ca_file", None),
+        )
+    else:
+        sink = tsinks.InfluxV1Sink(
+            url=s.url("url", ("http", "https")),
+            database=s.str("database"),
+            retention_policy=s.str("retention_policy", None),
+            username_env=s.env_name("username_env", None),
+            password_env=s.env_name("password_env", None),
+            token_env=s.env_name("token_env", None),
+        )
+    s.done()
+    return sink
