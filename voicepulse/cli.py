@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -47,6 +48,8 @@ def load_or_default(config_path: str | None):
             return cfgmod.load_config(config_path)
         if Path("voicepulse.yaml").is_file():
             return cfgmod.load_config("voicepulse.yaml")
+        # the built-in targets are the local simulator, which wants any non-empty key
+        os.environ.setdefault("SIM_API_KEY", "local-simulator")
         return cfgmod.default_config()
     except ConfigError as exc:
         raise ConfigErrorExit(str(exc)) from None
@@ -128,6 +131,9 @@ def probe(target, config_path, url, model, provider, api_key_env, scenario, turn
         sc = cfg.scenario(scenario)
     except ConfigError as exc:
         raise ConfigErrorExit(str(exc)) from None
+    if tgt.api_key_env and not os.environ.get(tgt.api_key_env):
+        where = f"targets.{tgt.name}.api_key_env" if not url else "--api-key-env"
+        raise ConfigErrorExit(f"{cfg.file}: {where}: environment variable {tgt.api_key_env} is not set")
     if turns:
         sc = dataclasses.replace(sc, turns=turns)
     if turn_mode:
