@@ -1,0 +1,92 @@
+"""The CLI end to end, as a user runs it: real `voicepulse` processes against a real simulator
+process over loopback, results in a real SQLite store."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from voicepulse.demo import SimulatorProcess
+
+
+def vp(*args: str, timeout: float = 90, env: dict | None = None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "voicepulse.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def simulator():
+    with SimulatorProcess() as sim:
+        yield sim
+
+
+def test_probe_json_document_and_store(simulator, tmp_path):
+    store = tmp_path / "vp.db"
+    out = vp("probe", "--url", simulator.realtime_url(), "--model", "sim-fast", "--turns", "2",
+             "--json", "--store", str(store), env={"SIM_API_KEY": "k"}, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr + out.stdout
+    doc = orjson.loads(out.stdout)
+    assert doc["outcome"] == "ok" and doc["error"] is None
+    assert doc["model"] == "sim-fast"
+    assert 0 < doc["connect_ms"] <= doc["ready_ms"]
+    assert len(doc["turns"]) == 2
+    for turn in doc["turns"]:
+        for key in ("ttfa_ms", "ttft_ms", "vad_ms", "turn_ms", "audio_s", "rtf", "stall_ms",
+                    "stalls", "gap_p95_ms"):
+            assert key in turn
+        assert 0 < turn["ttfa_ms"] < turn["turn_ms"]
+        assert turn["audio_s"] > 0
+
+    summary = vp("results", "--store", str(store), "--since", "1h", cwd=tmp_path)
+    assert summary.returncode == 0, summary.stderr
+    assert "sim-fast" in summary.stdout and "100.0 %" in summary.stdout
+
+
+def test_probe_dead_target_exits_1_with_error_class(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = vp("probe", "--url", f"ws://127.0.0.1:{port}/v1/realtime", "--model", "sim-fast",
+             "--no-store", env={"SIM_API_KEY": "k"}, cwd=tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "connect_refused" in out.stdout
+    assert "Traceback" not in out.stderr
+
+
+def test_probe_timeline_is_readable(simulator, tmp_path):
+    out = vp("probe", "--url", simulator.realtime_url(), "--model", "sim-fast", "--turns", "1",
+             "--no-store", env={"SIM_API_KEY": "k", "NO_COLOR": "1"}, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "outcome ok" in lines[0]
+    header = next(line for line in lines if "ttfa ms" in line)
+    row = lines[lines.index(header) + 2]
+    # the ttfa value sits right under its header
+    col = header.index("ttfa ms") + len("ttfa ms")
+    assert row[:col].rstrip()[-1].isdigit()
+    assert "\x1b[" not in out.stdout
+
+
+def test_probe_unset_key_variable_is_a_config_error(tmp_path):
+    cfg = tmp_path / "voicepulse.yaml"
+    cfg.write_text("targets:\n  t: {url: ws://127.0.0.1:9/v1/realtime, model: m, "
+                   "api_key_env: VP_TEST_UNSET_KEY}\n")
+    env = {k: v for k, v in os.environ.items() if k != "VP_TEST_UNSET_KEY"}
+    out = subprocess.run([sys.executable, "-m", "voicepulse.cli", "probe", "t", "--config",
+                          str(cfg)], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 2
+    assert f"{cfg}: targets.t.api_key_env: environment variable VP_TEST_UNSET_KEY is not set" \
+        in out.stderr
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    out = vp("demo", "--duration", "8s", "--store", str(tmp_path / "demo.db"), cwd=tmp_path,
+             timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "sim-fast" in out.stdout and "sim-slow" in out.stdout
+    assert "summary" in out.stdout

@@ -1,0 +1,3 @@
+from voicepulse.cli import main
+
+main()
