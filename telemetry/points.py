@@ -26,7 +26,7 @@ INT_FIELDS = frozenset(
         "tokens_out_audio",
         "tokens_out_text",
         "tokens_total",
-        "turn",
+        "turn_index",
         "turns",
         "turns_ok",
         "ok",
@@ -53,12 +53,14 @@ class Point:
 
 
 def _esc_measurement(s: str) -> str:
-    return s.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
+    s = s.replace("\n", " ").replace("\r", " ")
+    return s.replace(",", "\\,").replace(" ", "\\ ")
 
 
 def _esc_key(s: str) -> str:
-    """Tag keys, tag values and field keys: comma, equals and space are escaped. A newline cannot
-    be represented in these positions in line protocol, so it becomes a space."""
+    """Tag keys, tag values and field keys: comma, equals and space are escaped; a backslash stays
+    literal (InfluxDB 1.x unescapes only those three). A newline cannot be represented in these
+    positions, so it becomes a space."""
     s = s.replace("\n", " ").replace("\r", " ")
     return s.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
@@ -153,7 +155,7 @@ def session_points(r: SessionResult) -> list[Point]:
     turns_ok = 0
     for t in r.turns:
         fields: dict[str, FieldValue] = {k: _num(k, v) for k, v in t.metrics().items()}
-        fields["turn"] = int(t.index)
+        fields["turn_index"] = int(t.index)
         fields["session_id"] = r.session_id
         if r.run_id:
             fields["run_id"] = r.run_id

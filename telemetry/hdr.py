@@ -1,0 +1,201 @@
+"""HDR histograms in microseconds, the interval aggregator behind `latency` points, and merging.
+
+Percentiles are never averaged: each `latency` point carries its interval's HDR V2 blob, and any
+time range or set of workers is answered by merging blobs (`merge_blobs`) and reading the merged
+histogram. Values outside 1 µs .. 10 min are clamped to the range and counted (`clamped`), never
+dropped silently (hdrh's own `record_value` drops them and returns False).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from hdrh.histogram import HdrHistogram
+
+from probes.results import SessionResult
+
+from .points import Point
+
+LOWEST_US = 1
+HIGHEST_US = 600_000_000  # 10 min
+SIG_FIGS = 3
+PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
+PCT_FIELDS = {50.0: "p50", 90.0: "p90", 95.0: "p95", 99.0: "p99", 99.9: "p999"}
+
+#: Per-turn metrics the aggregator keeps histograms for (milliseconds in, µs inside).
+TURN_LATENCY_METRICS = (
+    "ttfa_ms",
+    "ttft_ms",
+    "vad_ms",
+    "turn_ms",
+    "ttfa_sent_ms",
+    "gap_p95_ms",
+    "barge_in_ms",
+    "tool_ms",
+    "tool_result_ms",
+    "send_lag_p99_ms",
+)
+SESSION_LATENCY_METRICS = ("connect_ms", "ready_ms")
+
+#: Tags of `latency` points. `agent` keeps two probe agents from overwriting each other's point
+#: for the same interval; an empty agent is simply not written.
+LATENCY_TAGS = ("target", "model", "kind", "scenario", "agent", "metric")
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIG_FIGS)
+
+
+def ms_to_us(value_ms: float) -> tuple[int, bool]:
+    """Microseconds within the histogram's range, and whether the value had to be clamped."""
+    us = int(round(value_ms * 1000.0))
+    if us < LOWEST_US:
+        return LOWEST_US, True
+    if us > HIGHEST_US:
+        return HIGHEST_US, True
+    return us, False
+
+
+def decode(blob: str | bytes) -> HdrHistogram:
+    return HdrHistogram.decode(blob.encode("ascii") if isinstance(blob, str) else blob)
+
+
+def merge_blobs(blobs: Iterable[str | bytes]) -> HdrHistogram:
+    """One histogram holding every value of the given V2 blobs (exact: counts add up)."""
+    merged = new_histogram()
+    for b in blobs:
+        if b:
+            merged.decode_and_add(b.encode("ascii") if isinstance(b, str) else b)
+    return merged
+
+
+def percentiles_ms(h: HdrHistogram, ps: Sequence[float] = PERCENTILES) -> dict[float, float]:
+    """Percentile -> value in ms (HDR 'highest equivalent value', within 0.1 %)."""
+    if h.get_total_count() == 0:
+        return {}
+    d = h.get_percentile_to_value_dict(list(ps))
+    return {p: d[p] / 1000.0 for p in ps}
+
+
+@dataclass(slots=True)
+class SeriesHistogram:
+    """One interval of one series: the histogram plus exact count, sum, min and max."""
+
+    hist: HdrHistogram = field(default_factory=new_histogram)
+    count: int = 0
+    sum_ms: float = 0.0
+    min_ms: float = float("inf")
+    max_ms: float = float("-inf")
+    clamped: int = 0
+
+    def record(self, value_ms: float) -> None:
+        us, clamped = ms_to_us(value_ms)
+        self.hist.record_value(us)
+        self.clamped += clamped
+        self.count += 1
+        self.sum_ms += value_ms
+        self.min_ms = min(self.min_ms, value_ms)
+        self.max_ms = max(self.max_ms, value_ms)
+
+    def add_blob(self, blob: str | bytes, clamped: int = 0) -> None:
+        """Add a histogram shipped by another process (e.g. a Locust worker's report)."""
+        h = decode(blob)
+        n = h.get_total_count()
+        if n == 0:
+            return
+        self.hist.add(h)
+        self.count += n
+        self.sum_ms += h.get_mean_value() * n / 1000.0
+        self.min_ms = min(self.min_ms, h.get_min_value() / 1000.0)
+        self.max_ms = max(self.max_ms, h.get_max_value() / 1000.0)
+        self.clamped += clamped
+
+    def fields(self) -> dict[str, float | int | str]:
+        f: dict[str, float | int | str] = {
+            "count": self.count,
+            "mean": self.sum_ms / self.count,
+            "min": float(self.min_ms),
+            "max": float(self.max_ms),
+            "clamped": self.clamped,
+        }
+        for p, v in percentiles_ms(self.hist).items():
+            f[PCT_FIELDS[p]] = v
+        f["hdr"] = self.hist.encode().decode("ascii")
+        return f
+
+
+SeriesKey = tuple[str, str, str, str, str, str]  # LATENCY_TAGS order
+
+
+class IntervalAggregator:
+    """Turns results into `latency` points, one per interval x series (LATENCY_TAGS).
+
+    A value is filed under the interval in which it is *recorded* (wall clock, aligned to
+    multiples of interval_s), so a closed interval never receives late values and its point is
+    written exactly once. The point's timestamp is the interval start. Thread-safe.
+    """
+
+    def __init__(self, interval_s: float = 10.0, clock=time.time):
+        if interval_s <= 0:
+            raise ValueError("interval_s must be > 0")
+        self.interval_ns = int(interval_s * 1e9)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._open: dict[int, dict[SeriesKey, SeriesHistogram]] = {}
+        self.clamped_total = 0
+
+    def _bucket(self, now_s: float | None) -> dict[SeriesKey, SeriesHistogram]:
+        t = int((self._clock() if now_s is None else now_s) * 1e9)
+        start = t - t % self.interval_ns
+        return self._open.setdefault(start, {})
+
+    def record(self, key: SeriesKey, value_ms: float, now_s: float | None = None) -> None:
+        with self._lock:
+            s = self._bucket(now_s).setdefault(key, SeriesHistogram())
+            before = s.clamped
+            s.record(value_ms)
+            self.clamped_total += s.clamped - before
+
+    def add_blob(self, key: SeriesKey, blob: str | bytes, now_s: float | None = None) -> None:
+        with self._lock:
+            self._bucket(now_s).setdefault(key, SeriesHistogram()).add_blob(blob)
+
+    def add(self, r: SessionResult, now_s: float | None = None) -> None:
+        """Record every latency metric of a session and its turns."""
+
+        def key(metric: str) -> SeriesKey:
+            return (r.target, r.model, r.kind, r.scenario, r.agent, metric)
+
+        values: list[tuple[SeriesKey, float]] = []
+        for m in SESSION_LATENCY_METRICS:
+            v = getattr(r, m)
+            if v is not None:
+                values.append((key(m), v))
+        for t in r.turns:
+            for m in TURN_LATENCY_METRICS:
+                v = getattr(t, m)
+                if v is not None:
+                    values.append((key(m), v))
+        with self._lock:
+            bucket = self._bucket(now_s)
+            for k, v in values:
+                s = bucket.setdefault(k, SeriesHistogram())
+                before = s.clamped
+                s.record(v)
+                self.clamped_total += s.clamped - before
+
+    def flush(self, now_s: float | None = None, *, force: bool = False) -> list[Point]:
+        """Points of every interval that has ended (all of them with force=True)."""
+        t = int((self._clock() if now_s is None else now_s) * 1e9)
+        with self._lock:
+            done = [s for s in self._open if force or s + self.interval_ns <= t]
+            closed = [(s, self._open.pop(s)) for s in sorted(done)]
+        points = []
+        for start, series in closed:
+            for k, sh in series.items():
+                if sh.count:
+                    points.append(Point("latency", dict(zip(LATENCY_TAGS, k)), sh.fields(), start))
+        return points
