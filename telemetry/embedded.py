@@ -52,7 +52,19 @@ SCHEMA: dict[str, dict[str, str]] = {
         **{t: "tag" for t in ("target", "model", "kind", "scenario", "agent", "metric")},
         **{
             f: "field"
-            for f in ("count", "mean", "min", "max", "p50", "p90", "p95", "p99", "p999", "clamped", "hdr")
+            for f in (
+                "count",
+                "mean",
+                "min",
+                "max",
+                "p50",
+                "p90",
+                "p95",
+                "p99",
+                "p999",
+                "clamped",
+                "hdr",
+            )
         },
     },
     "loadgen": {
@@ -98,7 +110,9 @@ class EmbeddedStore:
         d = os.path.dirname(os.path.abspath(path))
         os.makedirs(d, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, timeout=10.0, isolation_level=None)
+        self._db = sqlite3.connect(
+            path, check_same_thread=False, timeout=10.0, isolation_level=None
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
@@ -126,7 +140,9 @@ class EmbeddedStore:
     def _ensure(self, measurement: str, cols: dict[str, str]) -> None:
         known = self._columns.get(measurement)
         if known is None:
-            self._db.execute(f"CREATE TABLE IF NOT EXISTS {qi(measurement)} (time_ns INTEGER NOT NULL)")
+            self._db.execute(
+                f"CREATE TABLE IF NOT EXISTS {qi(measurement)} (time_ns INTEGER NOT NULL)"
+            )
             self._load_columns()
             known = self._columns.setdefault(measurement, {})
         missing = {k: v for k, v in cols.items() if k not in known and k != "time_ns"}
@@ -189,7 +205,13 @@ class EmbeddedStore:
         return True
 
     def health(self) -> dict[str, int]:
-        return {"pending": 0, "delivered": self.written, "retried": 0, "dead_lettered": 0, "dropped": 0}
+        return {
+            "pending": 0,
+            "delivered": self.written,
+            "retried": 0,
+            "dead_lettered": 0,
+            "dropped": 0,
+        }
 
     # -- reading --------------------------------------------------------------------------------
     def query(self, sql: str, params: Iterable = ()) -> list[tuple]:

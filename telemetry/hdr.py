@@ -197,5 +197,9 @@ class IntervalAggregator:
         for start, series in closed:
             for k, sh in series.items():
                 if sh.count:
-                    points.append(Point("latency", dict(zip(LATENCY_TAGS, k)), sh.fields(), start))
+                    points.append(
+                        Point(
+                            "latency", dict(zip(LATENCY_TAGS, k, strict=True)), sh.fields(), start
+                        )
+                    )
         return points

@@ -165,7 +165,9 @@ def session_points(r: SessionResult) -> list[Point]:
             fields["response_status"] = t.response_status
         audio_s += t.audio_s or 0.0
         turns_ok += t.outcome == "ok"
-        points.append(Point("turn", _tags(r, t.outcome), fields, _turn_time_ns(r, t, anchor_us, key)))
+        points.append(
+            Point("turn", _tags(r, t.outcome), fields, _turn_time_ns(r, t, anchor_us, key))
+        )
     sf: dict[str, FieldValue] = {
         "ok": int(r.ok),
         "turns": len(r.turns),

@@ -67,7 +67,7 @@ class FanOut:
         return ok
 
     def health(self) -> dict:
-        per = {n: s.health() for n, s in zip(self.names, self.sinks)}
+        per = {n: s.health() for n, s in zip(self.names, self.sinks, strict=True)}
         total = {k: sum(h.get(k, 0) for h in per.values()) for k in HEALTH_KEYS}
         return {**total, "sinks": per}
 
