@@ -1,0 +1,598 @@
+"""One query interface for reports, `voicepulse results` and the alert engine.
+
+Two backends answer the same calls: the embedded store (SQL over SQLite) and InfluxDB (InfluxQL
+over `/query`, which InfluxDB 1.x, 2.x through its v1 API, and 3.x all serve). Both backends only
+*select rows* (`_select`); every aggregate is computed here in Python by the same code, so the two
+give identical answers for identical data.
+
+Percentiles, stated plainly:
+- `summary()` and `turn_values()` use the raw per-turn / per-session values: exact, nearest-rank
+  (the smallest value with at least p % of values at or below it).
+- `percentiles_over_time()` and `merged_histograms()` merge the `latency` points' HDR blobs per
+  bucket: within HDR precision (3 significant digits), and scalable to any range or worker count.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import orjson
+
+from .hdr import merge_blobs, percentiles_ms
+
+Filters = dict[str, str | Sequence[str] | None]
+
+
+def nearest_rank(sorted_values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile of already sorted values (p in 0..100)."""
+    n = len(sorted_values)
+    if n == 0:
+        return None
+    k = max(1, math.ceil(p / 100.0 * n))
+    return float(sorted_values[min(k, n) - 1])
+
+
+@dataclass(slots=True)
+class TargetSummary:
+    target: str
+    model: str
+    provider: str
+    sessions: int
+    ok_sessions: int
+    success_ratio: float
+    turns: int
+    ttfa_p50: float | None
+    ttfa_p95: float | None
+    ttfa_p99: float | None
+    ttfa_max: float | None
+    turn_p95: float | None
+    connect_p95: float | None
+    rtf_mean: float | None
+    stalls: int
+    errors: dict[str, int] = field(default_factory=dict)
+    audio_s: float = 0.0
+    cost_usd: float | None = None
+    cost_per_audio_min: float | None = None
+
+
+@dataclass(slots=True)
+class PercentileBucket:
+    time_ns: int  # bucket start
+    target: str
+    count: int
+    values: dict[float, float]  # percentile -> ms
+
+
+@dataclass(slots=True)
+class Ratio:
+    ok: int
+    total: int
+
+    @property
+    def ratio(self) -> float | None:
+        return self.ok / self.total if self.total else None
+
+
+@dataclass(slots=True)
+class ErrorCount:
+    time_ns: int  # bucket start (or window start without buckets)
+    target: str
+    outcome: str
+    count: int
+
+
+@dataclass(slots=True)
+class TurnValue:
+    time_ns: int
+    target: str
+    value: float
+
+
+@dataclass(slots=True)
+class AlertRecord:
+    time_ns: int
+    rule: str
+    target: str
+    severity: str
+    state: str
+    value: float | None
+    threshold: float | None
+    message: str
+
+
+@dataclass(slots=True)
+class LoadgenRow:
+    time_ns: int
+    run_id: str
+    scenario: str
+    worker: str
+    values: dict[str, float]
+
+
+LOADGEN_FIELDS = (
+    "users",
+    "active_sessions",
+    "arrivals_due",
+    "arrivals_started",
+    "late_starts",
+    "send_lag_p99_ms",
+    "cpu_pct",
+)
+
+
+def window(
+    since_s: float | None = None, start_ns: int | None = None, end_ns: int | None = None
+) -> tuple[int, int]:
+    """[start, end) in epoch ns: explicit bounds win; `since_s` counts back from end (or now)."""
+    end = int(end_ns) if end_ns is not None else time.time_ns() + 1
+    if start_ns is not None:
+        start = int(start_ns)
+    elif since_s is not None:
+        start = end - int(since_s * 1e9)
+    else:
+        start = 0
+    return start, end
+
+
+class Query:
+    """The shared logic; a backend provides `_select`."""
+
+    def _select(
+        self,
+        measurement: str,
+        columns: Sequence[str],
+        start_ns: int,
+        end_ns: int,
+        filters: Filters,
+    ) -> list[tuple]:
+        """Rows (time_ns, *columns) in time order; missing columns read as None. Filters: column
+        -> value or list of values (tags, or the `run_id` field)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    # -- summary --------------------------------------------------------------------------------
+    def summary(
+        self,
+        since_s: float | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        targets: Sequence[str] | None = None,
+        kind: str | None = None,
+        run_id: str | None = None,
+    ) -> list[TargetSummary]:
+        """Per target: sessions, success, exact TTFA/turn/connect percentiles from raw values."""
+        start, end = window(since_s, start_ns, end_ns)
+        f: Filters = {"target": targets, "kind": kind, "run_id": run_id}
+        sess = self._select(
+            "session",
+            ("target", "model", "provider", "outcome", "ok", "connect_ms", "audio_s", "cost_usd"),
+            start,
+            end,
+            f,
+        )
+        turns = self._select(
+            "turn", ("target", "ttfa_ms", "turn_ms", "rtf", "stalls"), start, end, f
+        )
+        by: dict[str, dict] = {}
+        for _t, target, model, provider, outcome, ok, connect, audio, cost in sess:
+            s = by.setdefault(
+                target,
+                {
+                    "models": [],
+                    "provider": provider,
+                    "n": 0,
+                    "ok": 0,
+                    "errors": defaultdict(int),
+                    "connect": [],
+                    "audio": 0.0,
+                    "cost": None,
+                    "ttfa": [],
+                    "turn": [],
+                    "rtf": [],
+                    "stalls": 0,
+                    "turns": 0,
+                },
+            )
+            if model and model not in s["models"]:
+                s["models"].append(model)
+            s["n"] += 1
+            if ok or (ok is None and outcome == "ok"):
+                s["ok"] += 1
+            else:
+                s["errors"][outcome or "unknown"] += 1
+            if connect is not None:
+                s["connect"].append(connect)
+            s["audio"] += audio or 0.0
+            if cost is not None:
+                s["cost"] = (s["cost"] or 0.0) + cost
+        for _t, target, ttfa, turn_ms, rtf, stalls in turns:
+            s = by.get(target)
+            if s is None:
+                continue
+            s["turns"] += 1
+            if ttfa is not None:
+                s["ttfa"].append(ttfa)
+            if turn_ms is not None:
+                s["turn"].append(turn_ms)
+            if rtf is not None:
+                s["rtf"].append(rtf)
+            s["stalls"] += int(stalls or 0)
+        out = []
+        for target in sorted(by):
+            s = by[target]
+            ttfa, turn_v, conn = sorted(s["ttfa"]), sorted(s["turn"]), sorted(s["connect"])
+            cost = s["cost"]
+            out.append(
+                TargetSummary(
+                    target=target,
+                    model=",".join(s["models"]),
+                    provider=s["provider"] or "",
+                    sessions=s["n"],
+                    ok_sessions=s["ok"],
+                    success_ratio=s["ok"] / s["n"] if s["n"] else 0.0,
+                    turns=s["turns"],
+                    ttfa_p50=nearest_rank(ttfa, 50),
+                    ttfa_p95=nearest_rank(ttfa, 95),
+                    ttfa_p99=nearest_rank(ttfa, 99),
+                    ttfa_max=ttfa[-1] if ttfa else None,
+                    turn_p95=nearest_rank(turn_v, 95),
+                    connect_p95=nearest_rank(conn, 95),
+                    rtf_mean=sum(s["rtf"]) / len(s["rtf"]) if s["rtf"] else None,
+                    stalls=s["stalls"],
+                    errors=dict(sorted(s["errors"].items())),
+                    audio_s=s["audio"],
+                    cost_usd=cost,
+                    cost_per_audio_min=(cost / (s["audio"] / 60.0))
+                    if cost is not None and s["audio"] > 0
+                    else None,
+                )
+            )
+        return out
+
+    # -- latency blobs --------------------------------------------------------------------------
+    def merged_histograms(
+        self,
+        metric: str,
+        since_s: float | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        targets: Sequence[str] | None = None,
+        kind: str | None = None,
+        scenario: str | None = None,
+    ):
+        """target -> one HdrHistogram merged from every `latency` blob in the window."""
+        start, end = window(since_s, start_ns, end_ns)
+        f: Filters = {"metric": metric, "target": targets, "kind": kind, "scenario": scenario}
+        blobs: dict[str, list[str]] = defaultdict(list)
+        for _t, target, blob in self._select("latency", ("target", "hdr"), start, end, f):
+            if blob:
+                blobs[target].append(blob)
+        return {t: merge_blobs(b) for t, b in sorted(blobs.items())}
+
+    def percentiles_over_time(
+        self,
+        metric: str,
+        bucket_s: float,
+        since_s: float | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        targets: Sequence[str] | None = None,
+        kind: str | None = None,
+        scenario: str | None = None,
+        percentiles: Sequence[float] = (50.0, 95.0, 99.0),
+    ) -> list[PercentileBucket]:
+        """Per target and time bucket, percentiles of the merged `latency` blobs (never averaged)."""
+        start, end = window(since_s, start_ns, end_ns)
+        step = int(bucket_s * 1e9)
+        f: Filters = {"metric": metric, "target": targets, "kind": kind, "scenario": scenario}
+        groups: dict[tuple[int, str], list[str]] = defaultdict(list)
+        for t, target, blob in self._select("latency", ("target", "hdr"), start, end, f):
+            if blob:
+                groups[(t - t % step, target)].append(blob)
+        out = []
+        for (b, target), blobs in sorted(groups.items()):
+            h = merge_blobs(blobs)
+            out.append(
+                PercentileBucket(b, target, h.get_total_count(), percentiles_ms(h, percentiles))
+            )
+        return out
+
+    # -- success and errors ---------------------------------------------------------------------
+    def success_ratio(
+        self,
+        since_s: float | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        targets: Sequence[str] | None = None,
+        kind: str | None = None,
+        run_id: str | None = None,
+    ) -> dict[str, Ratio]:
+        """target -> sessions that succeeded / all sessions in the window."""
+        start, end = window(since_s, start_ns, end_ns)
+        f: Filters = {"target": targets, "kind": kind, "run_id": run_id}
+        out: dict[str, Ratio] = {}
+        for _t, target, outcome in self._select("session", ("target", "outcome"), start, end, f):
+            r = out.setdefault(target, Ratio(0, 0))
+            r.total += 1
+            r.ok += outcome == "ok"
+        return dict(sorted(out.items()))
+
+    def error_counts(
+        self,
+        since_s: float | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        targets: Sequence[str] | None = None,
+        kind: str | None = None,
+        run_id: str | None = None,
+        bucket_s: float | None = None,
+    ) -> list[ErrorCount]:
+        """Failed sessions by error class (the `outcome` tag), per bucket when bucket_s is given."""
+        start, end = window(since_s, start_ns, end_ns)
+        f: Filters = {"target": targets, "kind": kind, "run_id": run_id}
+        step = int(bucket_s * 1e9) if bucket_s else None
+        counts: dict[tuple[int, str, str], int] = defaultdict(int)
+        for t, target, outcome in self._select("session", ("target", "outcome"), start, end, f):
+            if outcome == "ok":
+                continue
+            b = t - t % step if step else start
+            counts[(b, target, outcome or "unknown")] += 1
+        return [ErrorCount(b, tg, o, n) for (b, tg, o), n in sorted(counts.items())]
+
+    def count_below(
+        self,
+        metric: str,
+        below: float,
+        since_s: float | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        targets: Sequence[str] | None = None,
+        kind: str | None = None,
+    ) -> dict[str, Ratio]:
+        """target -> turns whose `metric` is below `below` / turns that have the metric (latency SLO)."""
+        out: dict[str, Ratio] = {}
+        for v in self.turn_values(metric, since_s, start_ns, end_ns, targets, kind):
+            r = out.setdefault(v.target, Ratio(0, 0))
+            r.total += 1
+            r.ok += v.value < below
+        return dict(sorted(out.items()))
+
+    # -- raw values -----------------------------------------------------------------------------
+    def turn_values(
+        self,
+        metric: str,
+        since_s: float | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        targets: Sequence[str] | None = None,
+        kind: str | None = None,
+        outcome: str | None = None,
+        run_id: str | None = None,
+    ) -> list[TurnValue]:
+        """Every turn's value of `metric` in the window, in time order (turns without it skipped)."""
+        start, end = window(since_s, start_ns, end_ns)
+        f: Filters = {"target": targets, "kind": kind, "outcome": outcome, "run_id": run_id}
+        rows = self._select("turn", ("target", metric), start, end, f)
+        return [TurnValue(t, target, float(v)) for t, target, v in rows if v is not None]
+
+    def alerts(
+        self,
+        since_s: float | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        targets: Sequence[str] | None = None,
+    ) -> list[AlertRecord]:
+        start, end = window(since_s, start_ns, end_ns)
+        cols = ("rule", "target", "severity", "state", "value", "threshold", "message")
+        rows = self._select("alert", cols, start, end, {"target": targets})
+        return [
+            AlertRecord(r[0], *(x if x is not None else "" for x in r[1:5]), r[5], r[6], r[7] or "")
+            for r in rows
+        ]
+
+    def loadgen(
+        self,
+        since_s: float | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        run_id: str | None = None,
+    ) -> list[LoadgenRow]:
+        start, end = window(since_s, start_ns, end_ns)
+        cols = ("run_id", "scenario", "worker", *LOADGEN_FIELDS)
+        rows = self._select("loadgen", cols, start, end, {"run_id": run_id})
+        return [
+            LoadgenRow(
+                r[0],
+                r[1] or "",
+                r[2] or "",
+                r[3] or "",
+                {k: v for k, v in zip(LOADGEN_FIELDS, r[4:], strict=True) if v is not None},
+            )
+            for r in rows
+        ]
+
+
+def _values(v: str | Sequence[str] | None) -> list[str] | None:
+    if v is None:
+        return None
+    return [v] if isinstance(v, str) else list(v)
+
+
+class EmbeddedQuery(Query):
+    """Answers from the embedded SQLite store."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def _select(self, measurement, columns, start_ns, end_ns, filters):
+        from .embedded import qi
+
+        known = self.store.columns(measurement)
+        if not known:
+            return []
+        where = ["time_ns >= ?", "time_ns < ?"]
+        params: list = [start_ns, end_ns]
+        for col, v in filters.items():
+            vals = _values(v)
+            if vals is None:
+                continue
+            if col not in known:
+                return []  # filtering on a column never written: nothing matches
+            where.append(f"{qi(col)} IN ({', '.join('?' * len(vals))})")
+            params.extend(vals)
+        return self.store.select(measurement, ("time_ns", *columns), " AND ".join(where), params)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _ql_ident(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _ql_str(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class InfluxQuery(Query):
+    """Answers with InfluxQL over `/query` (1.x; 2.x via its v1 API; 3.x)."""
+
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        *,
+        retention_policy: str | None = None,
+        headers: dict[str, str] | None = None,
+        verify_tls: bool = True,
+        ca_file: str | None = None,
+        timeout_s: float = 30.0,
+    ):
+        import urllib3
+
+        self.url = url.rstrip("/")
+        self.database = database
+        self.retention_policy = retention_policy
+        self._headers = dict(headers or {})
+        self._timeout = urllib3.Timeout(connect=5.0, read=timeout_s)
+        kw = {"cert_reqs": "CERT_REQUIRED" if verify_tls else "CERT_NONE"}
+        if ca_file:
+            kw["ca_certs"] = ca_file
+        self._http = urllib3.PoolManager(num_pools=2, maxsize=2, retries=False, **kw)
+
+    def influxql(self, q: str) -> list[dict]:
+        """Run one InfluxQL statement; the series of its result (chunked, epoch ns)."""
+        from .sinks import safe_url
+
+        fields = {
+            "db": self.database,
+            "q": q,
+            "epoch": "ns",
+            "chunked": "true",
+            "chunk_size": "10000",
+        }
+        if self.retention_policy:
+            fields["rp"] = self.retention_policy
+        r = self._http.request(
+            "POST",
+            self.url + "/query",
+            fields=fields,
+            encode_multipart=False,
+            headers=self._headers,
+            timeout=self._timeout,
+            preload_content=True,
+        )
+        if r.status != 200:
+            raise QueryError(f"{safe_url(self.url)}/query: HTTP {r.status}: {r.data[:300]!r}")
+        series: list[dict] = []
+        for line in r.data.splitlines():
+            if not line.strip():
+                continue
+            doc = orjson.loads(line)
+            if doc.get("error"):
+                raise QueryError(f"{safe_url(self.url)}/query: {doc['error']}")
+            for res in doc.get("results", []):
+                if res.get("error"):
+                    raise QueryError(f"{safe_url(self.url)}/query: {res['error']}")
+                series.extend(res.get("series", []))
+        return series
+
+    def _select(self, measurement, columns, start_ns, end_ns, filters):
+        where = [f"time >= {int(start_ns)}", f"time < {int(end_ns)}"]
+        for col, v in filters.items():
+            vals = _values(v)
+            if vals is None:
+                continue
+            where.append("(" + " OR ".join(f"{_ql_ident(col)} = {_ql_str(x)}" for x in vals) + ")")
+        cols = ", ".join(_ql_ident(c) for c in columns)
+        q = f"SELECT {cols} FROM {_ql_ident(measurement)} WHERE {' AND '.join(where)}"
+        rows: list[tuple] = []
+        for s in self.influxql(q):
+            names = s["columns"]
+            idx = [names.index(c) if c in names else None for c in columns]
+            for v in s.get("values", []):
+                rows.append((v[0], *(v[i] if i is not None else None for i in idx)))
+        rows.sort(key=lambda r: r[0])
+        return rows
+
+
+class QueryError(RuntimeError):
+    """The store could not answer (message without credentials or query strings)."""
+
+
+def _env(name: str | None) -> str | None:
+    import os
+
+    return os.environ.get(name) if name else None
+
+
+def open_query(store_path: str | None = None, influx=None) -> Query:
+    """A query backend: InfluxDB when `influx` (an InfluxV1Sink or InfluxV2Sink config) is given,
+    otherwise the embedded store at `store_path` (default voicepulse.db)."""
+    from .embedded import DEFAULT_PATH, EmbeddedStore
+    from .sinks import InfluxV1Sink, InfluxV2Sink
+
+    if influx is None:
+        return EmbeddedQuery(EmbeddedStore(store_path or DEFAULT_PATH))
+    headers: dict[str, str] = {}
+    if isinstance(influx, InfluxV2Sink):
+        token = _env(influx.token_env)
+        if token:
+            headers["Authorization"] = f"Token {token}"
+        return InfluxQuery(
+            influx.url,
+            influx.bucket,
+            headers=headers,
+            verify_tls=influx.verify_tls,
+            ca_file=influx.ca_file,
+        )
+    if isinstance(influx, InfluxV1Sink):
+        headers.update(auth_headers_v1(influx))
+        return InfluxQuery(
+            influx.url,
+            influx.database,
+            retention_policy=influx.retention_policy,
+            headers=headers,
+            verify_tls=influx.verify_tls,
+            ca_file=influx.ca_file,
+        )
+    raise TypeError(f"not an influx sink config: {type(influx).__name__}")
+
+
+def auth_headers_v1(cfg) -> dict[str, str]:
+    """Basic auth from username/password env vars, or a token header (never in the URL)."""
+    token = _env(cfg.token_env)
+    if token:
+        return {"Authorization": f"Token {token}"}
+    user, password = _env(cfg.username_env), _env(cfg.password_env)
+    if user is not None or password is not None:
+        cred = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
+        return {"Authorization": f"Basic {cred}"}
+    return {}
