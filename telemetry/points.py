@@ -80,9 +80,14 @@ def _field_value(v: FieldValue) -> str | None:
     return f'"{s}"'
 
 
-def to_line(p: Point) -> str:
+#: Timestamp divisor per line-protocol precision (the `precision=` of /write).
+PRECISION_NS = {"ns": 1, "n": 1, "u": 1_000, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+
+
+def to_line(p: Point, precision: str = "ns") -> str:
     """One line of InfluxDB line protocol (no trailing newline). Empty tag values are omitted
-    (InfluxDB rejects them); NaN/inf fields are omitted. Raises ValueError with no fields left."""
+    (InfluxDB rejects them); NaN/inf fields are omitted. Raises ValueError with no fields left.
+    `precision` other than ns truncates the timestamp (and can merge distinct points: keep ns)."""
     parts = [_esc_measurement(p.measurement)]
     for k in sorted(p.tags):
         v = p.tags[k]
@@ -98,11 +103,11 @@ def to_line(p: Point) -> str:
             fields.append(f"{_esc_key(k)}={fv}")
     if not fields:
         raise ValueError(f"point {p.measurement!r} has no storable field")
-    return f"{''.join(parts)} {','.join(fields)} {int(p.time_ns)}"
+    return f"{''.join(parts)} {','.join(fields)} {int(p.time_ns) // PRECISION_NS[precision]}"
 
 
-def to_lines(points: list[Point]) -> str:
-    return "\n".join(to_line(p) for p in points)
+def to_lines(points: list[Point], precision: str = "ns") -> str:
+    return "\n".join(to_line(p, precision) for p in points)
 
 
 # -- results -> points -------------------------------------------------------------------------
