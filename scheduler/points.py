@@ -1,0 +1,59 @@
+"""The service's own points: `alert` (DESIGN.md) and `schedule` (runs, lateness, skips).
+
+`schedule` is this service's addition to the schema: one point per probe run (field
+`lateness_ms`) and one per skipped run (field `skips`=1), tags target, scenario, agent, event
+(run | skip | missed). Skips are stored, never just logged, so a dashboard can show that a target
+was too slow to be probed on time.
+
+Points are built as telemetry `Point`s when telemetry provides the type; otherwise as the
+plain `StoredPoint` below, which has the same four parts (measurement, tags, fields, time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from scheduler.alerts import AlertEvent
+
+
+@dataclass(slots=True)
+class StoredPoint:
+    measurement: str
+    tags: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, float | int | str | bool] = field(default_factory=dict)
+    time_ns: int = 0
+
+
+def make_point(measurement: str, tags: dict[str, str], fields: dict, time_s: float):
+    """A telemetry Point if telemetry is present, else a StoredPoint (same content)."""
+    tags = {k: v for k, v in tags.items() if v not in (None, "")}
+    fields = {k: v for k, v in fields.items() if v is not None}
+    time_ns = int(time_s * 1e9)
+    try:
+        from telemetry.points import Point
+    except ImportError:
+        return StoredPoint(measurement, tags, fields, time_ns)
+    try:
+        return Point(measurement=measurement, tags=tags, fields=fields, time_ns=time_ns)
+    except TypeError:
+        return Point(measurement, tags, fields, time_ns)
+
+
+def alert_point(event: AlertEvent):
+    return make_point(
+        "alert",
+        {"rule": event.rule, "target": event.target, "severity": event.severity,
+         "state": event.state, "agent": event.agent},
+        {"value": event.value, "threshold": event.threshold, "message": event.message,
+         "window": event.window, "kind": event.kind},
+        event.at,
+    )
+
+
+def schedule_point(target: str, scenario: str, agent: str, event: str, at: float, *,
+                   lateness_ms: float | None = None):
+    fields: dict = {"skips": 1} if event == "skip" else {"runs": 1}
+    if lateness_ms is not None:
+        fields["lateness_ms"] = round(lateness_ms, 3)
+    return make_point("schedule", {"target": target, "scenario": scenario, "agent": agent,
+                                   "event": event}, fields, at)

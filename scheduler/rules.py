@@ -1,0 +1,201 @@
+"""Pure rule math: burn rates, threshold statistics, the regression test.
+
+Each evaluator asks an `AlertSource` for the numbers of its windows and returns a `Verdict`:
+whether the condition holds, the value it saw and the threshold it compared against. No state
+lives here (pending/firing is scheduler/alerts.py), so each function is tested with plain data.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.config import (
+    AVAILABILITY,
+    BurnTier,
+    RegressionRule,
+    Slo,
+    ThresholdRule,
+)
+from scheduler.source import AlertSource, Counts
+
+OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+STATS = ("p50", "p90", "p95", "p99", "p999", "mean", "max", "min", "count", "median")
+_EXPR = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z0-9_]+))?\s*(>=|<=|>|<)\s*"
+                   r"(-?\d+(?:\.\d+)?)\s*(%|ms|s)?\s*$")
+
+
+@dataclass(slots=True)
+class Verdict:
+    breach: bool | None  # None: not enough data to say (keeps the current state)
+    value: float | None
+    threshold: float
+    window: str  # human text, e.g. "1h&5m" or "10m"
+    message: str = ""
+
+
+def parse_expr(text: str) -> tuple[str, str, str, float]:
+    """`ttfa_ms.p95 > 900` -> ("ttfa_ms", "p95", ">", 900.0); `error_rate > 5%` -> 0.05.
+
+    Raises ValueError with the reason, for the config reader to place at its key.
+    """
+    m = _EXPR.match(str(text))
+    if not m:
+        raise ValueError("expected `metric.stat OP number`, e.g. `ttfa_ms.p95 > 900` or "
+                         "`error_rate > 5%`")
+    metric, stat, op, num, unit = m.groups()
+    value = float(num)
+    if unit == "%":
+        value /= 100.0
+    elif unit == "s":
+        value *= 1000.0
+    if metric == "error_rate":
+        if stat not in (None, "value"):
+            raise ValueError("error_rate takes no statistic (write `error_rate > 5%`)")
+        return metric, "value", op, value
+    stat = stat or "p95"
+    if stat not in STATS:
+        raise ValueError(f"unknown statistic {stat!r} (known: {', '.join(STATS)})")
+    return metric, stat, op, value
+
+
+def human(seconds: float) -> str:
+    """A window length as a short label (1h, 5m, 3d, 1.8s) for messages and payloads."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and (seconds / size == int(seconds / size) or unit == "s"):
+            v = seconds / size
+            return f"{int(v)}{unit}" if v == int(v) else f"{v:.3g}{unit}"
+    return f"{seconds * 1000:.3g}ms"
+
+
+def statistic(values: list[float], stat: str) -> float:
+    arr = np.asarray(values, dtype=float)
+    if stat == "count":
+        return float(arr.size)
+    if stat == "mean":
+        return float(arr.mean())
+    if stat == "max":
+        return float(arr.max())
+    if stat == "min":
+        return float(arr.min())
+    q = {"p50": 50, "median": 50, "p90": 90, "p95": 95, "p99": 99, "p999": 99.9}[stat]
+    return float(np.percentile(arr, q))
+
+
+# -- SLO burn rates ---------------------------------------------------------------------------
+def slo_counts(slo: Slo, source: AlertSource, start: float, end: float) -> Counts:
+    """Good/total events of an SLO in a window: sessions (availability) or turns (latency)."""
+    if slo.kind == AVAILABILITY:
+        return source.session_counts(slo.target, start, end)
+    values = source.turn_values(slo.target, slo.metric, start, end)
+    assert slo.below_ms is not None
+    return Counts(len(values), sum(1 for v in values if v < slo.below_ms))
+
+
+def burn_rate(counts: Counts, budget: float) -> float | None:
+    """How fast the error budget burns: 1.0 spends exactly the budget over the SLO period."""
+    ratio = counts.error_ratio
+    return None if ratio is None else ratio / budget
+
+
+def evaluate_burn(slo: Slo, tier: BurnTier, source: AlertSource, now: float,
+                  scale: float = 1.0) -> Verdict:
+    """Both the long and the short window must burn faster than the tier's factor.
+
+    The short window makes the alert reset quickly once the fault is gone; the long one keeps
+    a short blip from paging (SRE workbook, "multiwindow, multi-burn-rate alerts").
+    """
+    long_s, short_s = tier.long_s * scale, tier.short_s * scale
+    window = f"{human(long_s)}&{human(short_s)}"
+    long_rate = burn_rate(slo_counts(slo, source, now - long_s, now), slo.budget)
+    short_rate = burn_rate(slo_counts(slo, source, now - short_s, now), slo.budget)
+    if long_rate is None or short_rate is None:
+        return Verdict(None, None, tier.factor, window, "no data in a window")
+    value = min(long_rate, short_rate)
+    return Verdict(value > tier.factor, round(value, 4), tier.factor, window,
+                   f"burn rate {long_rate:.3g}x over {human(long_s)}, {short_rate:.3g}x over "
+                   f"{human(short_s)} (alert above {tier.factor:g}x; objective "
+                   f"{slo.objective * 100:g}%)")
+
+
+# -- thresholds -------------------------------------------------------------------------------
+def evaluate_threshold(rule: ThresholdRule, source: AlertSource, now: float,
+                       scale: float = 1.0) -> Verdict:
+    over = rule.over_s * scale
+    window = human(over)
+    if rule.metric == "error_rate":
+        counts = source.session_counts(rule.target, now - over, now)
+        if counts.total < rule.min_samples:
+            return Verdict(None, None, rule.value, window, f"{counts.total} sessions")
+        value = counts.error_ratio or 0.0
+        text = f"error rate {value:.2%} of {counts.total} sessions"
+    else:
+        values = source.turn_values(rule.target, rule.metric, now - over, now)
+        if len(values) < max(rule.min_samples, 1):
+            return Verdict(None, None, rule.value, window, f"{len(values)} samples")
+        value = statistic(values, rule.stat)
+        text = f"{rule.metric}.{rule.stat} = {value:.1f} over {len(values)} turns"
+    breach = OPS[rule.op](value, rule.value)
+    return Verdict(breach, round(value, 4), rule.value, window,
+                   f"{text} (alert when {rule.op} {rule.value:g}, over {window})")
+
+
+# -- regressions ------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Comparison:
+    p_value: float
+    recent_n: int
+    baseline_n: int
+    median_growth: float
+    p95_growth: float
+    recent_median: float
+    baseline_median: float
+
+
+def compare(recent: list[float], baseline: list[float]) -> Comparison:
+    """One-sided Mann-Whitney U (recent stochastically greater) plus median and p95 growth."""
+    from scipy.stats import mannwhitneyu
+
+    p = float(mannwhitneyu(recent, baseline, alternative="greater").pvalue)
+    rm, bm = float(np.median(recent)), float(np.median(baseline))
+    r95, b95 = float(np.percentile(recent, 95)), float(np.percentile(baseline, 95))
+    return Comparison(
+        p_value=p if not math.isnan(p) else 1.0,
+        recent_n=len(recent),
+        baseline_n=len(baseline),
+        median_growth=(rm - bm) / bm if bm > 0 else 0.0,
+        p95_growth=(r95 - b95) / b95 if b95 > 0 else 0.0,
+        recent_median=rm,
+        baseline_median=bm,
+    )
+
+
+def regression_windows(rule: RegressionRule, now: float, scale: float = 1.0
+                       ) -> tuple[tuple[float, float], tuple[float, float]]:
+    recent = (now - rule.recent_s * scale, now)
+    end_ago = rule.baseline_end_ago_s if rule.baseline_end_ago_s is not None else rule.recent_s
+    b_end = now - end_ago * scale
+    return recent, (b_end - rule.baseline_s * scale, b_end)
+
+
+def evaluate_regression(rule: RegressionRule, source: AlertSource, now: float,
+                        scale: float = 1.0) -> Verdict:
+    (r0, r1), (b0, b1) = regression_windows(rule, now, scale)
+    window = f"{human(r1 - r0)} vs {human(b1 - b0)}"
+    recent = source.turn_values(rule.target, rule.metric, r0, r1)
+    baseline = source.turn_values(rule.target, rule.metric, b0, b1)
+    if len(recent) < rule.min_samples or len(baseline) < rule.min_samples:
+        return Verdict(None, None, rule.min_effect, window,
+                       f"{len(recent)} recent / {len(baseline)} baseline samples "
+                       f"(need {rule.min_samples} each)")
+    c = compare(recent, baseline)
+    growth = max(c.median_growth, c.p95_growth)
+    breach = c.p_value < rule.p_max and growth >= rule.min_effect
+    return Verdict(breach, round(growth, 4), rule.min_effect, window,
+                   f"{rule.metric} median {c.baseline_median:.0f} -> {c.recent_median:.0f} ms "
+                   f"({c.median_growth:+.0%}), p95 {c.p95_growth:+.0%}, Mann-Whitney p="
+                   f"{c.p_value:.2g} (n={c.recent_n}/{c.baseline_n})")

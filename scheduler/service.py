@@ -1,0 +1,411 @@
+"""The probe service: scheduled probes on APScheduler, results into telemetry, alerts from the
+store.
+
+One `BackgroundScheduler` runs every probe job (interval or cron, with jitter, `max_instances=1`,
+`coalesce`, misfire grace about the interval) on a bounded thread pool, plus one job that
+evaluates the alert rules. A probe that finds the previous probe of the same target still
+running is skipped and the skip is counted and stored (a `schedule` point), never stacked.
+
+    svc = ProbeService(cfg, targets, scenarios, recorder, source)
+    svc.start(); ...; svc.status(); svc.stop(timeout=10)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from apscheduler.events import (
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
+    JobEvent,
+)
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from probes.results import SessionResult
+from probes.spec import Scenario, Target
+from scheduler.alerts import AlertEngine, AlertEvent, build_rules
+from scheduler.config import ProbeJob, ServiceConfig
+from scheduler.notifiers import Notifier, build_notifiers, close_all
+from scheduler.points import alert_point, schedule_point
+from scheduler.source import AlertSource, MemorySource
+
+log = logging.getLogger("voicepulse.service")
+
+EVAL_JOB = "alerts:evaluate"
+LATENESS_KEEP = 20000
+
+
+def default_runner(target: Target, scenario: Scenario, **kwargs) -> SessionResult:
+    from probes.session import run_session
+
+    return run_session(target, scenario, **kwargs)
+
+
+def make_trigger(job: ProbeJob, scale: float):
+    """Interval schedules shrink with `time_scale`; a cron schedule is wall-clock and does not."""
+    if job.cron:
+        return _cron(job)
+    return IntervalTrigger(seconds=max(0.001, job.every_s * scale), jitter=job.jitter_s or None)
+
+
+def _cron(job: ProbeJob) -> CronTrigger:
+    fields = job.cron.split()
+    minute, hour, day, month, dow = fields
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=dow,
+                       timezone="UTC", jitter=job.jitter_s or None)
+
+
+def job_interval_s(job: ProbeJob, scale: float) -> float:
+    """The nominal gap between runs (cron: the gap between its next two fire times)."""
+    if job.every_s:
+        return job.every_s * scale
+    from datetime import UTC, datetime
+
+    trig = _cron(job)
+    now = datetime.now(UTC)
+    a = trig.get_next_fire_time(None, now)
+    b = trig.get_next_fire_time(a, a)
+    return (b - a).total_seconds() if a and b else 60.0
+
+
+@dataclass
+class TargetState:
+    """What the service knows of one probe job, for /status and /metrics."""
+
+    target: str
+    scenario: str
+    runs: int = 0
+    ok: int = 0
+    skips: int = 0
+    missed: int = 0
+    running: int = 0
+    max_running: int = 0
+    last: dict | None = None
+    outcomes: dict[str, int] = field(default_factory=dict)
+    lateness_ms: deque = field(default_factory=lambda: deque(maxlen=LATENESS_KEEP))
+
+
+class ProbeService:
+    def __init__(self, cfg: ServiceConfig, targets: dict[str, Target],
+                 scenarios: dict[str, Scenario], recorder=None, source: AlertSource | None = None,
+                 *, runner: Callable[..., SessionResult] | None = None,
+                 notifiers: list[Notifier] | None = None,
+                 extra_listeners: list[Callable[[AlertEvent], None]] | None = None):
+        self.cfg = cfg
+        self.targets = dict(targets)
+        self.scenarios = dict(scenarios)
+        self.recorder = recorder
+        self.memory = MemorySource() if source is None else None
+        self.source: AlertSource = source if source is not None else self.memory
+        self.runner = runner or default_runner
+        self.notifiers = notifiers if notifiers is not None else build_notifiers(cfg.notifiers)
+        self._extra_listeners = list(extra_listeners or [])
+        self.engine = AlertEngine.from_config(cfg, self.source, listeners=self._listeners())
+        self.write_errors = 0
+        self.started_at: float | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._target_locks: dict[str, threading.Lock] = {}
+        self._jobs: dict[str, ProbeJob] = {}
+        self._state: dict[str, TargetState] = {}
+        self._pairs: dict[str, dict] = {}
+        self._running = 0
+        self._idle = threading.Condition(self._lock)
+        self.scheduler: BackgroundScheduler | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def _listeners(self) -> list[Callable[[AlertEvent], None]]:
+        return [self._write_alert, *self.notifiers, *self._extra_listeners]
+
+    def start(self) -> ProbeService:
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=self.cfg.max_workers)},
+            job_defaults={"coalesce": True, "max_instances": 1},
+            timezone="UTC",
+        )
+        self.scheduler.add_listener(self._on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MAX_INSTANCES
+                                    | EVENT_JOB_MISSED)
+        self._add_jobs()
+        self.started_at = time.time()
+        self.scheduler.start()
+        log.info("probe service started: %d probe jobs, %d alert rules, agent %s",
+                 len(self._jobs), len(self.engine._rules), self.cfg.agent)
+        return self
+
+    def _add_jobs(self) -> None:
+        scale = self.cfg.time_scale
+        for job in self.cfg.probes:
+            interval = job_interval_s(job, scale)
+            self._jobs[job.job_id] = job
+            self._target_locks.setdefault(job.target, threading.Lock())
+            self._state.setdefault(job.job_id, TargetState(job.target, job.scenario))
+            self.scheduler.add_job(
+                self._probe, make_trigger(job, scale), args=(job.job_id,), id=job.job_id,
+                name=job.job_id, misfire_grace_time=max(1, int(round(interval))),
+                max_instances=1, coalesce=True, replace_existing=True,
+            )
+        if self.engine._rules:
+            every = max(0.2, self.cfg.evaluate_every_s * scale)
+            self.scheduler.add_job(self.evaluate, IntervalTrigger(seconds=every), id=EVAL_JOB,
+                                   name=EVAL_JOB, misfire_grace_time=max(1, int(every)),
+                                   max_instances=1, coalesce=True, replace_existing=True)
+
+    def reload(self, cfg: ServiceConfig, targets: dict[str, Target],
+               scenarios: dict[str, Scenario]) -> None:
+        """Swap in a new (already validated) config; alert states of kept rules survive."""
+        old_notifiers = self.notifiers
+        with self._lock:
+            self.cfg, self.targets, self.scenarios = cfg, dict(targets), dict(scenarios)
+        self.notifiers = build_notifiers(cfg.notifiers)
+        self.engine.listeners = self._listeners()
+        self.engine.agent = cfg.agent
+        self.engine.set_rules(build_rules(cfg))
+        if self.scheduler is not None:
+            for job_id in list(self._jobs):
+                if self.scheduler.get_job(job_id):
+                    self.scheduler.remove_job(job_id)
+            if self.scheduler.get_job(EVAL_JOB):
+                self.scheduler.remove_job(EVAL_JOB)
+            self._jobs.clear()
+            self._add_jobs()
+        close_all(old_notifiers, timeout=2.0)
+        log.info("config reloaded: %d probe jobs, %d alert rules", len(self._jobs),
+                 len(self.engine._rules))
+
+    def stop(self, timeout: float | None = None, *, close_recorder: bool = True) -> bool:
+        """Stop scheduling, let running probes finish (aborting them at `timeout`), flush.
+
+        Returns True when every probe ended within the bound."""
+        timeout = self.cfg.shutdown_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        grace = deadline - min(2.0, timeout / 2)
+        clean = self._wait_idle(grace)
+        if not clean:
+            log.warning("stopping: aborting %d running probe(s)", self._running)
+            self._stop.set()
+            clean = self._wait_idle(deadline)
+        self._stop.set()
+        close_all(self.notifiers, timeout=max(0.5, min(3.0, deadline - time.monotonic())))
+        if self.recorder is not None and close_recorder:
+            try:
+                self.recorder.close(timeout=max(1.0, deadline - time.monotonic()))
+            except TypeError:
+                self.recorder.close()
+        return clean
+
+    def _wait_idle(self, deadline: float) -> bool:
+        with self._idle:
+            while self._running:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    # -- probes --------------------------------------------------------------------------------
+    def _on_event(self, event: JobEvent) -> None:
+        job = self._jobs.get(event.job_id)
+        if job is None:
+            return
+        if event.code == EVENT_JOB_SUBMITTED:
+            self._pair(event.job_id, scheduled=event.scheduled_run_times[-1].timestamp())
+            return
+        kind = "skip" if event.code == EVENT_JOB_MAX_INSTANCES else "missed"
+        self._count_skip(job, kind)
+
+    def _count_skip(self, job: ProbeJob, kind: str) -> None:
+        with self._lock:
+            st = self._state[job.job_id]
+            if kind == "skip":
+                st.skips += 1
+            else:
+                st.missed += 1
+        log.info("probe %s %s: the previous run is still going", job.job_id, kind)
+        self._write([schedule_point(job.target, job.scenario, self.cfg.agent, kind, time.time())])
+
+    def _pair(self, job_id: str, *, scheduled: float | None = None,
+              started: float | None = None) -> None:
+        """Match a run's scheduled time (from the scheduler thread) with its start time (from
+        the pool thread), whichever arrives first; lateness excludes jitter, because the
+        scheduled time APScheduler reports already includes it."""
+        with self._lock:
+            slot = self._pairs.setdefault(job_id, {})
+            if scheduled is not None:
+                slot["scheduled"] = scheduled
+            if started is not None:
+                slot["started"] = started
+            if "scheduled" not in slot or "started" not in slot:
+                return
+            del self._pairs[job_id]
+            lateness = (slot["started"] - slot["scheduled"]) * 1000
+            st = self._state.get(job_id)
+            if st is not None:
+                st.lateness_ms.append(lateness)
+        job = self._jobs.get(job_id)
+        if job:
+            self._write([schedule_point(job.target, job.scenario, self.cfg.agent, "run",
+                                        slot["scheduled"], lateness_ms=lateness)])
+
+    def _probe(self, job_id: str) -> None:
+        started = time.time()
+        self._pair(job_id, started=started)
+        job = self._jobs.get(job_id)
+        if job is None or self._stop.is_set():
+            return
+        lock = self._target_locks[job.target]
+        if not lock.acquire(blocking=False):  # another scenario of this target is running
+            self._count_skip(job, "skip")
+            return
+        with self._lock:
+            self._running += 1
+            st = self._state[job_id]
+            st.running += 1
+            st.max_running = max(st.max_running, st.running)
+            target, scenario = self.targets[job.target], self.scenarios[job.scenario]
+        try:
+            result = self.runner(target, scenario, kind="probe", agent=self.cfg.agent,
+                                 stop=self._stop)
+            self._record(job, result)
+        except Exception:  # the engine never raises for target failures; anything else is ours
+            log.exception("probe %s crashed", job_id)
+        finally:
+            lock.release()
+            with self._idle:
+                st.running -= 1
+                self._running -= 1
+                self._idle.notify_all()
+
+    def _record(self, job: ProbeJob, result: SessionResult) -> None:
+        if not result.agent:
+            result.agent = self.cfg.agent
+        ttfa = [t.ttfa_ms for t in result.turns if t.ttfa_ms is not None]
+        with self._lock:
+            st = self._state[job.job_id]
+            st.runs += 1
+            st.ok += int(result.ok)
+            st.outcomes[result.outcome] = st.outcomes.get(result.outcome, 0) + 1
+            st.last = {"at": result.started_at, "outcome": result.outcome,
+                       "error": result.error[:200], "duration_s": round(result.duration_s, 3),
+                       "ttfa_ms": ttfa[0] if ttfa else None}
+        if self.memory is not None:
+            self.memory.record(result)
+        if self.recorder is not None:
+            try:
+                self.recorder.record(result)
+            except Exception:
+                self.write_errors += 1
+                log.exception("recording a probe result failed")
+
+    def _write(self, points: list) -> None:
+        if self.recorder is None or not hasattr(self.recorder, "write"):
+            return
+        try:
+            self.recorder.write(points)
+        except Exception:
+            self.write_errors += 1
+            log.exception("writing service points failed")
+
+    def _write_alert(self, event: AlertEvent) -> None:
+        self._write([alert_point(event)])
+
+    # -- alerts --------------------------------------------------------------------------------
+    def evaluate(self, now: float | None = None) -> list[AlertEvent]:
+        """One evaluation of every rule (also the scheduled job). Flushes the recorder first,
+        so rules read what the probes just wrote."""
+        if self.recorder is not None and hasattr(self.recorder, "flush"):
+            try:
+                self.recorder.flush()
+            except Exception:
+                log.exception("flush before evaluation failed")
+        return self.engine.evaluate(now)
+
+    # -- read side -----------------------------------------------------------------------------
+    def lateness_ms(self, target: str | None = None) -> list[float]:
+        with self._lock:
+            return [v for st in self._state.values() if target in (None, st.target)
+                    for v in st.lateness_ms]
+
+    def target_states(self) -> dict[str, TargetState]:
+        with self._lock:
+            return dict(self._state)
+
+    def status(self) -> dict:
+        """The /status document (see docs/service.md)."""
+        now = time.time()
+        targets = {}
+        for job_id, st in self.target_states().items():
+            entry: dict = {
+                "target": st.target, "scenario": st.scenario, "runs": st.runs, "ok": st.ok,
+                "skips": st.skips, "missed": st.missed, "running": st.running,
+                "last": st.last, "next_run": None, "outcomes": dict(st.outcomes),
+            }
+            lat = list(st.lateness_ms)
+            if lat:
+                entry["lateness_ms"] = {"p50": round(float(np.percentile(lat, 50)), 3),
+                                        "p99": round(float(np.percentile(lat, 99)), 3),
+                                        "max": round(max(lat), 3)}
+            job = self.scheduler.get_job(job_id) if self.scheduler and self.scheduler.running \
+                else None
+            if job is not None and job.next_run_time is not None:
+                entry["next_run"] = job.next_run_time.timestamp()
+            try:
+                c = self.source.session_counts(st.target, now - 3600, now)
+                vals = self.source.turn_values(st.target, "ttfa_ms", now - 3600, now)
+                entry["last_hour"] = {
+                    "sessions": c.total,
+                    "success_ratio": round(c.ok / c.total, 5) if c.total else None,
+                    "ttfa_p50_ms": round(float(np.percentile(vals, 50)), 1) if vals else None,
+                    "ttfa_p95_ms": round(float(np.percentile(vals, 95)), 1) if vals else None,
+                }
+            except Exception as exc:
+                entry["last_hour"] = {"error": type(exc).__name__}
+            targets[job_id] = entry
+        alerts = [{"rule": s.rule, "target": s.target, "severity": s.severity, "state": s.state,
+                   "since": s.since, "value": s.value, "threshold": s.threshold,
+                   "window": s.window, "message": s.message}
+                  for s in self.engine.states() if s.state in ("pending", "firing")]
+        return {
+            "agent": self.cfg.agent,
+            "started_at": self.started_at,
+            "now": now,
+            "time_scale": self.cfg.time_scale,
+            "targets": targets,
+            "alerts": alerts,
+            "engine": {"evaluations": self.engine.stats.evaluations,
+                       "rule_errors": self.engine.stats.rule_errors,
+                       "last_eval_at": self.engine.stats.last_eval_at,
+                       "last_eval_ms": round(self.engine.stats.last_eval_ms, 2)},
+            "notifiers": [{"name": n.name, "sent": n.stats.sent, "failed": n.stats.failed,
+                           "retries": n.stats.retries, "dropped": n.stats.dropped}
+                          for n in self.notifiers],
+            "outbox": self.outbox_health(),
+            "write_errors": self.write_errors,
+        }
+
+    def outbox_health(self) -> dict | None:
+        rec = self.recorder
+        for name in ("health", "stats"):
+            fn = getattr(rec, name, None)
+            if callable(fn):
+                try:
+                    h = fn()
+                except Exception as exc:
+                    return {"error": type(exc).__name__}
+                if hasattr(h, "__dataclass_fields__"):
+                    from dataclasses import asdict
+
+                    return asdict(h)
+                return h if isinstance(h, dict) else {"value": str(h)}
+        return None
