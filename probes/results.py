@@ -27,6 +27,9 @@ ERROR_CLASSES = (
     "client_overload",
     "go_away",
     "session_expired",
+    "config",  # the API key's environment variable is unset: nothing was sent
+    "stopped",  # the caller's stop event ended the session: not a target failure
+    "client_error",  # a bug in the engine itself, reported instead of raised
 )
 
 #: The metrics a plain voice turn carries, in storage order (fields of the `turn` point).
@@ -86,7 +89,8 @@ class Usage:
     in_text: int = 0
     out_audio: int = 0
     out_text: int = 0
-    in_cached: int = 0
+    in_cached: int = 0  # cached input tokens, all modalities (part of in_text + in_audio)
+    in_cached_audio: int = 0  # the audio share of in_cached, when the server reports it
 
     @property
     def total(self) -> int:
@@ -98,6 +102,7 @@ class Usage:
         self.out_audio += other.out_audio
         self.out_text += other.out_text
         self.in_cached += other.in_cached
+        self.in_cached_audio += other.in_cached_audio
 
 
 @dataclass(slots=True)
@@ -197,6 +202,7 @@ class SessionResult:
     unknown_events: int = 0
     go_away: bool = False
     connect_start_ns: int | None = None  # perf_counter_ns of connect start
+    start_lag_ms: float | None = None  # connect start - intended start (load model), if given
 
     @property
     def ok(self) -> bool:

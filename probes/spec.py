@@ -55,5 +55,6 @@ class Scenario:
     jitter_buffer_ms: float = 100.0  # the simulated player's buffer for stall accounting
     seed: int = 1
     loudness_dbfs: float = -20.0
+    max_send_lag_ms: float = 1000.0  # worse send lag than this marks the session client_overload
     timeouts: Timeouts = field(default_factory=Timeouts)
     steps: list[dict] | None = None  # scripted steps (voice scenarios); None = plain turns

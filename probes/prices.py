@@ -1,0 +1,92 @@
+"""Per-model prices, USD per 1M tokens, and the cost of a response's usage.
+
+Values from the protocol reference §10 (openai-realtime.md; gpt-realtime's come from third
+parties, marked there). A model missing from the table costs None, never a guess; a price can
+be overridden per target (Target.prices) or for the whole process (`PRICES.update(...)`).
+Snapshot names (`gpt-realtime-2025-08-28`) resolve to their base model by longest prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from probes.results import Usage
+
+_M = 1_000_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per 1M tokens."""
+
+    text_in: float
+    text_cached: float
+    text_out: float
+    audio_in: float
+    audio_cached: float
+    audio_out: float
+
+    def cost(self, u: Usage) -> float:
+        cached_audio = min(u.in_cached_audio, u.in_audio)
+        cached_text = min(max(u.in_cached - cached_audio, 0), u.in_text)
+        return (
+            (u.in_text - cached_text) * self.text_in
+            + cached_text * self.text_cached
+            + u.out_text * self.text_out
+            + (u.in_audio - cached_audio) * self.audio_in
+            + cached_audio * self.audio_cached
+            + u.out_audio * self.audio_out
+        ) / _M
+
+
+FREE = Price(0, 0, 0, 0, 0, 0)
+
+PRICES: dict[str, Price] = {
+    "gpt-realtime": Price(4.0, 0.40, 16.0, 32.0, 0.40, 64.0),
+    "gpt-realtime-1.5": Price(4.0, 0.40, 16.0, 32.0, 0.40, 64.0),
+    "gpt-realtime-mini": Price(0.60, 0.06, 2.40, 10.0, 0.30, 20.0),
+    "gpt-4o-realtime-preview": Price(5.0, 2.50, 20.0, 40.0, 2.50, 80.0),
+    "gpt-4o-realtime-preview-2024-10-01": Price(5.0, 2.50, 20.0, 100.0, 20.0, 200.0),
+    "gpt-4o-mini-realtime-preview": Price(0.60, 0.30, 2.40, 10.0, 0.30, 20.0),
+    # the simulator's models: free, but priced (0 is a price, None is not)
+    "sim-*": FREE,
+}
+
+_FIELDS = ("text_in", "text_cached", "text_out", "audio_in", "audio_cached", "audio_out")
+
+
+def price_for(model: str, table: dict[str, Price] | None = None) -> Price | None:
+    """The price of `model`: exact name, else the longest table name it starts with
+    (`gpt-realtime-2025-08-28` -> `gpt-realtime`, a dated snapshot), `*` suffixes are prefixes."""
+    table = PRICES if table is None else table
+    if model in table:
+        return table[model]
+    best: tuple[int, Price] | None = None
+    for name, price in table.items():
+        prefix = name[:-1] if name.endswith("*") else name + "-"
+        if model.startswith(prefix) and (best is None or len(prefix) > best[0]):
+            # a dated snapshot must not take a sibling's price: "-mini" is not a date
+            rest = model[len(prefix) :]
+            if name.endswith("*") or rest[:1].isdigit():
+                best = (len(prefix), price)
+    return best[1] if best else None
+
+
+def with_override(base: Price | None, override: dict[str, float] | None) -> Price | None:
+    """Apply a partial per-1M override ({"audio_out": 64, ...}); a full override prices an
+    unknown model, a partial one on an unknown model stays None (half a price is a guess)."""
+    if not override:
+        return base
+    bad = set(override) - set(_FIELDS)
+    if bad:
+        raise ValueError(f"unknown price keys {sorted(bad)}; expected some of {list(_FIELDS)}")
+    if base is None:
+        if set(override) != set(_FIELDS):
+            return None
+        return Price(**{k: float(v) for k, v in override.items()})
+    return replace(base, **{k: float(v) for k, v in override.items()})
+
+
+def cost_usd(model: str, usage: Usage, override: dict[str, float] | None = None) -> float | None:
+    price = with_override(price_for(model), override)
+    return None if price is None else price.cost(usage)

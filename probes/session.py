@@ -1,0 +1,665 @@
+"""The engine: one scripted voice session against one target, measured.
+
+Plain blocking code on `websockets.sync.client.connect`, so the same function runs in OS threads
+(CLI, scheduler) and in gevent greenlets under monkey-patching (Locust): no asyncio anywhere.
+
+Two flows of control per session:
+- the caller's thread is the **sender**: it connects, configures, and streams each utterance in
+  chunks on an absolute schedule (chunk k is due at t0 + k * chunk; lateness is recorded as
+  send lag, never accumulated as drift), then waits for the reply with per-phase deadlines;
+- the connection's own receive thread (greenlet under gevent) is the **receiver**: a
+  ClientConnection subclass takes each data frame straight out of `process_event`, stamps it
+  with `perf_counter_ns()` before any decoding, and feeds it to the dialect. This skips the
+  library's message queue and the hand-off to a second thread, so the mark is as close to the
+  socket read as Python gets, and there is one thread per session fewer.
+
+Latencies are taken from E, the moment the last speech chunk was *due* (DESIGN.md), so a late
+sender shows up as send lag, not as server slowness. Everything the target can do wrong ends up
+in `SessionResult.outcome` as one of the stable error classes; run_session never raises for it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import ssl
+import threading
+import time
+import uuid
+from time import perf_counter_ns
+from urllib.parse import urlsplit, urlunsplit
+
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.frames import Opcode
+from websockets.sync.client import ClientConnection, connect
+
+from probes import audio, playback, prices
+from probes.dialects import dialect_for
+from probes.dialects.base import (
+    AudioDelta,
+    Dialect,
+    DialectError,
+    InputTranscript,
+    Interrupted,
+    ResponseCreated,
+    ResponseDone,
+    ServerError,
+    SessionConfigured,
+    SessionReady,
+    SpeechStopped,
+    TextDelta,
+    ToolCall,
+    TranscriptDelta,
+    Unknown,
+)
+from probes.results import (
+    OK,
+    SessionResult,
+    TurnResult,
+    Usage,
+    http_status,
+    response_failed,
+    server_error,
+    timeout,
+    ws_closed,
+)
+from probes.spec import TURN_MODES, Scenario, Target
+
+#: Largest frame accepted; a bigger one ends the session as ws_closed_1009.
+MAX_FRAME_BYTES = 4 * 2**20
+#: Outcome when the caller's `stop` event ended the session (not a target failure).
+STOPPED = "stopped"
+#: Outcome when the API key's environment variable is unset (nothing was sent).
+CONFIG = "config"
+#: Outcome for a bug in the engine itself (reported, never raised into a load generator).
+CLIENT_ERROR = "client_error"
+CLIENT_OVERLOAD = "client_overload"
+SESSION_EXPIRED = "session_expired"
+
+_NS = 1_000_000_000
+_STOP_POLL_S = 0.25  # how often a waiting session looks at the caller's stop event
+
+
+def run_session(
+    target: Target,
+    scenario: Scenario,
+    *,
+    kind: str = "probe",
+    agent: str = "",
+    run_id: str = "",
+    api_key: str | None = None,
+    intended_start_ns: int | None = None,
+    stop: threading.Event | None = None,
+) -> SessionResult:
+    """Run one session and return what was measured. Never raises for anything the target does.
+
+    api_key=None reads os.environ[target.api_key_env] at connect time (unset -> outcome
+    "config"). intended_start_ns (perf_counter_ns) is when the load model wanted this session
+    to start: if it is still ahead the call waits for it, and the lateness is `start_lag_ms`.
+    `stop` ends the session early (outcome "stopped"). Raises ValueError only for a spec the
+    engine cannot run at all (unknown turn mode or provider).
+    """
+    if scenario.turn_mode not in TURN_MODES:
+        raise ValueError(f"turn_mode must be one of {TURN_MODES}, not {scenario.turn_mode!r}")
+    dialect = dialect_for(target, scenario.turn_mode)
+    res = SessionResult(
+        target=target.name,
+        provider=target.provider,
+        model=target.model,
+        scenario=scenario.name,
+        kind=kind,
+        agent=agent,
+        run_id=run_id,
+        session_id=uuid.uuid4().hex,
+    )
+    key = api_key
+    if key is None and target.api_key_env:
+        key = os.environ.get(target.api_key_env) or None
+        if key is None:
+            res.outcome = CONFIG
+            res.error = f"environment variable {target.api_key_env} is not set"
+            return res
+    s = _Session(target, scenario, dialect, res, key, stop)
+    try:
+        s.run(intended_start_ns)
+    except Exception as e:  # a bug of ours: report it, do not kill a load generator
+        if res.outcome == OK:
+            res.outcome = CLIENT_ERROR
+            res.error = s.scrub(f"{type(e).__name__}: {e}")
+    finally:
+        s.close()
+    return res
+
+
+# ---- the receiver's view of one turn ---------------------------------------------------------
+
+
+class _Turn:
+    """Marks the receiver collects for one turn (plain attributes: written by one thread)."""
+
+    __slots__ = (
+        "index",
+        "speech_end_ns",
+        "speech_sent_ns",
+        "speech_stopped_ns",
+        "first_audio_ns",
+        "first_text_ns",
+        "done_ns",
+        "audio_t",
+        "audio_n",
+        "done",
+        "transcript",
+        "input_transcript",
+        "tool_calls",
+        "lags_ns",
+        "responses",
+    )
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.speech_end_ns: int | None = None
+        self.speech_sent_ns: int | None = None
+        self.speech_stopped_ns: int | None = None
+        self.first_audio_ns: int | None = None
+        self.first_text_ns: int | None = None
+        self.done_ns: int | None = None
+        self.audio_t: list[int] = []
+        self.audio_n: list[int] = []
+        self.done: ResponseDone | None = None
+        self.transcript: list[str] = []
+        self.input_transcript: list[str] = []
+        self.tool_calls: list[tuple[int, ToolCall]] = []
+        self.lags_ns: list[int] = []
+        self.responses = 0
+
+
+class _Conn(ClientConnection):
+    """A ClientConnection whose data frames go straight to the session, stamped on arrival."""
+
+    def __init__(self, sock, protocol, *, on_frame, on_close, **kwargs) -> None:
+        self._vp_on_frame = on_frame
+        self._vp_on_close = on_close
+        self._vp_frag: list[bytes] | None = None
+        super().__init__(sock, protocol, **kwargs)
+
+    def process_event(self, event) -> None:
+        if self.response is None:  # the handshake response
+            return super().process_event(event)
+        t = perf_counter_ns()
+        op = event.opcode
+        if op is Opcode.TEXT or op is Opcode.BINARY:
+            if event.fin:
+                self._vp_on_frame(event.data, t)
+            else:
+                self._vp_frag = [event.data]
+        elif op is Opcode.CONT:
+            if self._vp_frag is not None:
+                self._vp_frag.append(event.data)
+                if event.fin:
+                    data = b"".join(self._vp_frag)
+                    self._vp_frag = None
+                    self._vp_on_frame(data, t)
+        else:  # ping / pong / close: the library's business
+            super().process_event(event)
+
+    def recv_events(self) -> None:
+        try:
+            super().recv_events()
+        finally:
+            self._vp_on_close()
+
+
+# append messages per (dialect class, input format, utterance): built once, shared by sessions
+_MESSAGES: dict[tuple, tuple[bytes, ...]] = {}
+
+
+def _append_messages(dialect: Dialect, utt: audio.Utterance) -> tuple[bytes, ...]:
+    key = (type(dialect), dialect.input_format, utt)
+    msgs = _MESSAGES.get(key)
+    if msgs is None:
+        msgs = tuple(dialect.append_audio(c) for c in utt.chunks)
+        if len(_MESSAGES) > 256:
+            _MESSAGES.clear()
+        _MESSAGES[key] = msgs
+    return msgs
+
+
+class _Failure(Exception):
+    """Ends the session with an outcome (raised inside the engine only)."""
+
+
+class _Session:
+    def __init__(
+        self,
+        target: Target,
+        scenario: Scenario,
+        dialect: Dialect,
+        res: SessionResult,
+        api_key: str | None,
+        stop: threading.Event | None,
+    ) -> None:
+        self.target = target
+        self.scenario = scenario
+        self.t = scenario.timeouts
+        self.dialect = dialect
+        self.res = res
+        self.api_key = api_key
+        self.stop = stop
+        self.ws: _Conn | None = None
+        self.wake = threading.Event()
+        self.closing = False
+        self.closed_code: int | None = None
+        self.closed_reason = ""
+        self.failure: tuple[str, str] | None = None  # (outcome, message), first one wins
+        self.ready_ns: int | None = None
+        self.configured_ns: int | None = None
+        self.turn = _Turn(-1)  # frames before the first turn land here
+        self.session_deadline = 0
+
+    # ---- receiver side (runs in the connection's receive thread/greenlet) --------------
+
+    def on_frame(self, data: bytes, t: int) -> None:
+        try:
+            events = self.dialect.parse(data)
+        except DialectError as e:
+            self.fail("protocol", str(e))
+            return
+        turn = self.turn
+        for ev in events:
+            cls = type(ev)
+            if cls is AudioDelta:
+                if turn.first_audio_ns is None:
+                    turn.first_audio_ns = t
+                    self.wake.set()
+                turn.audio_t.append(t)
+                turn.audio_n.append(ev.nbytes)
+            elif cls is TranscriptDelta or cls is TextDelta:
+                if turn.first_text_ns is None:
+                    turn.first_text_ns = t
+                turn.transcript.append(ev.text)
+            elif cls is ResponseDone:
+                turn.done = ev
+                turn.done_ns = t
+                self.wake.set()
+            elif cls is SpeechStopped:
+                if turn.speech_stopped_ns is None:
+                    turn.speech_stopped_ns = t
+            elif cls is ResponseCreated:
+                turn.responses += 1
+            elif cls is InputTranscript:
+                if ev.final:
+                    turn.input_transcript.append(ev.text)
+            elif cls is ToolCall:
+                turn.tool_calls.append((t, ev))
+                self.wake.set()
+            elif cls is ServerError:
+                if ev.code == SESSION_EXPIRED:
+                    self.fail(SESSION_EXPIRED, ev.message)
+                else:
+                    self.fail(server_error(ev.code), ev.message)
+            elif cls is SessionReady:
+                self.ready_ns = t
+                self.wake.set()
+            elif cls is SessionConfigured:
+                if self.configured_ns is None:
+                    self.configured_ns = t
+                self.wake.set()
+            elif cls is Interrupted:
+                pass
+            elif cls is Unknown:
+                pass
+
+    def on_close(self) -> None:
+        ws = self.ws
+        proto = ws.protocol if ws is not None else None
+        code, reason = 1006, ""
+        if proto is not None:
+            rcvd, sent = proto.close_rcvd, proto.close_sent
+            if rcvd is not None:
+                code, reason = rcvd.code, rcvd.reason
+            elif sent is not None:
+                code, reason = sent.code, sent.reason
+        self.closed_code, self.closed_reason = code, reason
+        if not self.closing:
+            self.fail(ws_closed(code), reason or "connection closed by the server")
+        self.wake.set()
+
+    def fail(self, outcome: str, message: str) -> None:
+        if self.failure is None:
+            self.failure = (outcome, self.scrub(message))
+        self.wake.set()
+
+    # ---- sender side (the caller's thread) ---------------------------------------------
+
+    def run(self, intended_start_ns: int | None) -> None:
+        res = self.res
+        if intended_start_ns is not None:
+            ahead = intended_start_ns - perf_counter_ns()
+            if ahead > 0 and not self._sleep(ahead / _NS):
+                return self._end(STOPPED, "stopped before start")
+        start = perf_counter_ns()
+        res.started_at = time.time()
+        res.connect_start_ns = start
+        if intended_start_ns is not None:
+            res.start_lag_ms = (start - intended_start_ns) / 1e6
+        self.session_deadline = start + int(self.t.session * _NS)
+        try:
+            self._connect(start)
+            self._setup(start)
+            for i in range(self.scenario.turns):
+                if i:
+                    pause = self.scenario.pause_s
+                    if pause > 0 and not self._sleep(pause):
+                        raise _Failure(STOPPED, "stopped between turns")
+                self._turn(i)
+        except _Failure as f:
+            outcome, msg = f.args
+            self._end(outcome, msg)
+        else:
+            if self.failure is not None:
+                self._end(*self.failure)
+        finally:
+            self._finish_session(start)
+
+    def _end(self, outcome: str, message: str) -> None:
+        if self.res.outcome == OK:
+            self.res.outcome = outcome
+            self.res.error = self.scrub(message)
+
+    def _check(self) -> None:
+        """Raise the first failure the receiver recorded, or the caller's stop."""
+        if self.failure is not None:
+            raise _Failure(*self.failure)
+        if self.stop is not None and self.stop.is_set():
+            raise _Failure(STOPPED, "stopped by the caller")
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep, waking early for the caller's stop; False if stopped."""
+        if self.stop is None:
+            time.sleep(seconds)
+            return True
+        return not self.stop.wait(seconds)
+
+    def _connect(self, start: int) -> None:
+        req = self.dialect.connect_request(self.api_key)
+        parts = urlsplit(req.url)
+        secure = parts.scheme == "wss"
+        try:
+            host = parts.hostname
+            port = parts.port or (443 if secure else 80)
+        except ValueError as e:
+            raise _Failure("dns", f"bad URL {redact_url(req.url)}: {e}") from None
+        if not host or parts.scheme not in ("ws", "wss"):
+            raise _Failure("dns", f"bad URL {redact_url(req.url)}: need ws:// or wss:// and a host")
+        deadline = start + int(self.t.connect * _NS)
+        try:
+            sock = socket.create_connection((host, port), timeout=self.t.connect)
+        except socket.gaierror as e:
+            raise _Failure("dns", f"cannot resolve {host}: {e}") from None
+        except TimeoutError:
+            raise _Failure(
+                "connect_timeout", f"TCP connect to {host}:{port} took over {self.t.connect:g} s"
+            ) from None
+        except ConnectionRefusedError:
+            raise _Failure("connect_refused", f"{host}:{port} refused the connection") from None
+        except OSError as e:
+            raise _Failure("connect_refused", f"cannot reach {host}:{port}: {e}") from None
+        ctx = None
+        if secure:
+            ctx = ssl.create_default_context(cafile=self.target.ca_file)
+        remaining = max((deadline - perf_counter_ns()) / _NS, 0.001)
+
+        def factory(sock, protocol, **kwargs):
+            return _Conn(sock, protocol, on_frame=self.on_frame, on_close=self.on_close, **kwargs)
+
+        try:
+            ws = connect(
+                req.url,
+                sock=sock,
+                ssl=ctx,
+                additional_headers=list(req.headers),
+                user_agent_header="voicepulse",
+                compression=None,
+                proxy=None,
+                open_timeout=remaining,
+                ping_interval=None,
+                close_timeout=2,
+                max_size=MAX_FRAME_BYTES,
+                create_connection=factory,
+            )
+        except InvalidStatus as e:
+            status = e.response.status_code
+            body = bytes(e.response.body or b"")[:300].decode("utf-8", "replace")
+            raise _Failure(http_status(status), f"HTTP {status} on upgrade: {body}") from None
+        except ssl.SSLError as e:
+            raise _Failure("tls", f"TLS with {host}:{port} failed: {e}") from None
+        except TimeoutError:
+            raise _Failure(
+                timeout("connect"),
+                f"no WebSocket upgrade from {host}:{port} within {self.t.connect:g} s",
+            ) from None
+        except (InvalidHandshake, InvalidURI) as e:
+            cause = e.__cause__
+            if isinstance(cause, EOFError | ConnectionError):
+                raise _Failure(ws_closed(1006), f"connection lost during the upgrade: {e}") from None
+            raise _Failure("protocol", f"bad upgrade response: {e}") from None
+        except (EOFError, ConnectionError) as e:
+            raise _Failure(ws_closed(1006), f"connection lost during the upgrade: {e}") from None
+        except OSError as e:
+            raise _Failure("connect_refused", f"connection to {host}:{port} failed: {e}") from None
+        ws.pending_legacy_warning = False  # we own its lifetime (closed in close())
+        self.ws = ws
+        self.res.connect_ms = (perf_counter_ns() - start) / 1e6
+
+    def _wait(self, done, deadline_ns: int, phase: str) -> None:
+        """Wait until done() is true; a passed deadline ends the session as timeout:<phase>."""
+        while True:
+            self.wake.clear()
+            if done():
+                return
+            self._check()
+            now = perf_counter_ns()
+            dl = min(deadline_ns, self.session_deadline)
+            if now >= dl:
+                raise _Failure(
+                    timeout(phase if dl == deadline_ns else "session"),
+                    f"{phase if dl == deadline_ns else 'session'} deadline passed",
+                )
+            wait_s = (dl - now) / _NS
+            if self.stop is not None:
+                wait_s = min(wait_s, _STOP_POLL_S)
+            self.wake.wait(wait_s)
+
+    def _setup(self, start: int) -> None:
+        ws = self.ws
+        assert ws is not None
+        opened = perf_counter_ns()
+        self._wait(lambda: self.ready_ns is not None, opened + int(self.t.ready * _NS), "ready")
+        self.res.ready_ms = (self.ready_ns - start) / 1e6
+        self._send_all(self.dialect.configure())
+        if self.dialect.waits_for_configured:
+            self._wait(
+                lambda: self.configured_ns is not None,
+                perf_counter_ns() + int(self.t.ready * _NS),
+                "ready",
+            )
+
+    def _send_all(self, msgs) -> None:
+        for m in msgs:
+            self._send(m)
+
+    def _send(self, m: bytes) -> None:
+        try:
+            self.ws.send(m, text=True)
+        except ConnectionClosed:
+            # the receiver's on_close records the code; give it a moment to run
+            self._wait(lambda: self.closed_code is not None, perf_counter_ns() + _NS, "session")
+            self._check()
+            raise _Failure(ws_closed(self.closed_code), "connection closed while sending") from None
+
+    def _turn(self, index: int) -> None:
+        sc = self.scenario
+        manual = sc.turn_mode == "manual"
+        fmt = self.dialect.input_format
+        utt = audio.utterance(
+            sc.utterance_s,
+            0.0 if manual else sc.trailing_silence_s,
+            rate=fmt.rate,
+            codec=fmt.codec,
+            chunk_ms=sc.chunk_ms,
+            seed=sc.seed + index,
+            loudness_dbfs=sc.loudness_dbfs,
+        )
+        msgs = _append_messages(self.dialect, utt)
+        last = utt.speech_chunks - 1
+        turn = _Turn(index)
+        self.turn = turn
+        if manual:
+            self._send_all(self.dialect.start_activity())
+        chunk_ns = sc.chunk_ms * 1_000_000
+        lags = turn.lags_ns
+        send = self.ws.send
+        sleep = time.sleep
+        try:
+            t0 = perf_counter_ns()
+            turn.speech_end_ns = t0 + last * chunk_ns
+            for k, m in enumerate(msgs):
+                due = t0 + k * chunk_ns
+                now = perf_counter_ns()
+                if due > now:
+                    sleep((due - now) / _NS)
+                    now = perf_counter_ns()
+                if self.failure is not None or (self.stop is not None and self.stop.is_set()):
+                    self._check()
+                if now >= self.session_deadline:
+                    raise _Failure(timeout("session"), "session deadline passed while sending")
+                lags.append(now - due)
+                send(m, text=True)
+                if k == last:
+                    turn.speech_sent_ns = now
+                    if manual:
+                        for em in self.dialect.end_turn():
+                            send(em, text=True)
+        except ConnectionClosed:
+            self._wait(lambda: self.closed_code is not None, perf_counter_ns() + _NS, "session")
+            self._check()
+            raise _Failure(ws_closed(self.closed_code), "connection closed while sending") from None
+        finally:
+            self.res.turns.append(turn)  # replaced by its TurnResult in _finish_session
+        e = turn.speech_end_ns
+        self._wait(
+            lambda: turn.first_audio_ns is not None or turn.done_ns is not None,
+            e + int(self.t.first_audio * _NS),
+            "first_audio",
+        )
+        self._wait(lambda: turn.done_ns is not None, e + int(self.t.response_done * _NS), "response_done")
+        done = turn.done
+        if done is not None and done.status in ("failed", "cancelled"):
+            code = done.error_code if done.status == "failed" else (done.reason or "cancelled")
+            raise _Failure(response_failed(code), f"response {done.status}: {code}")
+
+    # ---- results -------------------------------------------------------------------------
+
+    def _finish_session(self, start: int) -> None:
+        res = self.res
+        end = perf_counter_ns()
+        res.duration_s = (end - start) / _NS
+        all_lags: list[int] = []
+        turns: list[TurnResult] = []
+        for t in res.turns:
+            tr = self._turn_result(t)
+            if tr.outcome == OK and res.outcome != OK and t.done_ns is None:
+                tr.outcome, tr.error = res.outcome, res.error  # the turn the session died in
+            all_lags.extend(t.lags_ns)
+            turns.append(tr)
+        res.turns = turns
+        if self.ready_ns is not None and res.ready_ms is None:
+            res.ready_ms = (self.ready_ns - start) / 1e6
+        if all_lags:
+            all_lags.sort()
+            res.send_lag_p99_ms = playback.percentile(all_lags, 99) / 1e6
+            worst = all_lags[-1] / 1e6
+            if res.outcome == OK and worst > self.scenario.max_send_lag_ms:
+                res.outcome = CLIENT_OVERLOAD
+                res.error = (
+                    f"send lag reached {worst:.0f} ms (limit {self.scenario.max_send_lag_ms:g} ms):"
+                    " this load generator was too busy to pace audio"
+                )
+        res.unknown_events = getattr(self.dialect, "unknown_events", 0)
+
+    def _turn_result(self, t: _Turn) -> TurnResult:
+        tr = TurnResult(index=t.index)
+        e, sent = t.speech_end_ns, t.speech_sent_ns
+        tr.speech_end_ns, tr.speech_sent_ns = e, sent
+        tr.first_audio_ns, tr.response_done_ns = t.first_audio_ns, t.done_ns
+        if e is not None:
+            if t.first_audio_ns is not None:
+                tr.ttfa_ms = (t.first_audio_ns - e) / 1e6
+                if sent is not None:
+                    tr.ttfa_sent_ms = (t.first_audio_ns - sent) / 1e6
+            if t.first_text_ns is not None:
+                tr.ttft_ms = (t.first_text_ns - e) / 1e6
+            if t.speech_stopped_ns is not None:
+                tr.vad_ms = (t.speech_stopped_ns - e) / 1e6
+            if t.done_ns is not None:
+                tr.turn_ms = (t.done_ns - e) / 1e6
+                if sent is not None:
+                    tr.turn_sent_ms = (t.done_ns - sent) / 1e6
+            if t.tool_calls:
+                tr.tool_ms = (t.tool_calls[0][0] - e) / 1e6
+        bps = self.dialect.output_format.bytes_per_s
+        durs = [n / bps for n in t.audio_n]
+        tr.audio_s = sum(durs)
+        tr.rtf = playback.rtf(t.audio_t, durs)
+        tr.stalls, tr.stall_ms = playback.stalls(t.audio_t, durs, self.scenario.jitter_buffer_ms)
+        tr.gap_p95_ms = playback.percentile(playback.gaps_ms(t.audio_t), 95)
+        if t.lags_ns:
+            lags = sorted(t.lags_ns)
+            tr.send_lag_p50_ms = playback.percentile(lags, 50) / 1e6
+            tr.send_lag_p99_ms = playback.percentile(lags, 99) / 1e6
+            tr.send_lag_max_ms = lags[-1] / 1e6
+        if t.done is not None:
+            tr.usage = t.done.usage
+            tr.response_status = t.done.status
+            tr.cost_usd = prices.cost_usd(self.target.model, t.done.usage, self.target.prices)
+            if t.done.status == "failed":
+                tr.outcome = response_failed(t.done.error_code)
+            elif t.done.status == "cancelled":
+                tr.outcome = response_failed(t.done.reason or "cancelled")
+        else:
+            tr.usage = Usage()
+        tr.transcript = "".join(t.transcript)
+        tr.input_transcript = " ".join(t.input_transcript)
+        return tr
+
+    def close(self) -> None:
+        self.closing = True
+        ws = self.ws
+        if ws is not None:
+            try:
+                ws.close()
+            except Exception:  # already gone; nothing left to measure
+                pass
+
+    def scrub(self, message: str) -> str:
+        """Never let the key or a URL's query/credentials into a message."""
+        if self.api_key:
+            message = message.replace(self.api_key, "***")
+        return _URL_RE.sub(lambda m: redact_url(m.group(0)), message)
+
+
+_URL_RE = re.compile(r"\b(?:wss?|https?)://[^\s'\"<>]+")
+
+
+def redact_url(url: str) -> str:
+    """scheme://host[:port]/path: no user info, no query string, no fragment."""
+    try:
+        p = urlsplit(url)
+        host = p.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = host + (f":{p.port}" if p.port else "")
+        return urlunsplit((p.scheme, netloc, p.path, "", ""))
+    except ValueError:
+        return "<url>"
