@@ -57,4 +57,4 @@ def percentile(values: list[float], p: float) -> float | None:
 
 
 def gaps_ms(arrivals_ns: list[int]) -> list[float]:
-    return [(b - a) / 1e6 for a, b in zip(arrivals_ns, arrivals_ns[1:])]
+    return [(b - a) / 1e6 for a, b in zip(arrivals_ns, arrivals_ns[1:], strict=False)]

@@ -122,11 +122,11 @@ class FakeRealtime:
                 await asyncio.sleep((due - now) / 1e9)
             delta = b64.replace("/", "\\/") if cfg.escaped_delta else b64
             if cfg.key_order_delta_first:
-                body = '{"delta":"%s","event_id":"e","type":"response.output_audio.delta"}' % delta
+                body = '{"delta":"' + delta + '","event_id":"e","type":"response.output_audio.delta"}'
             else:
                 body = (
                     '{"type":"response.output_audio.delta","event_id":"event_1","response_id":"resp_1",'
-                    '"item_id":"item_1","output_index":0,"content_index":0,"delta":"%s"}' % delta
+                    '"item_id":"item_1","output_index":0,"content_index":0,"delta":"' + delta + '"}'
                 )
             if k == 0:
                 self.first_audio_ns.append(time.perf_counter_ns())
