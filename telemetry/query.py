@@ -6,8 +6,8 @@ over `/query`, which InfluxDB 1.x, 2.x through its v1 API, and 3.x all serve). B
 give identical answers for identical data.
 
 Percentiles, stated plainly:
-- `summary()` and `turn_values()` use the raw per-turn / per-session values: exact, nearest-rank
-  (the smallest value with at least p % of values at or below it).
+- `summary()` and `turn_values()` use the raw per-turn / per-session values: exact, rank
+  round(p/100 * n) as in HdrHistogram and InfluxQL's PERCENTILE() (`nearest_rank`).
 - `percentiles_over_time()` and `merged_histograms()` merge the `latency` points' HDR blobs per
   bucket: within HDR precision (3 significant digits), and scalable to any range or worker count.
 """
@@ -29,11 +29,13 @@ Filters = dict[str, str | Sequence[str] | None]
 
 
 def nearest_rank(sorted_values: Sequence[float], p: float) -> float | None:
-    """Nearest-rank percentile of already sorted values (p in 0..100)."""
+    """Percentile of already sorted values (p in 0..100): the value of rank round(p/100 * n)
+    (at least 1), the convention of both HdrHistogram and InfluxQL's PERCENTILE(), so raw,
+    HDR and InfluxDB answers agree."""
     n = len(sorted_values)
     if n == 0:
         return None
-    k = max(1, math.ceil(p / 100.0 * n))
+    k = max(1, math.floor(p / 100.0 * n + 0.5))
     return float(sorted_values[min(k, n) - 1])
 
 
