@@ -83,7 +83,7 @@ def statistic(values: list[float], stat: str) -> float:
     if stat == "min":
         return float(arr.min())
     q = {"p50": 50, "median": 50, "p90": 90, "p95": 95, "p99": 99, "p999": 99.9}[stat]
-    return float(np.percentile(arr, q))
+    return float(np.percentile(arr, q, method="inverted_cdf"))  # nearest rank
 
 
 # -- SLO burn rates ---------------------------------------------------------------------------
@@ -162,7 +162,7 @@ def compare(recent: list[float], baseline: list[float]) -> Comparison:
 
     p = float(mannwhitneyu(recent, baseline, alternative="greater").pvalue)
     rm, bm = float(np.median(recent)), float(np.median(baseline))
-    r95, b95 = float(np.percentile(recent, 95)), float(np.percentile(baseline, 95))
+    r95, b95 = statistic(recent, "p95"), statistic(baseline, "p95")
     return Comparison(
         p_value=p if not math.isnan(p) else 1.0,
         recent_n=len(recent),

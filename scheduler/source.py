@@ -4,8 +4,8 @@ The engine only needs two questions, both over a wall-clock window [start, end) 
 how many probe sessions ran and how many succeeded, and the raw values of a turn metric. Keeping
 the surface this small is what lets one rule set run on the embedded store and on InfluxDB alike.
 
-* `InfluxQLSource` (scheduler/influxql.py) asks InfluxDB with InfluxQL over `/query`.
-* `TelemetrySource` wraps the telemetry query layer (`telemetry.query.open_query`).
+* `TelemetrySource` wraps the telemetry query layer (`telemetry.query.open_query`), which asks
+  the embedded store in SQL or InfluxDB in InfluxQL over `/query`.
 * `MemorySource` holds results in memory: for unit tests and for a store-less dry run.
 """
 
@@ -85,31 +85,23 @@ class MemorySource:
 
 
 class TelemetrySource:
-    """Adapts the telemetry query layer to `AlertSource`.
-
-    Uses the layer's own `session_counts` / `turn_values` when it has them; otherwise falls back
-    to its generic InfluxQL/SQL entry points. Kept here so the engine never depends on the
-    layer's spelling.
-    """
+    """Adapts the telemetry query layer (`telemetry.query.open_query(...)`: the embedded store or
+    InfluxDB via InfluxQL) to `AlertSource`."""
 
     def __init__(self, query) -> None:
         self.query = query
 
     def session_counts(self, target: str, start: float, end: float, kind: str = "probe") -> Counts:
-        q = self.query
-        if hasattr(q, "session_counts"):
-            got = q.session_counts(target=target, start=start, end=end, kind=kind)
-            if isinstance(got, Counts):
-                return got
-            if isinstance(got, tuple):
-                return Counts(int(got[0]), int(got[1]))
-            return Counts(int(got.total), int(got.ok))
-        raise TypeError("the telemetry query layer has no session_counts()")
+        got = self.query.success_ratio(start_ns=int(start * 1e9), end_ns=int(end * 1e9),
+                                       targets=[target], kind=kind)
+        r = got.get(target)
+        return Counts(r.total, r.ok) if r is not None else Counts(0, 0)
 
     def turn_values(self, target: str, metric: str, start: float, end: float,
                     kind: str = "probe") -> list[float]:
-        q = self.query
-        if hasattr(q, "turn_values"):
-            return [float(v) for v in q.turn_values(target=target, metric=metric, start=start,
-                                                    end=end, kind=kind)]
-        raise TypeError("the telemetry query layer has no turn_values()")
+        rows = self.query.turn_values(metric, start_ns=int(start * 1e9), end_ns=int(end * 1e9),
+                                      targets=[target], kind=kind, outcome="ok")
+        return [r.value for r in rows]
+
+    def close(self) -> None:
+        self.query.close()

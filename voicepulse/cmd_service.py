@@ -46,23 +46,12 @@ def _load(config_path: str | None):
 
 
 def open_source(cfg, store: str | None = None):
-    """The alert source for a config: its InfluxDB sink (InfluxQL) or the embedded store."""
+    """The alert source of a config: its first InfluxDB sink (InfluxQL) or the embedded store."""
     from scheduler.source import TelemetrySource
+    from telemetry.query import open_query
 
-    try:
-        from telemetry.query import open_query
-    except ImportError:
-        open_query = None
-    if cfg.sinks and not store:
-        from scheduler.influxql import InfluxQLSource
-
-        src = InfluxQLSource.from_sink(cfg.sinks[0])
-        if src is not None:
-            return src
-    if open_query is None:
-        raise ConfigExit("the telemetry query layer is not available")
-    return TelemetrySource(open_query(store_path=store or cfg.store,
-                                      influx=cfg.sinks[0] if cfg.sinks and not store else None))
+    influx = cfg.sinks[0] if cfg.sinks and not store else None
+    return TelemetrySource(open_query(store_path=store or cfg.store, influx=influx))
 
 
 def build_recorder(cfg, store: str | None = None):
