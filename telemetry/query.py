@@ -320,7 +320,10 @@ class Query:
         start, end = window(since_s, start_ns, end_ns)
         f: Filters = {"target": targets, "kind": kind, "run_id": run_id}
         out: dict[str, Ratio] = {}
-        for _t, target, outcome in self._select("session", ("target", "outcome"), start, end, f):
+        # `ok` is selected too: InfluxQL returns nothing for a SELECT of tags alone
+        for _t, target, outcome, _ok in self._select(
+            "session", ("target", "outcome", "ok"), start, end, f
+        ):
             r = out.setdefault(target, Ratio(0, 0))
             r.total += 1
             r.ok += outcome == "ok"
@@ -341,7 +344,8 @@ class Query:
         f: Filters = {"target": targets, "kind": kind, "run_id": run_id}
         step = int(bucket_s * 1e9) if bucket_s else None
         counts: dict[tuple[int, str, str], int] = defaultdict(int)
-        for t, target, outcome in self._select("session", ("target", "outcome"), start, end, f):
+        rows = self._select("session", ("target", "outcome", "ok"), start, end, f)
+        for t, target, outcome, _ok in rows:
             if outcome == "ok":
                 continue
             b = t - t % step if step else start

@@ -159,9 +159,10 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         params = {"q": q, "epoch": "ns"}
         if db:
             params["db"] = db
-        if auth:
-            params["u"], params["p"] = auth
-        status, body = _http("POST", self.url + "/query", urllib.parse.urlencode(params).encode())
+        url = self.url + "/query"
+        if auth:  # influxd reads u/p from the URL only
+            url += "?" + urllib.parse.urlencode({"u": auth[0], "p": auth[1]})
+        status, body = _http("POST", url, urllib.parse.urlencode(params).encode())
         if status != 200:
             raise RuntimeError(f"influxd /query {status}: {body[:300]!r}")
         return json.loads(body)
