@@ -1,0 +1,141 @@
+"""What a worker measures and ships, and what the master merges: per-metric HDR histograms (µs,
+3 significant figures, telemetry's clamped `SeriesHistogram`) plus exact counters.
+
+Workers keep one open `Delta` and hand it over (encoded) with every report, starting a new one,
+so nothing is counted twice and nothing between reports is lost. The master adds every delta to
+the run total, to the current 10 s interval and to a ring of recent deltas for sliding windows.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass, field, fields
+
+from probes.results import SessionResult
+from telemetry.hdr import SESSION_LATENCY_METRICS, SeriesHistogram
+
+#: Per-turn metrics with a histogram (ms). Names are DESIGN.md's, as stored and as in thresholds.
+TURN_HDR_METRICS = ("ttfa_ms", "ttft_ms", "vad_ms", "turn_ms", "ttfa_sent_ms", "gap_p95_ms",
+                    "stall_ms", "barge_in_ms", "tool_ms", "tool_result_ms")
+SESSION_HDR_METRICS = tuple(SESSION_LATENCY_METRICS) + ("session_ms",)
+#: The generator's own health: start lag of each session (actual - intended start), send lag of
+#: each turn (its p99 chunk lag, as the engine reports it) and the event loop's wake-up lag.
+GENERATOR_METRICS = ("start_lag_ms", "send_lag_ms", "loop_lag_ms")
+
+
+@dataclass(slots=True)
+class Counters:
+    sessions: int = 0
+    sessions_ok: int = 0
+    turns: int = 0
+    turns_ok: int = 0
+    arrivals_due: int = 0
+    arrivals_started: int = 0
+    late_starts: int = 0
+    no_slot: int = 0
+    dropped: int = 0
+    cut: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def add(self, o: Counters) -> None:
+        for f in fields(self):
+            if f.name == "errors":
+                for k, v in o.errors.items():
+                    self.errors[k] = self.errors.get(k, 0) + v
+            else:
+                setattr(self, f.name, getattr(self, f.name) + getattr(o, f.name))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Counters:
+        c = cls(**{k: v for k, v in d.items() if k != "errors"})
+        c.errors = dict(d.get("errors") or {})
+        return c
+
+
+@dataclass(slots=True)
+class Delta:
+    """Everything measured since the last report."""
+
+    hist: dict[str, SeriesHistogram] = field(default_factory=dict)
+    counters: Counters = field(default_factory=Counters)
+
+    def record(self, metric: str, value_ms: float | None) -> None:
+        if value_ms is None:
+            return
+        h = self.hist.get(metric)
+        if h is None:
+            h = self.hist[metric] = SeriesHistogram()
+        h.record(max(float(value_ms), 0.0))
+
+    def add_result(self, r: SessionResult) -> None:
+        c = self.counters
+        c.sessions += 1
+        if r.ok:
+            c.sessions_ok += 1
+        else:
+            c.errors[r.outcome] = c.errors.get(r.outcome, 0) + 1
+        self.record("connect_ms", r.connect_ms)
+        self.record("ready_ms", r.ready_ms)
+        self.record("session_ms", r.duration_s * 1000.0 if r.duration_s else None)
+        for t in r.turns:
+            c.turns += 1
+            c.turns_ok += t.outcome == "ok"
+            for m in TURN_HDR_METRICS:
+                self.record(m, getattr(t, m))
+            self.record("send_lag_ms", t.send_lag_p99_ms)
+
+    def add(self, o: Delta) -> None:
+        self.counters.add(o.counters)
+        for k, h in o.hist.items():
+            mine = self.hist.get(k)
+            if mine is None:
+                mine = self.hist[k] = SeriesHistogram()
+            if h.count:
+                mine.hist.add(h.hist)
+                mine.count += h.count
+                mine.sum_ms += h.sum_ms
+                mine.min_ms = min(mine.min_ms, h.min_ms)
+                mine.max_ms = max(mine.max_ms, h.max_ms)
+                mine.clamped += h.clamped
+
+    def encode(self) -> dict:
+        """Plain msgpack-able data: HDR V2 blobs (ascii) plus exact sums, min and max."""
+        return {
+            "counters": self.counters.to_dict(),
+            "hist": {k: [h.hist.encode().decode("ascii"), h.count, h.sum_ms, h.min_ms, h.max_ms,
+                         h.clamped] for k, h in self.hist.items() if h.count},
+        }
+
+    @classmethod
+    def decode(cls, d: dict) -> Delta:
+        from telemetry.hdr import decode
+
+        out = cls(counters=Counters.from_dict(d.get("counters") or {}))
+        for k, (blob, count, sum_ms, lo, hi, clamped) in (d.get("hist") or {}).items():
+            h = SeriesHistogram(hist=decode(blob), count=int(count), sum_ms=float(sum_ms),
+                                min_ms=float(lo), max_ms=float(hi), clamped=int(clamped))
+            out.hist[k] = h
+        return out
+
+
+class Window:
+    """Recent deltas with their arrival time, for sliding-window thresholds."""
+
+    def __init__(self, keep_s: float):
+        self.keep_s = keep_s
+        self.items: deque[tuple[float, Delta]] = deque()
+
+    def push(self, t: float, d: Delta) -> None:
+        self.items.append((t, d))
+        while self.items and self.items[0][0] < t - self.keep_s:
+            self.items.popleft()
+
+    def merged(self, now: float, seconds: float) -> Delta:
+        out = Delta()
+        for t, d in self.items:
+            if t >= now - seconds:
+                out.add(d)
+        return out
