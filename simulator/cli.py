@@ -1,0 +1,119 @@
+"""`voicepulse sim` / `python -m simulator`: run the reference realtime simulator.
+
+Prints exactly `listening ws://HOST:PORT` and `control http://HOST:PORT` (flushed) once both
+servers accept connections, then serves until SIGTERM/SIGINT or --duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import click
+
+from .control import control_serve
+from .profiles import ProfileBook, ProfileError
+from .server import SimOptions, SimServer, SimState, ws_serve
+from .truth import TruthLog
+
+
+def _url(scheme: str, sock) -> str:
+    host, port = sock.getsockname()[:2]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+async def run(host: str, port: int, control_port: int, state: SimState,
+              duration: float | None) -> None:
+    from . import audio
+
+    audio.reply_clip("pcm16", state.profiles.for_model(None).delta_ms)  # pre-encode before ready
+    sim = SimServer(state)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with ws_serve(sim, host, port) as server:
+        control = await control_serve(state, host, control_port)
+        ws_sock = next(iter(server.sockets))
+        sys.stdout.write(f"listening {_url('ws', ws_sock)}\n")
+        sys.stdout.write(f"control {_url('http', control.sockets[0])}\n")
+        sys.stdout.flush()
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=duration)
+        except TimeoutError:
+            pass
+        control.close()
+        server.close(close_connections=True)
+    await control.wait_closed()
+    state.truth.close()
+
+
+@click.command(name="sim", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind (loopback by default).")
+@click.option("--port", default=8765, show_default=True, type=int,
+              help="WebSocket port; 0 picks a free port (printed on the 'listening' line).")
+@click.option("--control-port", default=8766, show_default=True, type=int,
+              help="Control API (HTTP JSON) port; 0 picks a free port (printed on the 'control' line).")
+@click.option("--profiles", "profiles_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML file of latency/behaviour profiles chosen by model name.")
+@click.option("--api-key", "api_keys", multiple=True, metavar="KEY",
+              help="Accept only this key (repeatable). Default: any non-empty key.")
+@click.option("--beta", type=click.Choice(["on", "retired"]), default="on", show_default=True,
+              help="'on' serves the legacy beta shape to clients sending OpenAI-Beta: realtime=v1; "
+                   "'retired' answers them with beta_api_shape_disabled and close 4000.")
+@click.option("--truth-file", type=click.Path(dir_okay=False), default=None,
+              help="Append ground-truth records (one JSON object per line) to this file.")
+@click.option("--delta-ms", type=int, default=None,
+              help="Audio per output delta in ms, for every profile (profile default 100).")
+@click.option("--speed", type=float, default=None,
+              help="Reply delivery speed vs real time, for every profile (profile default 2.0).")
+@click.option("--ttfa-ms", type=float, default=None,
+              help="Fixed TTFA in ms for every profile (overrides the distributions).")
+@click.option("--reply-s", type=float, default=None,
+              help="Fixed reply length in seconds for every profile.")
+@click.option("--seed", type=int, default=None, help="Seed for the latency and fault dice.")
+@click.option("--duration", type=float, default=None,
+              help="Stop by itself after this many seconds.")
+@click.option("--log-level", default="WARNING", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), help="Log level (stderr).")
+def main(host, port, control_port, profiles_file, api_keys, beta, truth_file, delta_ms, speed,
+         ttfa_ms, reply_s, seed, duration, log_level):
+    """Reference simulator of realtime voice APIs (OpenAI Realtime GA/beta, Azure shapes).
+
+    Serves ws://HOST:PORT/v1/realtime?model=M, /openai/v1/realtime?model=M and
+    /openai/realtime?deployment=D&api-version=V. The model name picks the profile (built-in:
+    sim-fast, sim-slow, default). See docs/simulator.md.
+    """
+    logging.basicConfig(level=log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_level != "DEBUG":
+        logging.getLogger("simulator.ws").setLevel(logging.CRITICAL)
+    overrides: dict = {}
+    if delta_ms is not None:
+        overrides["delta_ms"] = delta_ms
+    if speed is not None:
+        overrides["speed"] = speed
+    if ttfa_ms is not None:
+        overrides["ttfa_ms"] = ttfa_ms
+    if reply_s is not None:
+        overrides["reply_s"] = reply_s
+    try:
+        book = ProfileBook(overrides or None)
+        if profiles_file:
+            book.load_file(profiles_file)
+    except ProfileError as e:
+        raise click.UsageError(str(e)) from None
+    state = SimState(book, SimOptions(list(api_keys), beta, seed), TruthLog(truth_file))
+    try:
+        asyncio.run(run(host, port, control_port, state, duration))
+    except OSError as e:
+        raise click.ClickException(f"cannot listen: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

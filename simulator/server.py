@@ -1,0 +1,213 @@
+"""The simulator's WebSocket server: routing, auth and upgrade-time faults, then one session per
+connection. Endpoints (OpenAI Realtime shapes):
+
+- `/v1/realtime?model=M`                      OpenAI (GA; beta with `OpenAI-Beta: realtime=v1`)
+- `/openai/v1/realtime?model=DEPLOYMENT`      Azure GA v1
+- `/openai/realtime?deployment=D&api-version=V`  Azure preview (beta shape)
+
+Room is left for more protocols (e.g. Gemini Live) as further path routes in `route()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from .faults import SESSION_KINDS, TURN_KINDS, UPGRADE_KINDS, FaultBoard
+from .openai_session import ConnInfo, OpenAISession, abort_rst
+from .profiles import ProfileBook
+from .truth import Lateness, SessionTruth, TruthLog
+
+log = logging.getLogger("simulator")
+
+MAX_MESSAGE = 16 * 1024 * 1024 + 65536  # a 15 MiB append in base64 plus its envelope... roughly
+_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+            503: "Service Unavailable", 504: "Gateway Timeout"}
+_ERR = {400: ("invalid_request_error", "invalid_request"),
+        401: ("invalid_request_error", "invalid_api_key"),
+        403: ("invalid_request_error", "forbidden"),
+        404: ("invalid_request_error", "not_found"),
+        429: ("requests", "rate_limit_exceeded"),
+        500: ("server_error", "server_error"), 502: ("server_error", "bad_gateway"),
+        503: ("server_error", "service_unavailable"), 504: ("server_error", "timeout")}
+
+
+@dataclass
+class SimOptions:
+    api_keys: list[str] = field(default_factory=list)  # empty = any non-empty key
+    beta: str = "on"  # on | retired
+    seed: int | None = None
+
+
+class SimState:
+    """Everything shared by the sessions and the control API."""
+
+    def __init__(self, profiles: ProfileBook, options: SimOptions, truth: TruthLog):
+        self.profiles = profiles
+        self.options = options
+        self.truth = truth
+        self.rng = random.Random(options.seed)
+        self.faults = FaultBoard(self.rng)
+        self.lateness = Lateness()
+        self.started_ns = time.monotonic_ns()
+        self.active_sessions = 0
+        self.total_sessions = 0
+
+
+def json_response(status: int, body: dict, extra: dict | None = None) -> Response:
+    headers = Headers()
+    headers["Content-Type"] = "application/json"
+    data = orjson.dumps(body)
+    headers["Content-Length"] = str(len(data))
+    headers["Connection"] = "close"
+    for k, v in (extra or {}).items():
+        headers[k] = v
+    return Response(status, _REASONS.get(status, "Error"), headers, data)
+
+
+def error_response(status: int, message: str, extra: dict | None = None) -> Response:
+    etype, code = _ERR.get(status, ("server_error", "error"))
+    return json_response(status, {"error": {"type": etype, "code": code, "message": message,
+                                            "param": None}}, extra)
+
+
+def client_key(request: Request) -> str | None:
+    """The API key from `Authorization: Bearer`, `api-key`, or a browser subprotocol."""
+    auth = request.headers.get("Authorization")
+    if auth and auth.lower().startswith("bearer "):
+        return auth[7:].strip() or None
+    key = request.headers.get("api-key")
+    if key:
+        return key.strip() or None
+    for proto in request.headers.get_all("Sec-WebSocket-Protocol"):
+        for p in proto.split(","):
+            p = p.strip()
+            if p.startswith("openai-insecure-api-key."):
+                return p[len("openai-insecure-api-key."):] or None
+    return None
+
+
+def route(path: str) -> tuple[str | None, bool | None, str]:
+    """(model, forced_beta, error) for a request path with query."""
+    parts = urlsplit(path)
+    p = "/" + parts.path.lstrip("/")
+    q = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    if p in ("/v1/realtime", "/openai/v1/realtime"):
+        model = q.get("model")
+        return (model, None, "") if model else (None, None, "missing model query parameter")
+    if p == "/openai/realtime":
+        model = q.get("deployment")
+        if not model:
+            return None, None, "missing deployment query parameter"
+        if not q.get("api-version"):
+            return None, None, "missing api-version query parameter"
+        return model, True, ""
+    return None, None, "not found"
+
+
+class SimServer:
+    def __init__(self, state: SimState):
+        self.state = state
+
+    async def process_request(self, connection: ServerConnection, request: Request):
+        st = self.state
+        t0 = time.monotonic_ns()
+        model, forced_beta, err = route(request.path)
+        if model is None:
+            status = 404 if err == "not found" else 400
+            return error_response(status, f"Invalid URL: {err}.")
+        beta_header = "realtime=v1" in (request.headers.get("OpenAI-Beta") or "")
+        shape = "beta" if (forced_beta or beta_header) else "ga"
+        if beta_header and not forced_beta and st.options.beta == "retired":
+            shape = "retired"
+        profile = st.profiles.for_model(model)
+        truth = SessionTruth(None, model, urlsplit(request.path).path, shape, t0)
+        connection.sim_info = None
+        key = client_key(request)
+        faults = st.faults.pick(profile, model, UPGRADE_KINDS + SESSION_KINDS)
+        faults += st.faults.pick(profile, model, TURN_KINDS, per="session")
+        truth.faults = [f.record() for f in faults if f.kind in UPGRADE_KINDS + SESSION_KINDS]
+        delay_ms = profile.connect_delay_ms.sample(st.rng)
+        for f in faults:
+            if f.kind == "slow_handshake":
+                delay_ms += float(f.params["delay_ms"])
+        if delay_ms > 0:
+            await asyncio.sleep(delay_ms / 1000)
+        for f in faults:
+            if f.kind == "refuse":
+                truth.outcome = "refused"
+                st.truth.session(truth)
+                abort_rst(connection)
+                return error_response(503, "refused")  # never written: the socket is gone
+        for f in faults:
+            if f.kind == "http_status":
+                status = int(f.params["status"])
+                truth.outcome = f"http_{status}"
+                st.truth.session(truth)
+                extra = {"Retry-After": "1"} if status in (429, 503) else None
+                msg = {401: "Incorrect API key provided.",
+                       429: "Rate limit reached for requests. Please try again in 1s."}.get(
+                    status, "The server is temporarily unable to handle the request.")
+                return error_response(status, msg, extra)
+        if key is None or (st.options.api_keys and key not in st.options.api_keys):
+            truth.outcome = "http_401"
+            st.truth.session(truth)
+            msg = ("You didn't provide an API key. You need to provide your API key in an "
+                   "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+                   if key is None else "Incorrect API key provided.")
+            return error_response(401, msg)
+        connection.sim_info = ConnInfo(model, truth.path, shape == "ga", profile, truth,
+                                       [f for f in faults if f.kind not in UPGRADE_KINDS])
+        connection.sim_shape = shape
+        return None
+
+    async def handler(self, ws: ServerConnection) -> None:
+        info: ConnInfo | None = getattr(ws, "sim_info", None)
+        if info is None:
+            return
+        st = self.state
+        st.active_sessions += 1
+        st.total_sessions += 1
+        try:
+            if ws.sim_shape == "retired":
+                info.truth.outcome = "beta_retired"
+                await ws.send(orjson.dumps({"type": "error", "event_id": "event_beta_retired",
+                                            "error": {"type": "invalid_request_error",
+                                                      "code": "beta_api_shape_disabled",
+                                                      "message": "The Realtime Beta API is no "
+                                                      "longer supported. Please use /v1/realtime "
+                                                      "for the GA API.", "param": None,
+                                                      "event_id": None}}), text=True)
+                await ws.close(4000, "invalid_request_error.beta_api_shape_disabled")
+                info.truth.close_code = 4000
+                return
+            await OpenAISession(st, ws, info).run()
+        except Exception:
+            log.exception("simulator: session crashed")
+        finally:
+            st.active_sessions -= 1
+            if info.truth.closed_ns is None:
+                info.truth.closed_ns = time.monotonic_ns()
+            st.truth.session(info.truth)
+
+
+def ws_serve(sim: SimServer, host: str, port: int):
+    """The websockets server (an async context manager)."""
+    return serve(sim.handler, host, port, process_request=sim.process_request,
+                 compression=None, max_size=MAX_MESSAGE, max_queue=64, ping_interval=None,
+                 close_timeout=2, subprotocols=["realtime"],
+                 select_subprotocol=_select_subprotocol, logger=logging.getLogger("simulator.ws"))
+
+
+def _select_subprotocol(connection, subprotocols):
+    return "realtime" if "realtime" in subprotocols else None

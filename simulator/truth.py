@@ -1,0 +1,132 @@
+"""Ground truth: what the simulator did and when, on time.monotonic_ns().
+
+On Linux CPython, time.monotonic_ns() and time.perf_counter_ns() both read CLOCK_MONOTONIC, which
+is shared by all processes, so a client compares its own perf_counter_ns() marks to these directly.
+One `TurnTruth` per response; one `SessionTruth` per connection attempt. Kept in memory (bounded)
+for GET /truth and appended as JSON lines to --truth-file.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+
+@dataclass(slots=True)
+class TurnTruth:
+    session_id: str
+    turn_index: int
+    model: str
+    response_id: str
+    trigger: str = "vad"  # vad | response.create
+    status: str = "in_progress"  # completed | cancelled | failed | error | dropped | closed
+    speech_start_ns: int | None = None  # append holding the first speech frame received
+    speech_end_ns: int | None = None  # append holding the last speech frame received
+    speech_stopped_ns: int | None = None  # speech_stopped written
+    audio_start_ms: int | None = None
+    audio_end_ms: int | None = None
+    commit_ns: int | None = None  # input_audio_buffer.commit received (manual mode)
+    response_create_ns: int | None = None  # response.create received
+    response_created_ns: int | None = None
+    first_audio_ns: int | None = None  # first audio delta written to the socket
+    first_text_ns: int | None = None  # first transcript/text delta written
+    tool_args_done_ns: int | None = None  # function_call_arguments.done written
+    tool_output_ns: int | None = None  # function_call_output item received (answered here)
+    cancel_ns: int | None = None  # barge-in/cancel acted on (response.done cancelled written)
+    barge_in_speech_ns: int | None = None  # append holding the speech that interrupted this reply
+    response_done_ns: int | None = None
+    injected_ttfa_ms: float | None = None  # scheduled first audio - trigger
+    reply_audio_ms: int = 0  # audio actually sent
+    planned_audio_ms: int = 0
+    deltas: int = 0
+    input_audio_ms: int = 0
+    tool_call: dict | None = None
+    transcript: str | None = None  # input transcription sent, if any
+    usage: dict | None = None
+    faults: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class SessionTruth:
+    session_id: str | None
+    model: str
+    path: str
+    shape: str  # ga | beta | retired
+    connect_ns: int  # upgrade request seen
+    ready_ns: int | None = None  # session.created written
+    closed_ns: int | None = None
+    close_code: int | None = None
+    outcome: str = "open"  # open | closed | refused | http_<status> | expired | dropped
+    faults: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TruthLog:
+    def __init__(self, path: str | None = None, keep: int = 200_000):
+        self.turns: collections.deque[dict] = collections.deque(maxlen=keep)
+        self.sessions: collections.deque[dict] = collections.deque(maxlen=keep)
+        self._lock = threading.Lock()
+        self._file = open(path, "ab") if path else None  # noqa: SIM115 (kept open for the run)
+
+    def _write(self, kind: str, rec: dict) -> None:
+        if self._file is not None:
+            self._file.write(orjson.dumps({"kind": kind, **rec}) + b"\n")
+            self._file.flush()
+
+    def turn(self, t: TurnTruth) -> None:
+        rec = t.to_json()
+        self.turns.append(rec)
+        self._write("turn", rec)
+
+    def session(self, s: SessionTruth) -> None:
+        rec = s.to_json()
+        self.sessions.append(rec)
+        self._write("session", rec)
+
+    def query(self, session_id: str | None = None, model: str | None = None) -> dict:
+        def keep(r: dict) -> bool:
+            return (session_id is None or r["session_id"] == session_id) and (
+                model is None or r["model"] == model)
+        return {"turns": [r for r in self.turns if keep(r)],
+                "sessions": [r for r in self.sessions if keep(r)]}
+
+    def clear(self) -> None:
+        self.turns.clear()
+        self.sessions.clear()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class Lateness:
+    """Lateness of scheduled audio deltas (actual write - scheduled time), in microseconds."""
+
+    def __init__(self, keep: int = 2_000_000):
+        self.values: list[int] = []
+        self.keep = keep
+
+    def add(self, us: int) -> None:
+        if len(self.values) < self.keep:
+            self.values.append(us)
+
+    def summary(self, reset: bool = False) -> dict:
+        v = sorted(self.values)
+        if reset:
+            self.values = []
+        if not v:
+            return {"count": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
+
+        def pct(p: float) -> float:
+            return v[min(len(v) - 1, int(p / 100 * len(v)))] / 1000
+        return {"count": len(v), "p50_ms": pct(50), "p99_ms": pct(99), "max_ms": v[-1] / 1000}

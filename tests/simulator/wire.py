@@ -1,0 +1,85 @@
+"""Plain-websockets client helpers for the simulator tests (deliberately not the probe engine)."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import numpy as np
+import orjson
+from websockets.sync.client import connect
+
+RATE = 24000
+
+
+def tone_speech(seconds: float, rate: int = RATE, level: float = 0.2) -> np.ndarray:
+    """Loud, voiced-ish test audio (harmonics of 140 Hz) as int16."""
+    t = np.arange(int(rate * seconds)) / rate
+    x = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 8))
+    x = x / np.max(np.abs(x)) * level
+    return (x * 32767).astype(np.int16)
+
+
+def silence(seconds: float, rate: int = RATE) -> np.ndarray:
+    return np.zeros(int(rate * seconds), dtype=np.int16)
+
+
+def open_ws(url: str, key: str = "x", beta: bool = False, headers: dict | None = None, **kw):
+    h = {"Authorization": f"Bearer {key}"} if key else {}
+    if beta:
+        h["OpenAI-Beta"] = "realtime=v1"
+    h.update(headers or {})
+    kw.setdefault("open_timeout", 5)
+    return connect(url, additional_headers=h, compression=None, **kw)
+
+
+def send(ws, obj: dict) -> None:
+    ws.send(orjson.dumps(obj), text=True)
+
+
+def recv(ws, timeout: float = 5.0) -> tuple[dict, int]:
+    raw = ws.recv(timeout=timeout, decode=False)
+    t = time.perf_counter_ns()
+    return orjson.loads(raw), t
+
+
+def recv_until(ws, typ: str, timeout: float = 10.0) -> list[tuple[dict, int]]:
+    """Events up to and including the first of type `typ`."""
+    out = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no {typ}; got {[e['type'] for e, _ in out]}")
+        ev, t = recv(ws, left)
+        out.append((ev, t))
+        if ev["type"] == typ:
+            return out
+
+
+def ga_update(**audio_input) -> dict:
+    inp = {"format": {"type": "audio/pcm", "rate": 24000}}
+    inp.update(audio_input)
+    return {"type": "session.update", "session": {"type": "realtime", "audio": {"input": inp}}}
+
+
+def stream(ws, pcm: np.ndarray, chunk_ms: int = 100, rate: int = RATE, paced: bool = True,
+           t0: int | None = None, fmt_bytes=None) -> list[int]:
+    """Append `pcm` in chunks on an absolute real-time schedule; returns each chunk's send ns.
+
+    Chunk k (holding audio [k*chunk, (k+1)*chunk)) is sent at t0 + (k+1)*chunk, the moment its
+    last sample exists in real time.
+    """
+    n = rate * chunk_ms // 1000
+    t0 = time.perf_counter_ns() if t0 is None else t0
+    sent = []
+    for k in range(0, len(pcm), n):
+        piece = pcm[k:k + n]
+        if paced:
+            due = t0 + (k + len(piece)) * 1_000_000_000 // rate
+            while (d := due - time.perf_counter_ns()) > 0:
+                time.sleep(d / 1e9)
+        raw = fmt_bytes(piece) if fmt_bytes else piece.astype("<i2").tobytes()
+        send(ws, {"type": "input_audio_buffer.append", "audio": base64.b64encode(raw).decode()})
+        sent.append(time.perf_counter_ns())
+    return sent
