@@ -44,7 +44,8 @@ def alert_point(event: AlertEvent):
         "alert",
         {"rule": event.rule, "target": event.target, "severity": event.severity,
          "state": event.state, "agent": event.agent},
-        {"value": event.value, "threshold": event.threshold, "message": event.message,
+        {"value": _float(event.value), "threshold": _float(event.threshold),
+         "message": event.message[:500],
          "window": event.window, "kind": event.kind},
         event.at,
     )
@@ -57,3 +58,8 @@ def schedule_point(target: str, scenario: str, agent: str, event: str, at: float
         fields["lateness_ms"] = round(lateness_ms, 3)
     return make_point("schedule", {"target": target, "scenario": scenario, "agent": agent,
                                    "event": event}, fields, at)
+
+
+def _float(v) -> float | None:
+    """Always a float: InfluxDB rejects a field whose type changes between points."""
+    return None if v is None else float(v)

@@ -8,6 +8,7 @@ explicit choice in the config (`status.host`).
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -97,6 +98,10 @@ def _flat(d: dict, prefix: str = "") -> dict[str, float]:
     return flat
 
 
+class _Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 class StatusServer:
     """Serves a service's status; `port=0` picks a free port (read `.port` after `start()`)."""
 
@@ -138,7 +143,8 @@ class StatusServer:
             def log_message(self, format, *args) -> None:  # quiet
                 pass
 
-        self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
+        server_cls = _Server6 if ":" in self.host else ThreadingHTTPServer
+        self._httpd = server_cls((self.host, self.port), Handler)
         self._httpd.daemon_threads = True
         self._httpd.timeout = 1.0
         self.port = self._httpd.server_address[1]

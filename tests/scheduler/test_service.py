@@ -1,0 +1,96 @@
+"""ProbeService mechanics with the real APScheduler and a real embedded store: skips are counted
+and stored, never more than one probe per target at once, and stop() is bounded.
+
+The probe engine is replaced by a plain function here (what is tested is the scheduling, not
+the network); tests/scheduler/test_service_sim.py runs the same service against the simulator.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from probes.results import SessionResult, TurnResult
+from probes.spec import Scenario, Target
+from scheduler.config import ProbeJob, ServiceConfig
+from scheduler.service import ProbeService
+from scheduler.source import TelemetrySource
+from telemetry.embedded import EmbeddedStore
+from telemetry.query import EmbeddedQuery
+from telemetry.recorder import Recorder
+
+TARGET = Target(name="slow", url="ws://127.0.0.1:9/v1/realtime", model="sim-slow")
+
+
+class SlowEngine:
+    """Takes `seconds` per session (less when asked to stop); counts overlap per target."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.running: dict[str, int] = {}
+        self.max_running = 0
+        self.calls = 0
+
+    def __call__(self, target, scenario, *, kind, agent, stop, **_):
+        with self.lock:
+            self.calls += 1
+            self.running[target.name] = self.running.get(target.name, 0) + 1
+            self.max_running = max(self.max_running, self.running[target.name])
+        started = time.time()
+        aborted = stop.wait(self.seconds)
+        with self.lock:
+            self.running[target.name] -= 1
+        return SessionResult(target=target.name, provider="openai", model=target.model,
+                             scenario=scenario.name, kind=kind, agent=agent, started_at=started,
+                             outcome="timeout:session" if aborted else "ok",
+                             session_id=f"s{started}", duration_s=time.time() - started,
+                             turns=[TurnResult(index=0, ttfa_ms=400.0)])
+
+
+def make(tmp_path, engine, probes, **kw):
+    store = EmbeddedStore(str(tmp_path / "vp.db"))
+    recorder = Recorder(store, interval_s=1.0)
+    cfg = ServiceConfig(agent="test-agent", probes=probes, **kw)
+    svc = ProbeService(cfg, {"slow": TARGET}, {"default": Scenario(), "other": Scenario("other")},
+                       recorder, TelemetrySource(EmbeddedQuery(store)), runner=engine)
+    return svc, store
+
+
+def test_slow_target_is_skipped_not_stacked(tmp_path) -> None:
+    engine = SlowEngine(0.9)
+    svc, store = make(tmp_path, engine, [ProbeJob("slow", "default", every_s=0.3),
+                                         ProbeJob("slow", "other", every_s=0.3)])
+    svc.start()
+    time.sleep(3.2)
+    status = svc.status()
+    assert svc.stop(timeout=3.0)
+    assert engine.max_running == 1  # measured inside the engine, across both jobs of the target
+    skips = sum(t["skips"] for t in status["targets"].values())
+    runs = sum(t["runs"] for t in status["targets"].values())
+    print(f"\nslow target: {runs} runs, {skips} skips in 3.2 s (0.9 s probes every 0.3 s x 2)")
+    assert 2 <= runs <= 5 and skips >= 10
+    store = EmbeddedStore(str(tmp_path / "vp.db"))  # stop() closed the recorder's handle
+    stored = store.select("schedule", ("target", "event", "skips", "agent"),
+                          "event = 'skip'")
+    assert len(stored) >= skips and {r[3] for r in stored} == {"test-agent"}
+    sessions = store.select("session", ("target", "agent", "outcome"))
+    assert len(sessions) == engine.calls and {r[1] for r in sessions} == {"test-agent"}
+
+
+def test_stop_aborts_a_running_probe_within_the_bound(tmp_path) -> None:
+    engine = SlowEngine(60.0)
+    svc, store = make(tmp_path, engine, [ProbeJob("slow", every_s=0.2)])
+    svc.start()
+    deadline = time.monotonic() + 5
+    while engine.calls == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.calls == 1
+    t0 = time.monotonic()
+    clean = svc.stop(timeout=1.5)
+    took = time.monotonic() - t0
+    assert clean  # every probe ended within the bound (aborted, not waited for)
+    assert took < 1.5 + 0.5, took
+    # the aborted probe's result was still recorded and flushed before stop() returned
+    rows = EmbeddedStore(str(tmp_path / "vp.db")).select("session", ("outcome",))
+    assert [r[0] for r in rows] == ["timeout:session"]
