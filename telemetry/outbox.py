@@ -292,6 +292,7 @@ class Outbox:
                     self._pending_points,
                 )
             self._stop.wait(delay)
+        return attempt
 
     # -- Sink -----------------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> bool:
@@ -315,7 +316,7 @@ class Outbox:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=5.0)
+            self._thread.join(timeout=1.0)  # a send stuck in a read times out on its own
         if not done:
             log.warning(
                 "outbox %s: %d points still pending at close; kept in %s for the next run",
