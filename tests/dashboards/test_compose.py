@@ -1,0 +1,114 @@
+"""docker-compose.yml without a Docker engine: valid against the Compose Specification schema,
+everything it mounts or builds from exists, only Grafana's port is published, and every
+credential is taken from .env."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def test_validates_against_the_compose_specification():
+    if not SCHEMA.is_file():
+        pytest.skip(f"{SCHEMA} not present (CI clones shared/ beside the repo)")
+    schema = json.loads(SCHEMA.read_text())
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(COMPOSE), key=str)
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:10])
+
+
+def test_the_schema_check_rejects_a_broken_file():
+    if not SCHEMA.is_file():
+        pytest.skip("no schema")
+    schema = json.loads(SCHEMA.read_text())
+    bad = {"services": {"x": {"image": "a", "ports": "8080", "restart": "sometimes",
+                              "bogus_key": 1}}}
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(bad))
+
+
+def _bind_sources(svc: dict) -> list[str]:
+    out = []
+    for v in svc.get("volumes", []):
+        src = v.split(":", 1)[0] if isinstance(v, str) else v.get("source", "")
+        if src.startswith(("./", "../", "/")):
+            out.append(src)
+    return out
+
+
+def test_every_mount_and_build_context_exists():
+    checked = 0
+    for name, svc in SERVICES.items():
+        for src in _bind_sources(svc):
+            assert (ROOT / src).exists(), f"{name}: mounts {src}, which is not in the repo"
+            checked += 1
+        build = svc.get("build")
+        if build:
+            ctx = build if isinstance(build, str) else build.get("context", ".")
+            dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+            assert (ROOT / ctx / dockerfile).is_file(), f"{name}: no {dockerfile} in {ctx}"
+            checked += 1
+    assert checked >= 6
+
+
+def test_dockerfile_copies_only_what_exists():
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            for src in line.split()[1:-1]:
+                assert (ROOT / src).exists(), f"Dockerfile copies {src}, which is not in the repo"
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".env" in ignored and ".git" in ignored
+
+
+def test_only_grafana_publishes_a_port():
+    published = {n for n, s in SERVICES.items() if s.get("ports")}
+    assert published == {"grafana"}
+    (port,) = SERVICES["grafana"]["ports"]
+    assert port.endswith(":3000") and "${GRAFANA_BIND" in port
+
+
+def test_every_credential_comes_from_env():
+    text = (ROOT / "docker-compose.yml").read_text()
+    secret_keys = re.compile(r"(PASSWORD|TOKEN|SECRET|API_KEY|WEBHOOK)", re.I)
+    for name, svc in SERVICES.items():
+        env = svc.get("environment") or {}
+        for k, v in env.items():
+            if secret_keys.search(k):
+                assert isinstance(v, str) and v.startswith("${"), f"{name}.{k} is not from .env"
+    example = (ROOT / ".env.example").read_text()
+    for var in set(re.findall(r"\$\{(\w+)", text)):
+        assert re.search(rf"^{var}=", example, re.M), f"{var} is used but not in .env.example"
+    # .env.example carries no real secret: the token is left empty for the user to make
+    assert re.search(r"^INFLUX_TOKEN=$", example, re.M)
+
+
+def test_services_of_the_stack():
+    assert {"influxdb", "grafana", "probe", "sim", "locust-master", "worker"} <= set(SERVICES)
+    infl = SERVICES["influxdb"]
+    assert infl["image"].startswith("influxdb:2")
+    assert infl["environment"]["DOCKER_INFLUXDB_INIT_MODE"] == "setup"
+    assert SERVICES["sim"]["command"][:3] == ["sim", "--host", "0.0.0.0"]
+    assert SERVICES["probe"]["command"][0] == "serve"
+    assert "--worker" in SERVICES["worker"]["command"] and "--master" in SERVICES["locust-master"]["command"]
+    assert "container_name" not in SERVICES["worker"]  # --scale worker=N needs no fixed name
+    mounts = {m.split(":")[1] for m in SERVICES["grafana"]["volumes"] if m.startswith("./")}
+    assert {"/etc/grafana/provisioning/datasources", "/etc/grafana/provisioning/dashboards",
+            "/etc/grafana/provisioning/alerting", "/var/lib/grafana/dashboards"} <= mounts
+
+
+def test_example_config_is_valid():
+    """The config the probe service mounts passes `voicepulse config check`."""
+    from voicepulse.config import load_config
+
+    cfg = load_config(ROOT / "deploy" / "voicepulse.yaml")
+    assert set(cfg.targets) == {"sim-fast", "sim-slow"}
+    assert all(t.url.startswith("ws://sim:8765/") for t in cfg.targets.values())
+    assert cfg.sinks and cfg.service is not None and cfg.service.probes
