@@ -43,7 +43,7 @@ TURN_EVENTS = (("ttfa", "ttfa_ms"), ("ttft", "ttft_ms"), ("vad", "vad_ms"), ("tu
 
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser) -> None:
-    g = parser.add_argument_group("VoicePulse")
+    g = parser
     g.add_argument("--vp-plan", env_var="VOICEPULSE_PLAN", default="", include_in_web_ui=False,
                    help="The whole run as JSON (written by `voicepulse load`); overrides --vp-*")
     g.add_argument("--vp-url", env_var="VOICEPULSE_URL", default="ws://127.0.0.1:8765/v1/realtime",
@@ -122,6 +122,7 @@ class Controller:
         self.collector = Collector(plan)
         self.recorder = None
         self.done = False
+        self.names: dict[str, str] = {}
         if plan.record:
             from telemetry.recorder import Recorder
             from telemetry.sinks import build_sink
@@ -135,7 +136,7 @@ class Controller:
             self._greenlets.append(gevent.spawn(self._local_reporter))
 
     def merge(self, worker: str, payload: dict) -> None:
-        self.collector.merge(worker, payload)
+        self.collector.merge(self.names.get(worker, worker), payload)
         if self.collector.aborted and not self.done:
             log.warning("threshold %s failed: aborting the run (abort_on_fail)",
                         self.collector.aborted)
@@ -148,7 +149,8 @@ class Controller:
             ids = sorted(c.id for c in runner.clients.values() if c.state != "missing")
         else:
             ids = ["local"]
-        self.collector.begin(ids)
+        self.names = {cid: (f"worker-{i}" if cid != "local" else cid) for i, cid in enumerate(ids)}
+        self.collector.begin(list(self.names.values()))
         for i, cid in enumerate(ids):
             if isinstance(runner, MasterRunner):
                 runner.send_message("vp_start", {"index": i, "count": len(ids)}, client_id=cid)

@@ -90,6 +90,8 @@ class Plan:
     def __post_init__(self):
         if not self.run_id:
             self.run_id = uuid.uuid4().hex[:12]
+        for obj in (self.target, self.scenario):
+            _fix_slot_defaults(obj)
 
     def to_json(self) -> str:
         return orjson.dumps(dataclasses.asdict(self)).decode()
@@ -127,3 +129,11 @@ def sink_dict(sink) -> dict:
 
 def default_target(url: str = DEFAULT_URL, model: str = DEFAULT_MODEL) -> Target:
     return Target(name=model, url=url, model=model, provider="openai", api_key_env="SIM_API_KEY")
+
+
+def _fix_slot_defaults(obj) -> None:
+    """A slots dataclass's class attribute is a member descriptor, not the default; a config
+    reader that passed `Target.instructions` as a default leaves one in the field."""
+    for f in dataclasses.fields(obj):
+        if type(getattr(obj, f.name)).__name__ == "member_descriptor":
+            setattr(obj, f.name, f.default)

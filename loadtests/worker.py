@@ -23,6 +23,7 @@ from loadtests.arrivals import arrival_times
 from loadtests.metrics import Delta
 from loadtests.plan import Plan
 from probes.results import SessionResult
+from probes.session import run_session
 
 LOOP_PROBE_S = 0.05  # event-loop lag sample period
 MAX_SHIPPED_RESULTS = 20_000  # per report; beyond this results are counted, not shipped
@@ -125,8 +126,6 @@ class WorkerState:
             return due
 
     def run_one(self, intended_ns: int) -> SessionResult | None:
-        from probes.session import run_session
-
         lc = self.plan.load
         c = self.delta.counters
         c.arrivals_started += 1

@@ -1,0 +1,130 @@
+"""Pure unit tests: exact merging of worker deltas, thresholds, health, points, summary."""
+
+import random
+
+import pytest
+from hdrh.histogram import HdrHistogram
+
+from loadtests.collector import Collector
+from loadtests.metrics import Delta
+from loadtests.plan import LoadConfig, Plan, default_target
+from loadtests.summary import LoadSummary
+from loadtests.thresholds import evaluate, parse_threshold
+from probes.results import SessionResult, TurnResult
+from probes.spec import Scenario
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def plan(**load):
+    return Plan(default_target(), Scenario(), LoadConfig(**load), run_id="r1", record=False)
+
+
+def delta_of(values, metric="ttfa_ms"):
+    d = Delta()
+    for v in values:
+        d.record(metric, v)
+    d.counters.sessions = len(values)
+    d.counters.sessions_ok = len(values)
+    return d
+
+
+def test_merged_count_and_p99_equal_those_of_all_raw_values():
+    rng = random.Random(3)
+    workers = {f"w{i}": [rng.lognormvariate(5.5, 0.4) for _ in range(rng.randint(500, 3000))]
+               for i in range(3)}
+    c = Collector(plan())
+    c.begin(list(workers))
+    for w, vals in workers.items():  # several reports per worker
+        for chunk in (vals[:100], vals[100:]):
+            c.merge(w, {"delta": delta_of(chunk).encode()})
+    merged = c.total.hist["ttfa_ms"]
+    raw = [v for vals in workers.values() for v in vals]
+    assert merged.count == len(raw) == sum(len(v) for v in workers.values())
+    assert merged.sum_ms == pytest.approx(sum(raw))
+    assert merged.max_ms == pytest.approx(max(raw))
+    exact = sorted(raw)[int(0.99 * len(raw)) - 1]
+    p99 = c.summary().metric("ttfa_ms").p99
+    assert abs(p99 - exact) <= exact * 0.002  # 3 significant figures
+    ref = HdrHistogram(1, 600_000_000, 3)
+    for v in raw:
+        ref.record_value(int(round(v * 1000)))
+    assert p99 == ref.get_value_at_percentile(99.0) / 1000.0
+
+
+def test_threshold_parsing_and_errors():
+    t = parse_threshold("ttfa_ms.p95[60s]<800 abort_on_fail")
+    assert (t.metric, t.stat, t.op, t.value, t.window_s, t.abort_on_fail) == (
+        "ttfa_ms", "p95", "<", 800.0, 60.0, True)
+    assert parse_threshold("late_starts==0").stat is None
+    assert parse_threshold("ttfa_ms.p99.9<=1000").stat == "p99.9"
+    for bad in ("ttfa_ms<800", "error_rate.p95<1", "ttfa_ms.p95<<3", "ttfa_ms.p95[x]<3", "x"):
+        with pytest.raises(ValueError):
+            parse_threshold(bad)
+
+
+def test_threshold_evaluation():
+    d = delta_of([100.0] * 90 + [900.0] * 10)
+    d.counters.sessions, d.counters.sessions_ok = 100, 98
+    d.counters.late_starts = 0
+    assert evaluate(parse_threshold("ttfa_ms.p50<200"), d, 10).ok
+    v = evaluate(parse_threshold("ttfa_ms.p95<800"), d, 10)
+    assert not v.ok and v.actual == pytest.approx(900.0, rel=1e-3)
+    assert evaluate(parse_threshold("error_rate<0.03"), d, 10).ok
+    assert not evaluate(parse_threshold("error_rate<0.01"), d, 10).ok
+    assert evaluate(parse_threshold("late_starts==0"), d, 10).ok
+    nodata = evaluate(parse_threshold("ttft_ms.p95<800"), d, 10)
+    assert not nodata.ok and nodata.actual is None  # no data never passes
+
+
+def test_sliding_window_sees_only_recent_reports_and_abort():
+    clock = Clock()
+    c = Collector(plan(thresholds=["ttfa_ms.p95[10s]<500", "ttfa_ms.p95<5000 abort_on_fail"]),
+                  clock=clock)
+    c.begin(["w"])
+    c.merge("w", {"delta": delta_of([2000.0] * 50).encode()})
+    clock.t += 30
+    c.merge("w", {"delta": delta_of([100.0] * 50).encode()})
+    window, whole = c.verdicts()
+    assert window.ok and window.actual == pytest.approx(100.0, rel=1e-3)
+    assert whole.ok and not c.aborted
+    c.merge("w", {"delta": delta_of([9000.0] * 500).encode()})
+    assert c.aborted == "ttfa_ms.p95<5000"
+
+
+def test_points_health_and_summary():
+    c = Collector(plan(rate=2.0, duration_s=10.0, overload_lag_ms=10.0))
+    c.begin(["a", "b"])
+    good = Delta()
+    for _ in range(100):
+        good.record("loop_lag_ms", 1.0)
+        good.record("send_lag_ms", 2.0)
+    good.counters.arrivals_due = good.counters.arrivals_started = 10
+    bad = Delta()
+    for _ in range(100):
+        bad.record("loop_lag_ms", 40.0)
+    bad.add_result(SessionResult("sim", "openai", "m", outcome="timeout:first_audio",
+                                 turns=[TurnResult(0, outcome="timeout:first_audio")]))
+    c.merge("a", {"delta": good.encode(), "users": 5, "in_flight": 2, "cpu_pct": 20.0})
+    c.merge("b", {"delta": bad.encode(), "users": 5, "in_flight": 1, "cpu_pct": 30.0,
+                  "final": True})
+    pts = c.flush()
+    loadgen = {p.tags["worker"]: p for p in pts if p.measurement == "loadgen"}
+    assert set(loadgen) == {"a", "b", "all"}
+    assert loadgen["a"].fields["overloaded"] == 0 and loadgen["b"].fields["overloaded"] == 1
+    assert loadgen["all"].fields["arrivals_started"] == 10 and loadgen["all"].fields["users"] == 10
+    lat = {p.tags["metric"] for p in pts if p.measurement == "latency"}
+    assert {"loop_lag_ms", "send_lag_ms"} <= lat
+    assert all(p.tags["kind"] == "load" for p in pts if p.measurement == "latency")
+    assert not c.all_final
+    s = c.summary()
+    assert s.overloaded and "--processes" in s.overload_message
+    assert s.counters["errors"] == {"timeout:first_audio": 1}
+    assert LoadSummary.from_dict(s.to_dict()) == s
+    assert "OVERLOADED" in s.table() and "timeout:first_audio" in s.table()

@@ -1,0 +1,173 @@
+"""`voicepulse load`: an open-model (or closed-model) voice load test on Locust, bounded in time,
+judged by thresholds on exactly merged HDR histograms."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from urllib.parse import urlsplit
+
+import click
+
+from voicepulse.configkit import ConfigError, parse_duration
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _usage(message: str):
+    from voicepulse.cli import ConfigErrorExit
+
+    return ConfigErrorExit(message)
+
+
+@click.command("load", context_settings=CONTEXT)
+@click.argument("target", required=False)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="voicepulse.yaml (targets, scenarios, sinks, `load:` defaults); default "
+                   "./voicepulse.yaml if present, else the built-in simulator targets.")
+@click.option("--scenario", default=None, help="Scenario name from the config (default: default).")
+@click.option("--rate", type=float, default=None, metavar="SESSIONS_PER_S",
+              help="Open model (the default): sessions arriving per second, whatever the "
+                   "target's speed.")
+@click.option("--users", type=click.IntRange(1), default=None, metavar="N",
+              help="Closed model: N sessions back to back, concurrently.")
+@click.option("--stages", default=None, metavar="D:L,...",
+              help="Level over time: duration:target pairs, linear ramps, e.g. 10s:5,30s:5,10s:0.")
+@click.option("--shape", default=None, metavar="NAME[:k=v,...]",
+              help="ramp|step|spike|soak peaking at --rate/--users over --duration; parameters "
+                   "e.g. ramp:ramp_up=10s,ramp_down=5s  step:steps=4  spike:at=20s,length=5s,"
+                   "base=0.2  soak:ramp_up=30s.")
+@click.option("--duration", default=None, metavar="D",
+              help="How long sessions arrive (default from config, else 30s); in-flight sessions "
+                   "then get up to load.drain (30s) to finish.")
+@click.option("--processes", type=click.IntRange(1), default=None, metavar="N",
+              help="Locust worker processes on this machine (with --master: remote workers to "
+                   "wait for).")
+@click.option("--master", is_flag=True, help="Be the Locust master for workers on other machines.")
+@click.option("--worker", is_flag=True, help="Be a Locust worker of the master at --master-host.")
+@click.option("--master-host", default=None, metavar="H", help="The master's address (--worker).")
+@click.option("--web", is_flag=True, help="Show Locust's web UI on http://127.0.0.1:8089 while "
+                                          "the run goes (it starts at once and quits after).")
+@click.option("--threshold", "thresholds", multiple=True, metavar="EXPR",
+              help="Pass/fail rule on the merged results, repeatable: ttfa_ms.p95<800, "
+                   "turn_ms.p99<2500, error_rate<0.01, late_starts==0, ttfa_ms.p95[60s]<800; "
+                   "append ' abort_on_fail' to stop the run as soon as it fails.")
+@click.option("--run-id", default=None, metavar="ID", help="Run id (stored with every point).")
+@click.option("--summary-json", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Also write the end-of-run summary as JSON.")
+def load(target, config_path, scenario, rate, users, stages, shape, duration, processes, master,
+         worker, master_host, web, thresholds, run_id, summary_json) -> None:
+    """Load-test TARGET with concurrent voice sessions (Locust), then print percentiles from
+    exactly merged HDR histograms, errors, arrivals and the generator's own health.
+
+    \b
+    Exit status: 0 all thresholds passed, 1 a threshold failed (or the run was aborted),
+    2 a usage or config error.
+
+    \b
+    Examples:
+      voicepulse load sim-fast --rate 5 --duration 30s
+      voicepulse load sim-fast --rate 50 --shape ramp:ramp_up=20s --processes 4 \\
+          --threshold 'ttfa_ms.p95<800' --threshold 'error_rate<0.01'
+      voicepulse load sim-fast --users 20 --duration 1m
+      voicepulse load --worker --master-host 10.0.0.5
+    """
+    from loadtests import run as lrun
+
+    if worker:
+        if master:
+            raise _usage("--master and --worker exclude each other")
+        if not master_host:
+            raise _usage("--worker needs --master-host")
+        argv = lrun.locust_argv(None, worker=True, master_host=master_host, processes=processes)
+        sys.exit(lrun.run_locust(argv, timeout_s=24 * 3600))
+    if master_host and not worker:
+        raise _usage("--master-host is for --worker")
+    plan = build_plan(target, config_path, scenario, rate, users, stages, shape, duration,
+                      thresholds, run_id, summary_json)
+    _check_key(plan.target)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="voicepulse-load-") as tmp:
+        path = summary_json or os.path.join(tmp, "summary.json")
+        plan.summary_json = os.path.abspath(path)
+        argv = lrun.locust_argv(plan, processes=processes, master=master, web=web)
+        limit = lrun.time_limit_s(plan) + (3600 if master else 0)
+        rc = lrun.run_locust(argv, timeout_s=limit)
+        summary = lrun.read_summary(plan.summary_json)
+    if summary is None:
+        click.echo(f"voicepulse: the load test ended without a summary (locust exit status {rc})",
+                   err=True)
+        sys.exit(1)
+    click.echo(summary.table())
+    sys.exit(0 if summary.passed and not summary.aborted else 1)
+
+
+def build_plan(target, config_path, scenario, rate, users, stages, shape, duration, thresholds,
+               run_id, summary_json):
+    """The run's Plan from the config file and the options (options win). Usage errors exit 2."""
+    from loadtests.plan import LoadConfig, Plan, sink_dict
+    from loadtests.profile import parse_shape, parse_stages, shape_stages
+    from loadtests.thresholds import parse_threshold
+    from voicepulse.cli import load_or_default
+
+    cfg = load_or_default(config_path)
+    if rate is not None and users is not None:
+        raise _usage("--rate (open model) and --users (closed model) exclude each other")
+    if stages and shape:
+        raise _usage("--stages and --shape exclude each other")
+    if rate is not None and not rate > 0:
+        raise _usage(f"--rate: expected sessions per second above zero, got {rate}")
+    try:
+        name = target or next(iter(cfg.targets), None)
+        if name is None:
+            raise _usage(f"{cfg.file}: targets: no target configured")
+        tgt = cfg.target(name)
+        sc = cfg.scenario(scenario)
+    except ConfigError as exc:
+        raise _usage(str(exc)) from None
+    lc = dataclasses.replace(cfg.load) if cfg.load is not None else LoadConfig()
+    if rate is not None:
+        lc.rate, lc.users = rate, None
+    if users is not None:
+        lc.users, lc.rate = users, None
+    if duration is not None:
+        try:
+            lc.duration_s = parse_duration(duration)
+        except ValueError:
+            raise _usage(f"--duration: expected a duration like 30s or 5m, got {duration!r}") from None
+        if lc.duration_s <= 0:
+            raise _usage("--duration: expected a duration above zero")
+    try:
+        if stages:
+            lc.stages, lc.shape = parse_stages(stages), None
+        if shape:
+            lc.shape, lc.shape_params = parse_shape(shape)
+            lc.stages = None
+        if lc.shape:
+            shape_stages(lc.shape, lc.level, lc.duration_s, lc.shape_params)
+    except ValueError as exc:
+        raise _usage(f"--{'stages' if stages else 'shape'}: {exc}") from None
+    if thresholds:
+        for t in thresholds:
+            try:
+                parse_threshold(t)
+            except ValueError as exc:
+                raise _usage(f"--threshold: {exc}") from None
+        lc.thresholds = list(thresholds)
+    return Plan(target=tgt, scenario=sc, load=lc, run_id=run_id or "",
+                sinks=[sink_dict(s) for s in cfg.sinks], store=os.path.abspath(cfg.store),
+                outbox=os.path.abspath(cfg.outbox), summary_json=summary_json)
+
+
+def _check_key(tgt) -> None:
+    """The API key's variable must be set; the built-in simulator accepts any key."""
+    env = tgt.api_key_env
+    if not env or os.environ.get(env):
+        return
+    host = urlsplit(tgt.url).hostname or ""
+    if env == "SIM_API_KEY" and host in ("127.0.0.1", "::1", "localhost"):
+        os.environ[env] = "simulator"
+        return
+    raise _usage(f"targets.{tgt.name}.api_key_env: environment variable {env} is not set")
