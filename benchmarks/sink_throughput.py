@@ -33,10 +33,22 @@ def make_points(start: int, n: int) -> list[Point]:
     return [
         Point(
             "turn",
-            {"target": f"sim-{i % 4}", "provider": "openai", "model": "gpt-realtime",
-             "kind": "load", "scenario": "default", "outcome": "ok"},
-            {"ttfa_ms": 250.0 + (i % 997) / 3, "turn_ms": 900.5, "rtf": 1.4, "stalls": i % 3,
-             "turn_index": i % 4, "session_id": f"s{i // 4}"},
+            {
+                "target": f"sim-{i % 4}",
+                "provider": "openai",
+                "model": "gpt-realtime",
+                "kind": "load",
+                "scenario": "default",
+                "outcome": "ok",
+            },
+            {
+                "ttfa_ms": 250.0 + (i % 997) / 3,
+                "turn_ms": 900.5,
+                "rtf": 1.4,
+                "stalls": i % 3,
+                "turn_index": i % 4,
+                "session_id": f"s{i // 4}",
+            },
             BASE + i * 1000,
         )
         for i in range(start, start + n)
@@ -67,9 +79,13 @@ def throughput(server: InfluxServer, n: int, chunk: int) -> None:
     sink.close()
     count = server.rows("SELECT count(ttfa_ms) FROM turn", "bench")[0]["count"]
     print("\n## throughput: outbox + v1 sink -> influxd 1.6.7 (loopback)\n")
-    print("| points | write() calls of | write() wall s | end-to-end wall s | points/s (wall) | process CPU s | points per CPU s | delivered | stored in influxd |")
+    print(
+        "| points | write() calls of | write() wall s | end-to-end wall s | points/s (wall) | process CPU s | points per CPU s | delivered | stored in influxd |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| {n:,} | {chunk} | {t_write:.2f} | {wall:.2f} | {n / wall:,.0f} | {cpu:.2f} | {n / cpu:,.0f} | {h['delivered']:,} | {count:,} |")
+    print(
+        f"| {n:,} | {chunk} | {t_write:.2f} | {wall:.2f} | {n / wall:,.0f} | {cpu:.2f} | {n / cpu:,.0f} | {h['delivered']:,} | {count:,} |"
+    )
     if not ok:
         print("(flush timed out: not every point was delivered)")
 
@@ -77,8 +93,12 @@ def throughput(server: InfluxServer, n: int, chunk: int) -> None:
 def outage(server: InfluxServer, seconds: float, rate: int) -> None:
     server.create_database("bench_outage")
     out = tempfile.mkdtemp(prefix="vp-bench-outage-")
-    sink = build_sink([InfluxV1Sink(url=server.url, database="bench_outage")], outbox_dir=out,
-                      backoff_initial_s=0.5, backoff_max_s=2.0)
+    sink = build_sink(
+        [InfluxV1Sink(url=server.url, database="bench_outage")],
+        outbox_dir=out,
+        backoff_initial_s=0.5,
+        backoff_max_s=2.0,
+    )
     proc = psutil.Process()
     server.stop()
     print(f"\n## outage: influxd stopped, writing {rate:,} points/s for {seconds:.0f} s\n")
@@ -96,7 +116,9 @@ def outage(server: InfluxServer, seconds: float, rate: int) -> None:
             r = proc.memory_info().rss / 1e6
             rss.append(r)
             h = sink.health()
-            print(f"| {now:.0f} | {i:,} | {h['pending']:,} | {dir_bytes(out) / 1e6:.1f} | {r:.1f} | {worst * 1000:.1f} |")
+            print(
+                f"| {now:.0f} | {i:,} | {h['pending']:,} | {dir_bytes(out) / 1e6:.1f} | {r:.1f} | {worst * 1000:.1f} |"
+            )
             next_report += 10.0
         if now >= seconds:
             break
@@ -112,9 +134,11 @@ def outage(server: InfluxServer, seconds: float, rate: int) -> None:
     h = sink.health()
     sink.close()
     count = server.rows("SELECT count(ttfa_ms) FROM turn", "bench_outage")[0]["count"]
-    print(f"\nafter restart: drained {h['delivered']:,} points in {drain:.1f} s "
-          f"({h['delivered'] / max(drain, 1e-9):,.0f} points/s), stored {count:,}, "
-          f"dropped {h['dropped']}, RSS min/max during outage {min(rss):.1f}/{max(rss):.1f} MB, ok={ok}")
+    print(
+        f"\nafter restart: drained {h['delivered']:,} points in {drain:.1f} s "
+        f"({h['delivered'] / max(drain, 1e-9):,.0f} points/s), stored {count:,}, "
+        f"dropped {h['dropped']}, RSS min/max during outage {min(rss):.1f}/{max(rss):.1f} MB, ok={ok}"
+    )
 
 
 def main() -> None:

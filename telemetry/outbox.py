@@ -179,18 +179,21 @@ class Outbox:
             self._thread.start()
 
     def _next_batch(self) -> tuple[list[int], int, bytes] | None:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, n, body FROM chunks ORDER BY id LIMIT ?", (max(1, self.batch_points),)
-            ).fetchall()
+        """The oldest chunks up to the batch limits. Rows are read one at a time, so memory holds
+        at most one batch however large the backlog is."""
         ids, n, parts, size = [], 0, [], 0
-        for cid, cn, body in rows:
-            if ids and (n + cn > self.batch_points or size + len(body) > self.batch_bytes):
-                break
-            ids.append(cid)
-            n += cn
-            parts.append(body)
-            size += len(body) + 1
+        with self._lock:
+            cur = self._db.execute("SELECT id, n, body FROM chunks ORDER BY id")
+            try:
+                for cid, cn, body in cur:
+                    if ids and (n + cn > self.batch_points or size + len(body) > self.batch_bytes):
+                        break
+                    ids.append(cid)
+                    n += cn
+                    parts.append(body)
+                    size += len(body) + 1
+            finally:
+                cur.close()
         if not ids:
             return None
         return ids, n, b"\n".join(parts)

@@ -23,7 +23,7 @@ def point(i: int) -> Point:
     return Point(
         "stream",
         {"target": f"t{i % 3}", "kind": "probe"},
-        {"seq": i, "ttfa_ms": 100.0 + i / 7, "note": f"n,{i} \"q\""},
+        {"seq": i, "ttfa_ms": 100.0 + i / 7, "note": f'n,{i} "q"'},
         BASE + i * 1_000_000,
     )
 
@@ -31,8 +31,12 @@ def point(i: int) -> Point:
 def test_outage_of_30s_loses_nothing_and_never_blocks(influx_factory, tmp_path):
     server = influx_factory()
     server.create_database("outage")
-    sink = build_sink([InfluxV1Sink(url=server.url, database="outage")],
-                      outbox_dir=str(tmp_path), backoff_initial_s=0.2, backoff_max_s=1.0)
+    sink = build_sink(
+        [InfluxV1Sink(url=server.url, database="outage")],
+        outbox_dir=str(tmp_path),
+        backoff_initial_s=0.2,
+        backoff_max_s=1.0,
+    )
     written, worst = [], [0.0]
     stop = threading.Event()
 
@@ -67,7 +71,9 @@ def test_outage_of_30s_loses_nothing_and_never_blocks(influx_factory, tmp_path):
     assert sink.flush(30.0), sink.health()
     h = sink.health()
     sink.close()
-    print(f"\noutage: {len(written)} points, worst write() {worst[0] * 1000:.1f} ms, health during {during}, after {h}")
+    print(
+        f"\noutage: {len(written)} points, worst write() {worst[0] * 1000:.1f} ms, health during {during}, after {h}"
+    )
     assert worst[0] < 0.5  # appends to disk; ~1 ms on a quiet machine
     assert h["delivered"] == len(written) and h["dropped"] == 0 and h["dead_lettered"] == 0
     rows = server.rows("SELECT * FROM stream", "outage")
@@ -102,8 +108,12 @@ def test_sigkill_mid_stream_then_restart_delivers_everything_once(influx_factory
     server.create_database("crash")
     outbox = str(tmp_path / "outbox")
     env = dict(os.environ, PYTHONPATH=ROOT)
-    child = subprocess.Popen([sys.executable, "-c", CHILD, server.url, outbox],
-                             stdout=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, server.url, outbox],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     acked = 0
     deadline = time.monotonic() + 30
     try:
@@ -122,10 +132,12 @@ def test_sigkill_mid_stream_then_restart_delivers_everything_once(influx_factory
     sink.close()
     rows = server.rows("SELECT seq FROM stream GROUP BY *", "crash")
     seqs = sorted(r["seq"] for r in rows)
-    print(f"\ncrash: {acked} acknowledged, {pending_at_restart} pending at restart, {len(seqs)} stored")
+    print(
+        f"\ncrash: {acked} acknowledged, {pending_at_restart} pending at restart, {len(seqs)} stored"
+    )
     assert pending_at_restart > 0
     # nothing acknowledged is lost; the batch being appended when killed may or may not be there
-    assert seqs[: acked] == list(range(acked))
+    assert seqs[:acked] == list(range(acked))
     assert len(seqs) in (acked, acked + 500)
     keys = {(r["target"], r["time"]) for r in rows}
     assert len(keys) == len(rows)  # no duplicate series+timestamp
