@@ -1,0 +1,56 @@
+"""Pure parts of the report: spectrum grid, buckets, thresholds, parameter hygiene, HTML shape."""
+
+from __future__ import annotations
+
+import pytest
+
+from reports.collect import nice_bucket_s, spectrum, spectrum_grid
+from reports.html import safe_value
+from reports.verdict import parse_threshold
+from telemetry.hdr import new_histogram
+
+
+def test_spectrum_grid_runs_from_0_to_what_the_count_can_tell():
+    g = spectrum_grid(1_000_000)
+    assert g[0] == 0.0 and g[-1] == pytest.approx(99.99)
+    assert g == sorted(g) and len(g) == 4 * 24 + 1
+    g = spectrum_grid(40)
+    assert g[-1] == pytest.approx(97.5)  # 1 - 1/40: beyond that every percentile is the max
+
+
+def test_spectrum_of_a_histogram_ends_at_its_max():
+    h = new_histogram()
+    for v in range(1, 1001):
+        h.record_value(v * 1000)  # 1..1000 ms
+    s = spectrum(h, "t", "ttfa_ms")
+    assert s.count == 1000 and s.values_ms[-1] == pytest.approx(1000, rel=1e-3)
+    p50 = s.values_ms[s.percentiles.index(50.0)] if 50.0 in s.percentiles else None
+    assert p50 is None or p50 == pytest.approx(500, rel=2e-3)
+    assert s.values_ms == sorted(s.values_ms)
+
+
+def test_bucket_sizes():
+    assert nice_bucket_s(30, min_s=2) == 2
+    assert nice_bucket_s(3600) == 60  # at most 80 buckets
+    assert nice_bucket_s(20) == 10  # never finer than the 10 s latency interval
+    assert nice_bucket_s(30 * 86400) == 43200
+
+
+@pytest.mark.parametrize("text", ["ttfa_ms.p95<800", "turn_ms.p999 <= 3000", "error_rate<0.01",
+                                  "success_ratio>=0.99", "connect_ms.max<50"])
+def test_thresholds_parse(text):
+    parse_threshold(text)
+
+
+@pytest.mark.parametrize("text", ["ttfa_ms<800", "error_rate.p95<1", "ttfa_ms.p95 ~ 3", ""])
+def test_bad_thresholds_say_why(text):
+    with pytest.raises(ValueError, match="threshold"):
+        parse_threshold(text)
+
+
+def test_parameters_never_show_secrets():
+    assert safe_value("api_key", "sk-123") == "(hidden)"
+    assert safe_value("token_env", "X") == "(hidden)"
+    assert safe_value("url", "wss://u:p@host:8443/v1/realtime?key=abc") == \
+        "wss://host:8443/v1/realtime"
+    assert safe_value("rate", "20/s") == "20/s"
