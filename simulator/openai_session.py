@@ -120,7 +120,6 @@ class OpenAISession:
         self.state, self.ws, self.info = state, ws, info
         self.ga = info.ga
         self.names = GA_NAMES if self.ga else BETA_NAMES
-        self.profile = info.profile
         self.rng = state.rng
         self.id = "sess_" + rand_id(21)
         self.tag = rand_id(13)
@@ -132,12 +131,12 @@ class OpenAISession:
                                        if k != "idle_timeout_ms"}
         self.conversation_id = "conv_" + rand_id(21)
         self.created_s = time.time()
-        self.expiry_s = self.profile.session_max_s
+        self.expiry_s = info.profile.session_max_s
         for f in info.faults:
             if f.kind == "session_expiry":
                 self.expiry_s = min(self.expiry_s, float(f.params["after_s"]))
         self.turn_faults = [f for f in info.faults if f.kind in TURN_KINDS]
-        self.expires_at = int(self.created_s + self.profile.session_max_s)
+        self.expires_at = int(self.created_s + self.expiry_s)
         self.vad = self._new_vad()
         self.total_ms = 0.0  # input timeline (all audio appended this session)
         self.buffer_start_ms = 0.0  # start of the uncommitted part of the input buffer
@@ -166,6 +165,11 @@ class OpenAISession:
             "response.cancel": self.on_response_cancel,
             "output_audio_buffer.clear": self.on_output_audio_clear,
         }
+
+    @property
+    def profile(self) -> Profile:
+        """The model's profile as it is now: PUT /profile takes effect on the next turn."""
+        return self.state.profiles.for_model(self.info.model)
 
     # ---- ids and sending ------------------------------------------------------------------------
 
@@ -541,8 +545,7 @@ class OpenAISession:
         resp.input_text_tokens = tokens_for_text(instructions) + math.ceil(
             self.pending_text_chars / 4)
         self.pending_text_chars = 0
-        faults = [f for f in self.turn_faults if f.take(self.info.model, self.rng,
-                                                        time.monotonic_ns())]
+        faults = list(self.turn_faults)  # chosen for the whole session at connect
         faults += self.state.faults.pick(self.profile, self.info.model, TURN_KINDS, per="turn")
         for f in faults:
             resp.faults.setdefault(int(f.params.get("after_deltas", 0)), []).append(f)

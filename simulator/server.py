@@ -29,7 +29,7 @@ from .truth import Lateness, SessionTruth, TruthLog
 
 log = logging.getLogger("simulator")
 
-MAX_MESSAGE = 16 * 1024 * 1024 + 65536  # a 15 MiB append in base64 plus its envelope... roughly
+MAX_MESSAGE = 32 * 1024 * 1024  # larger frames close 1009; up to this, an oversized append gets an error event
 _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
             429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
             503: "Service Unavailable", 504: "Gateway Timeout"}

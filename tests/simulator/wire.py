@@ -30,7 +30,8 @@ def open_ws(url: str, key: str = "x", beta: bool = False, headers: dict | None =
         h["OpenAI-Beta"] = "realtime=v1"
     h.update(headers or {})
     kw.setdefault("open_timeout", 5)
-    return connect(url, additional_headers=h, compression=None, **kw)
+    # legacy=True: websockets 17 otherwise warns when the connection is not used in a `with`
+    return connect(url, additional_headers=h, compression=None, legacy=True, **kw)
 
 
 def send(ws, obj: dict) -> None:
@@ -83,3 +84,89 @@ def stream(ws, pcm: np.ndarray, chunk_ms: int = 100, rate: int = RATE, paced: bo
         send(ws, {"type": "input_audio_buffer.append", "audio": base64.b64encode(raw).decode()})
         sent.append(time.perf_counter_ns())
     return sent
+
+
+def manual_session(ws, ga: bool = True, **session) -> dict:
+    """Read session.created, switch to manual turns; returns session.created's session."""
+    created, _ = recv(ws)
+    assert created["type"] == "session.created", created
+    if not ga:
+        assert recv(ws)[0]["type"] == "conversation.created"
+        body = {"turn_detection": None, **session}
+    else:
+        body = {"type": "realtime", "audio": {"input": {"turn_detection": None}}, **session}
+    send(ws, {"type": "session.update", "session": body})
+    ev, _ = recv(ws)
+    assert ev["type"] == "session.updated", ev
+    return created["session"]
+
+
+def manual_turn(ws, seconds: float = 0.5, until: str = "rate_limits.updated",
+                response: dict | None = None) -> list[tuple[dict, int]]:
+    """Append speech unpaced, commit, response.create; events up to `until`."""
+    pcm = np.concatenate([tone_speech(seconds), silence(0.1)])
+    send(ws, {"type": "input_audio_buffer.append",
+              "audio": base64.b64encode(pcm.tobytes()).decode()})
+    send(ws, {"type": "input_audio_buffer.commit"})
+    send(ws, {"type": "response.create", **({"response": response} if response else {})})
+    return recv_until(ws, until)
+
+
+def types(events) -> list[str]:
+    return [e["type"] for e, _ in events]
+
+
+class Receiver:
+    """Reads every frame on a thread and stamps it with perf_counter_ns() the moment recv returns,
+    so arrival times stay honest while the main thread paces audio out."""
+
+    def __init__(self, ws):
+        import threading
+
+        self.ws = ws
+        self.events: list[tuple[dict, int]] = []
+        self.raw: list[tuple[bytes, int]] = []
+        self.closed: Exception | None = None
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                raw = self.ws.recv(decode=False)
+                t = time.perf_counter_ns()
+                try:
+                    ev = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    ev = {"type": "<malformed>"}
+                with self.cond:
+                    self.raw.append((raw, t))
+                    self.events.append((ev, t))
+                    self.cond.notify_all()
+        except Exception as e:  # ConnectionClosed ends the loop
+            with self.cond:
+                self.closed = e
+                self.cond.notify_all()
+
+    def wait_for(self, typ: str, count: int = 1, timeout: float = 10.0) -> list[tuple[dict, int]]:
+        """All events so far, once `count` events of `typ` have arrived."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while sum(1 for e, _ in self.events if e["type"] == typ) < count:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.closed is not None:
+                    raise TimeoutError(f"waiting for {typ} x{count}: "
+                                       f"{[e['type'] for e, _ in self.events][-8:]} {self.closed!r}")
+                self.cond.wait(left)
+            return list(self.events)
+
+    def wait_closed(self, timeout: float = 10.0) -> Exception:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.closed is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("connection still open")
+                self.cond.wait(left)
+            return self.closed
