@@ -84,6 +84,7 @@ def real_run(tmp_path_factory):
         # errors with classes: some sim-slow replies fail mid-stream, some upgrades get a 503
         sim.fault(kind="close_1011", probability=0.25, models=["sim-slow"])
         sim.fault(kind="http_status", status=503, probability=0.15, models=["sim-fast"])
+        sim.fault(kind="http_status", status=429, count=1, start_s=3.0)  # one for sure
         start_ns = time.time_ns()
         locust = _locust(sim, store, tmp)
         recorder = Recorder(EmbeddedStore(str(store)), interval_s=INTERVAL_S)
@@ -107,7 +108,7 @@ def real_run(tmp_path_factory):
         made_fast = False
         while any(p.is_alive() for p in probes):
             engine.evaluate()
-            if not made_fast and time.monotonic() > until - 7.0:
+            if not made_fast and time.monotonic() > until - 8.0:
                 sim.set_profile(model="sim-slow", ttfa_scale=0.25)  # the regression ends
                 made_fast = True
             time.sleep(0.5)
