@@ -191,6 +191,7 @@ class SessionResult:
     agent: str = ""
     run_id: str = ""
     session_id: str = ""
+    server_session_id: str = ""  # the id the server gave the session (session.created), if any
     outcome: str = OK
     error: str = ""
     started_at: float = 0.0  # wall clock (epoch seconds) of connect start: the storage anchor

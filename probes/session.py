@@ -66,8 +66,9 @@ from probes.results import (
 )
 from probes.spec import TURN_MODES, Scenario, Target
 
-#: Largest frame accepted; a bigger one ends the session as ws_closed_1009.
-MAX_FRAME_BYTES = 4 * 2**20
+#: Largest message accepted (the websockets default; replies come in small deltas): a bigger
+#: one ends the session as ws_closed_1009.
+MAX_FRAME_BYTES = 2**20
 #: Outcome when the caller's `stop` event ended the session (not a target failure).
 STOPPED = "stopped"
 #: Outcome when the API key's environment variable is unset (nothing was sent).
@@ -178,6 +179,7 @@ class _Conn(ClientConnection):
     """A ClientConnection whose data frames go straight to the session, stamped on arrival."""
 
     def __init__(self, sock, protocol, *, on_frame, on_close, **kwargs) -> None:
+        self.vp_open_ns: int | None = None  # when the upgrade response arrived
         self._vp_on_frame = on_frame
         self._vp_on_close = on_close
         self._vp_frag: list[bytes] | None = None
@@ -185,6 +187,7 @@ class _Conn(ClientConnection):
 
     def process_event(self, event) -> None:
         if self.response is None:  # the handshake response
+            self.vp_open_ns = perf_counter_ns()
             return super().process_event(event)
         t = perf_counter_ns()
         op = event.opcode
@@ -223,6 +226,31 @@ def _append_messages(dialect: Dialect, utt: audio.Utterance) -> tuple[bytes, ...
             _MESSAGES.clear()
         _MESSAGES[key] = msgs
     return msgs
+
+
+def _utterance(dialect: Dialect, sc: Scenario, index: int) -> audio.Utterance:
+    fmt = dialect.input_format
+    return audio.utterance(
+        sc.utterance_s,
+        0.0 if sc.turn_mode == "manual" else sc.trailing_silence_s,
+        rate=fmt.rate,
+        codec=fmt.codec,
+        chunk_ms=sc.chunk_ms,
+        seed=sc.seed + index,
+        loudness_dbfs=sc.loudness_dbfs,
+    )
+
+
+def prepare(target: Target, scenario: Scenario) -> None:
+    """Render and encode every turn's audio now (cached for all later sessions).
+
+    run_session does this itself before connecting; a load generator calls it once before the
+    run so no session renders audio (tens of ms of numpy) while others are being timed, which
+    under gevent would stall every greenlet in the process.
+    """
+    dialect = dialect_for(target, scenario.turn_mode)
+    for i in range(scenario.turns):
+        _append_messages(dialect, _utterance(dialect, scenario, i))
 
 
 class _Failure(Exception):
@@ -300,6 +328,7 @@ class _Session:
                     self.fail(server_error(ev.code), ev.message)
             elif cls is SessionReady:
                 self.ready_ns = t
+                self.res.server_session_id = ev.session_id
                 self.wake.set()
             elif cls is SessionConfigured:
                 if self.configured_ns is None:
@@ -345,6 +374,8 @@ class _Session:
             res.start_lag_ms = (start - intended_start_ns) / 1e6
         self.session_deadline = start + int(self.t.session * _NS)
         try:
+            for i in range(self.scenario.turns):  # render before connecting, not mid-session
+                _append_messages(self.dialect, _utterance(self.dialect, self.scenario, i))
             self._connect(start)
             self._setup(start)
             for i in range(self.scenario.turns):
@@ -440,17 +471,20 @@ class _Session:
                 f"no WebSocket upgrade from {host}:{port} within {self.t.connect:g} s",
             ) from None
         except (InvalidHandshake, InvalidURI) as e:
-            cause = e.__cause__
-            if isinstance(cause, EOFError | ConnectionError):
-                raise _Failure(ws_closed(1006), f"connection lost during the upgrade: {e}") from None
+            if isinstance(e.__cause__, EOFError | ConnectionError):
+                raise _Failure(
+                    "connect_refused", f"{host}:{port} dropped the connection before upgrading"
+                ) from None
             raise _Failure("protocol", f"bad upgrade response: {e}") from None
-        except (EOFError, ConnectionError) as e:
-            raise _Failure(ws_closed(1006), f"connection lost during the upgrade: {e}") from None
+        except (EOFError, ConnectionError):
+            raise _Failure(
+                "connect_refused", f"{host}:{port} dropped the connection before upgrading"
+            ) from None
         except OSError as e:
             raise _Failure("connect_refused", f"connection to {host}:{port} failed: {e}") from None
         ws.pending_legacy_warning = False  # we own its lifetime (closed in close())
         self.ws = ws
-        self.res.connect_ms = (perf_counter_ns() - start) / 1e6
+        self.res.connect_ms = ((ws.vp_open_ns or perf_counter_ns()) - start) / 1e6
 
     def _wait(self, done, deadline_ns: int, phase: str) -> None:
         """Wait until done() is true; a passed deadline ends the session as timeout:<phase>."""
@@ -501,16 +535,7 @@ class _Session:
     def _turn(self, index: int) -> None:
         sc = self.scenario
         manual = sc.turn_mode == "manual"
-        fmt = self.dialect.input_format
-        utt = audio.utterance(
-            sc.utterance_s,
-            0.0 if manual else sc.trailing_silence_s,
-            rate=fmt.rate,
-            codec=fmt.codec,
-            chunk_ms=sc.chunk_ms,
-            seed=sc.seed + index,
-            loudness_dbfs=sc.loudness_dbfs,
-        )
+        utt = _utterance(self.dialect, sc, index)
         msgs = _append_messages(self.dialect, utt)
         last = utt.speech_chunks - 1
         turn = _Turn(index)

@@ -5,9 +5,9 @@ become the normalised events of probes.dialects.base. Both GA and beta event nam
 accepted whatever shape we speak, so a server that mixes them still parses.
 
 Hot path: reply audio arrives as ~6 KB `response.output_audio.delta` frames, dozens per second
-per session. `parse()` classifies those with a few `bytes.find` calls and computes the decoded
-size from the base64 length, without `orjson.loads` of the whole frame or decoding the audio.
-Any doubt (escapes, odd layout, bad ending) falls back to the full parse, which is also where a
+per session. `parse()` finds the base64 string with `bytes.find`, parses only the small rest of the frame
+and computes the decoded size from the string's length: no tokenising or decoding of the
+audio. Any doubt (escapes, other types) falls back to the full parse, which is also where a
 malformed frame raises DialectError (the `protocol` error class).
 """
 
@@ -86,12 +86,9 @@ _IGNORED_TYPES = frozenset(
     }
 )
 
-# byte patterns for the audio fast path
-_P_TYPE = b'"type"'
+# the audio fast path: only for frames big enough to be worth it
 _P_DELTA = b'"delta"'
-_P_AUDIO_VALUES = tuple(t.encode() + b'"' for t in _AUDIO_DELTA_TYPES)
-_FAST_MIN = 256  # frames shorter than this are parsed fully; the fast path is for big deltas
-_WS = b" \t\r\n"
+_FAST_MIN = 256
 
 
 def b64_decoded_len(n_chars: int, pad: int) -> int:
@@ -102,8 +99,10 @@ def b64_decoded_len(n_chars: int, pad: int) -> int:
 class OpenAIRealtime:
     """One session's OpenAI Realtime codec.
 
-    provider "azure" switches auth to `api-key` and the URL to Azure's form; `beta=True` speaks
-    the legacy flat shape with the `OpenAI-Beta: realtime=v1` header. `turn_mode` is
+    provider "azure" switches auth to `api-key` and the URL to Azure's form (GA v1 path
+    /openai/v1/realtime?model=, or the preview path with api-version + deployment, which speaks
+    the beta shape); `beta=True` speaks the legacy flat shape with the `OpenAI-Beta: realtime=v1`
+    header. `turn_mode` is
     server_vad | semantic_vad | manual (turn_detection null: the engine commits itself).
     """
 
@@ -137,6 +136,9 @@ class OpenAIRealtime:
         self.model = model
         self.provider = provider
         self.beta = beta
+        # Azure's preview endpoint (/openai/realtime?api-version=...) speaks the beta shape
+        self.azure_preview = provider == "azure" and "/openai/v1/" not in urlsplit(url).path
+        self.beta_shape = beta or self.azure_preview
         self.api_version = api_version
         self.voice = voice
         self.instructions = instructions
@@ -173,7 +175,7 @@ class OpenAIRealtime:
         parts = urlsplit(self.url)
         query = parse_qsl(parts.query, keep_blank_values=True)
         keys = {k for k, _ in query}
-        if self.provider == "azure" and "/openai/v1/" not in parts.path:
+        if self.azure_preview:
             # Azure preview: api-version + deployment
             if "api-version" not in keys:
                 query.append(("api-version", self.api_version or AZURE_PREVIEW_API_VERSION))
@@ -207,7 +209,7 @@ class OpenAIRealtime:
     def session_config(self) -> dict:
         """The `session` object of session.update, in the shape we speak."""
         td = self._turn_detection()
-        if self.beta:
+        if self.beta_shape:
             s: dict = {
                 "modalities": ["audio", "text"],
                 "input_audio_format": self.input_format.codec,
@@ -395,42 +397,30 @@ def parse_usage(u: dict | None) -> Usage:
 
 
 def _fast_audio_nbytes(frame: bytes) -> int:
-    """Decoded audio size of an audio-delta frame, or -1 if this is not (surely) one."""
-    i = frame.find(_P_TYPE)
-    if i < 0:
-        return -1
-    j = i + 6
-    # skip  ws ':' ws  to the opening quote of the value
-    while j < len(frame) and frame[j] in b' \t\r\n:':
-        j += 1
-    if j >= len(frame) or frame[j] != 0x22:
-        return -1
-    j += 1
-    if not (frame.startswith(_P_AUDIO_VALUES[0], j) or frame.startswith(_P_AUDIO_VALUES[1], j)):
-        return -1
+    """Decoded audio size of an audio-delta frame, or -1 to let the full parse decide.
+
+    The base64 string is cut out (it must hold no quote or backslash) and replaced by 0; the
+    remaining ~200 bytes are parsed with orjson, so the frame is still fully validated as JSON
+    while the 6 KB of audio are only scanned by memchr, never tokenised or decoded.
+    """
     d = frame.find(_P_DELTA)
     if d < 0:
         return -1
     q1 = d + 7
-    while q1 < len(frame) and frame[q1] in b' \t\r\n:':
+    n = len(frame)
+    while q1 < n and frame[q1] in b" \t\r\n:":
         q1 += 1
-    if q1 >= len(frame) or frame[q1] != 0x22:
+    if q1 >= n or frame[q1] != 0x22:
         return -1
     q2 = frame.find(b'"', q1 + 1)
     if q2 < 0 or frame.find(b"\\", q1, q2) >= 0:
         return -1
-    # the frame must be a closed object: last non-space byte is '}'
-    end = len(frame) - 1
-    while end > q2 and frame[end] in _WS:
-        end -= 1
-    if frame[end] != 0x7D:
+    try:
+        rest = orjson.loads(frame[:q1] + b"0" + frame[q2 + 1 :])
+    except orjson.JSONDecodeError:
         return -1
-    # after the value: ws then ',' or '}'
-    k = q2 + 1
-    while k < end and frame[k] in _WS:
-        k += 1
-    if frame[k] not in b",}":
+    if type(rest) is not dict or rest.get("type") not in _AUDIO_DELTA_TYPES:
         return -1
-    n = q2 - q1 - 1
-    pad = (frame[q2 - 1] == 0x3D) + (frame[q2 - 2] == 0x3D) if n >= 2 else 0
-    return b64_decoded_len(n, pad)
+    chars = q2 - q1 - 1
+    pad = (frame[q2 - 1] == 0x3D) + (frame[q2 - 2] == 0x3D) if chars >= 2 else 0
+    return b64_decoded_len(chars, pad)
