@@ -156,6 +156,17 @@ class Query:
         -> value or list of values (tags, or the `run_id` field)."""
         raise NotImplementedError
 
+    def select(
+        self,
+        measurement: str,
+        columns: Sequence[str],
+        start_ns: int,
+        end_ns: int,
+        filters: Filters | None = None,
+    ) -> list[tuple]:
+        """Public form of the backend primitive: rows (time_ns, *columns) in time order."""
+        return self._select(measurement, columns, start_ns, end_ns, filters or {})
+
     def close(self) -> None:
         pass
 
@@ -467,6 +478,16 @@ def _ql_str(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+#: A field every point of the measurement carries (see InfluxQuery._select).
+ANCHOR_FIELD = {
+    "turn": "turn_index",
+    "session": "ok",
+    "latency": "count",
+    "loadgen": "users",
+    "alert": "message",
+}
+
+
 class InfluxQuery(Query):
     """Answers with InfluxQL over `/query` (1.x; 2.x via its v1 API; 3.x)."""
 
@@ -537,7 +558,11 @@ class InfluxQuery(Query):
             if vals is None:
                 continue
             where.append("(" + " OR ".join(f"{_ql_ident(col)} = {_ql_str(x)}" for x in vals) + ")")
-        cols = ", ".join(_ql_ident(c) for c in columns)
+        # InfluxQL returns no row for a point none of whose *selected fields* is set (and nothing
+        # at all for tags alone), so a field every point of the measurement has is always added.
+        anchor = ANCHOR_FIELD.get(measurement)
+        wanted = list(columns) + ([anchor] if anchor and anchor not in columns else [])
+        cols = ", ".join(_ql_ident(c) for c in wanted)
         q = f"SELECT {cols} FROM {_ql_ident(measurement)} WHERE {' AND '.join(where)}"
         rows: list[tuple] = []
         for s in self.influxql(q):

@@ -184,4 +184,13 @@ def test_query_layer_gives_the_same_answers_from_influxd_and_embedded(influxd, t
     )
     assert emb.success_ratio(**w) == ifx.success_ratio(**w)
     assert emb.count_below("ttfa_ms", 300.0, **w) == ifx.count_below("ttfa_ms", 300.0, **w)
+    # the backend primitive, even for tags alone (InfluxQL needs a field: the layer adds one)
+    for m, cols in (
+        ("session", ("target", "kind", "outcome", "run_id")),
+        ("latency", ("target", "kind", "scenario", "agent")),
+        ("turn", ("target", "outcome")),
+    ):
+        e, i = emb.select(m, cols, 0, w["end_ns"]), ifx.select(m, cols, 0, w["end_ns"])
+        assert len(e) == sum(p.measurement == m for p in points)
+        assert sorted(e, key=repr) == sorted(i, key=repr), m
     assert os.path.exists(tmp_path / "vp.db")
