@@ -287,8 +287,8 @@ def _delta_frame(nbytes: int, *, first: bool = False, spaces: bool = False, beta
         return ('{"delta":"%s","type":"%s"}' % (b64, t)).encode()  # noqa: UP031
     sep = ": " if spaces else ":"
     return (
-        '{"event_id"%s"event_4950", "type"%s"%s", "response_id":"resp_001","item_id":"msg_008",'
-        '"output_index":0,"content_index":0,"delta"%s"%s"}\n' % (sep, sep, t, sep, b64)  # noqa: UP031
+        f'{{"event_id"{sep}"event_4950", "type"{sep}"{t}", "response_id":"resp_001",'
+        f'"item_id":"msg_008","output_index":0,"content_index":0,"delta"{sep}"{b64}"}}\n'
     ).encode()
 
 
