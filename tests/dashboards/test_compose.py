@@ -112,3 +112,36 @@ def test_example_config_is_valid():
     assert set(cfg.targets) == {"sim-fast", "sim-slow"}
     assert all(t.url.startswith("ws://sim:8765/") for t in cfg.targets.values())
     assert cfg.sinks and cfg.service is not None and cfg.service.probes
+
+
+def _compose_default(arg: str) -> str:
+    """`${VAR:-default}` as compose would expand it with nothing set."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", arg)
+
+
+@pytest.mark.parametrize("service", ["sim", "probe", "locust-master", "worker"])
+def test_service_commands_parse_with_the_real_cli(service):
+    """Each service's command line is accepted by the `voicepulse` CLI's own parser (options
+    exist, values have the right types), without running anything."""
+    from voicepulse.cli import main
+
+    args = [_compose_default(a) for a in SERVICES[service]["command"]]
+    ctx = main.make_context("voicepulse", list(args))
+    sub = main.get_command(ctx, args[0])
+    assert sub is not None, f"voicepulse has no {args[0]!r} command"
+    sub_ctx = sub.make_context(args[0], args[1:])
+    assert sub_ctx.params  # parsed
+    if service == "locust-master":
+        assert sub_ctx.params["master"] and sub_ctx.params["processes"] == 1
+    if service == "worker":
+        assert sub_ctx.params["worker"] and sub_ctx.params["master_host"] == "locust-master"
+
+
+def test_a_wrong_option_is_caught_by_the_cli_parse():
+    import click
+
+    from voicepulse.cli import main
+
+    ctx = main.make_context("voicepulse", ["load", "--no-such-option"])
+    with pytest.raises(click.UsageError):
+        main.get_command(ctx, "load").make_context("load", ["--no-such-option"])
