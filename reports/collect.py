@@ -186,6 +186,17 @@ def _load_window(query, run_id: str, start: int, end: int, loadgen: list) -> tup
     return max(start, min(times)), min(end, max(times) + 10_000_000_000)
 
 
+def _alerts(query, start_ns, end_ns, targets, run_id, rows, run_window) -> list:
+    """Alert state changes in the range; for one load run, those of the run's targets during
+    the run (an alert on another target says nothing about this run)."""
+    if not run_id:
+        return query.alerts(start_ns=start_ns, end_ns=end_ns, targets=targets)
+    run_targets = sorted({r.target for r in rows})
+    if not run_targets:
+        return []
+    return query.alerts(start_ns=run_window[0], end_ns=run_window[1], targets=run_targets)
+
+
 def collect(
     query,
     *,
@@ -261,7 +272,7 @@ def collect(
         errors=query.error_counts(start_ns=start_ns, end_ns=end_ns, targets=targets,
                                   run_id=run_id, bucket_s=bucket_s),
         outcomes=outcomes_over_time(rows, bucket_s),
-        alerts=query.alerts(start_ns=start_ns, end_ns=end_ns, targets=targets),
+        alerts=_alerts(query, start_ns, end_ns, targets, run_id, rows, (lat_start, lat_end)),
         loadgen=loadgen,
         params={str(k): str(v) for k, v in (params or {}).items()},
         thresholds=list(thresholds or ()),

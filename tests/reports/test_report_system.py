@@ -191,6 +191,7 @@ def test_report_of_one_load_run(real_run):
     _check_page(page, q, run_id=RUN_ID, start_ns=start, end_ns=end, expect_load=True,
                 expect_alerts=False)
     assert [r["target"] for r in page["table"]] == ["sim-fast"]
+    assert page["alerts_rows"] == 0  # the alert was about sim-slow, not part of this run
     text = out.read_text()
     assert "sk-secret-value" not in text and "user:pw" not in text and "key=k" not in text
     assert "load run report-load-1" in page["text"]
