@@ -1,0 +1,70 @@
+"""`voicepulse probe`, `results` and `demo` with an `influx` sink in the config write to (and read
+from) a real influxd; the embedded store is left alone."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from voicepulse.demo import SimulatorProcess
+
+pytestmark = pytest.mark.system
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def vp(*args, cwd, timeout=120):
+    env = dict(os.environ, SIM_API_KEY="k", PYTHONPATH=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "voicepulse.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+    )
+
+
+@pytest.fixture(scope="module")
+def simulator():
+    with SimulatorProcess() as sim:
+        yield sim
+
+
+def test_probe_and_demo_write_to_influx_when_configured(simulator, influxd, tmp_path):
+    influxd.create_database("cli")
+    cfg = tmp_path / "voicepulse.yaml"
+    cfg.write_text(
+        f"""
+targets:
+  sim-fast:
+    url: {simulator.realtime_url()}
+    model: sim-fast
+    api_key_env: SIM_API_KEY
+    instructions: Answer briefly.   # (config.py's default is a slots descriptor: reported)
+sinks:
+  - type: influx
+    api: v1
+    url: {influxd.url}
+    database: cli
+outbox: {tmp_path}/outbox
+"""
+    )
+    out = vp("probe", "sim-fast", "--config", str(cfg), "--turns", "2", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr + out.stdout
+    turns = influxd.rows(
+        "SELECT ttfa_ms, session_id, outcome FROM turn WHERE target = 'sim-fast'", "cli"
+    )
+    assert len(turns) == 2 and all(t["outcome"] == "ok" and t["ttfa_ms"] > 0 for t in turns)
+    (sess,) = influxd.rows("SELECT ok, turns FROM session", "cli")
+    assert (sess["ok"], sess["turns"]) == (1, 2)
+    assert not (tmp_path / "voicepulse.db").exists()  # the embedded store was not used
+    res = vp("results", "--config", str(cfg), "--since", "1h", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "sim-fast" in res.stdout and "100.0 %" in res.stdout
+
+    demo = vp("demo", "--config", str(cfg), "--duration", "4s", cwd=tmp_path)
+    assert demo.returncode == 0, demo.stderr + demo.stdout
+    (n,) = influxd.rows("SELECT count(ok) FROM session", "cli")
+    assert n["count"] > 1
+    assert not (tmp_path / "voicepulse.db").exists()
