@@ -73,7 +73,8 @@ class Collector:
         self.t_start = self.clock()
 
     def merge(self, worker: str, payload: dict) -> None:
-        d = Delta.decode(payload.get("delta") or {})
+        raw = payload.get("delta") or {}
+        d = raw if isinstance(raw, Delta) else Delta.decode(raw)
         now = self.clock()
         self.total.add(d)
         self.interval.add(d)
@@ -91,7 +92,7 @@ class Collector:
             self.finals.add(worker)
             if self.started and self.finals >= self.started:
                 self.t_end = now
-        if not self.aborted:
+        if not self.aborted and any(t.abort_on_fail for t in self.thresholds):
             for v in self.verdicts(abort_only=True):
                 if not v.ok and v.actual is not None:
                     self.aborted = v.expr
@@ -117,8 +118,10 @@ class Collector:
         return out
 
     # -- points -------------------------------------------------------------------------------
-    def flush(self, *, final: bool = False) -> list[Point]:
-        """`latency` and `loadgen` points for the interval that just ended; judges health."""
+    def flush(self, *, final: bool = False, pause=None) -> list[Point]:
+        """`latency` and `loadgen` points for the interval that just ended; judges health.
+        `pause()` is called between histograms so a shared event loop can serve sockets."""
+        pause = pause or (lambda: None)
         lc, tg, sc = self.plan.load, self.plan.target, self.plan.scenario
         t_ns = int(self.interval_start * 1e9)
         points: list[Point] = []
@@ -127,6 +130,7 @@ class Collector:
                 key = (tg.name, tg.model, "load", sc.name, "", metric)
                 points.append(Point("latency", dict(zip(LATENCY_TAGS, key, strict=True)),
                                     h.fields(), t_ns))
+                pause()
         all_c = Counters()
         users = in_flight = 0
         lag_all: list[float] = []
@@ -166,6 +170,7 @@ class Collector:
                                         bool(reasons), t_ns))
             w.interval = Delta()
             w.cpu_samples = []
+            pause()
         if self.workers:
             points.append(self._loadgen("all", users, in_flight, all_c,
                                         _p99(self.interval, "send_lag_ms"),
@@ -188,9 +193,9 @@ class Collector:
                           extra=extra)
         return s.point(t_ns)
 
-    def take_results(self) -> list[SessionResult]:
+    def take_results(self) -> list[dict]:
         out, self.results = self.results, []
-        return [result_from_dict(d) for d in out]
+        return out
 
     # -- summary ------------------------------------------------------------------------------
     def summary(self) -> LoadSummary:

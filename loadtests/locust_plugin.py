@@ -24,7 +24,7 @@ import orjson
 from locust import LoadTestShape, User, constant, events, task
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
-from loadtests.collector import Collector
+from loadtests.collector import Collector, result_from_dict
 from loadtests.plan import LoadConfig, Plan, default_target
 from loadtests.profile import parse_shape, parse_stages
 from loadtests.worker import WorkerState
@@ -110,6 +110,7 @@ def worker_state(env) -> WorkerState:
             w.on_final = lambda payload: runner.send_message("vp_final", payload)
         else:
             w.on_final = lambda payload: _Role.controller and _Role.controller.merge("local", payload)
+            w.encode_reports = False
         _Role.worker = w
     return _Role.worker
 
@@ -166,11 +167,14 @@ class Controller:
             gevent.sleep(LOCAL_REPORT_S)
             w = _Role.worker
             if w is not None and w.started.is_set() and not w.final_sent:
-                self.merge("local", w.report())
+                self.merge("local", w.report(encode=False))
 
     def _write(self, final: bool = False) -> None:
-        points = self.collector.flush(final=final)
+        points = self.collector.flush(final=final, pause=None if final else gevent.idle)
         results = self.collector.take_results()
+        if self.plan.results_jsonl and results:
+            with open(self.plan.results_jsonl, "ab") as f:
+                f.write(b"".join(orjson.dumps(r) + b"\n" for r in results))
         if self.recorder is None:
             return
         from telemetry.points import session_points
@@ -178,7 +182,7 @@ class Controller:
         self.recorder.write(points)
         batch = []
         for r in results:
-            batch.extend(session_points(r))
+            batch.extend(session_points(result_from_dict(r)))
         if batch:
             self.recorder.write(batch)
 
@@ -198,7 +202,7 @@ class Controller:
         if isinstance(self.env.runner, LocalRunner) and w is not None and not w.final_sent:
             w.final_sent = True
             w.delta.counters.dropped += w.queue.qsize()
-            self.collector.merge("local", w.report(final=False))
+            self.collector.merge("local", w.report(encode=False))
         for g in self._greenlets:
             g.kill(block=False)
         self._write(final=True)

@@ -86,6 +86,7 @@ class Plan:
     outbox: str | None = None
     record: bool = True
     summary_json: str | None = None
+    results_jsonl: str | None = None  # also append every session result here, one JSON a line
 
     def __post_init__(self):
         if not self.run_id:
@@ -107,7 +108,7 @@ class Plan:
         return cls(target=Target(**d["target"]), scenario=Scenario(**sc), load=LoadConfig(**ld),
                    run_id=d.get("run_id", ""), sinks=list(d.get("sinks") or []),
                    store=d.get("store"), outbox=d.get("outbox"), record=d.get("record", True),
-                   summary_json=d.get("summary_json"))
+                   summary_json=d.get("summary_json"), results_jsonl=d.get("results_jsonl"))
 
     def sink_configs(self) -> list:
         from telemetry.sinks import InfluxV1Sink, InfluxV2Sink

@@ -25,7 +25,8 @@ ROOT = str(Path(__file__).resolve().parents[1])
 
 def locust_argv(plan: Plan | None, *, processes: int | None = None, master: bool = False,
                 worker: bool = False, master_host: str | None = None, web: bool = False,
-                expect_workers: int | None = None, loglevel: str = "WARNING") -> list[str]:
+                expect_workers: int | None = None, web_port: int | None = None,
+                loglevel: str = "WARNING") -> list[str]:
     """`python -m locust ...` for this plan and role (a worker needs no plan: it gets it from
     the master with the spawn message)."""
     argv = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--loglevel", loglevel]
@@ -38,6 +39,8 @@ def locust_argv(plan: Plan | None, *, processes: int | None = None, master: bool
     argv += ["--vp-plan", plan.to_json()]
     if web:
         argv += ["--autostart", "--autoquit", "10", "--web-host", "127.0.0.1"]
+        if web_port:
+            argv += ["--web-port", str(web_port)]
     else:
         argv += ["--headless", "--only-summary"]
     if master:  # remote workers connect to :5557 on every interface (Locust's default)

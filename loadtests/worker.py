@@ -45,6 +45,7 @@ class WorkerState:
         self.arrivals_done = False
         self.final_sent = False
         self.on_final = None  # callable(payload) set by the locustfile
+        self.encode_reports = True  # False when the master shares this process
         self._greenlets: list[gevent.Greenlet] = []
         self._proc = psutil.Process()
         self._cpu_mark = (time.monotonic(), self._cpu_s())
@@ -147,7 +148,7 @@ class WorkerState:
         if lc.model == "open" and start_lag > lc.late_ms:
             d.counters.late_starts += 1
         d.add_result(r)
-        if self.plan.record and lc.turn_points:
+        if (self.plan.record and lc.turn_points) or self.plan.results_jsonl:
             if len(self.results) < MAX_SHIPPED_RESULTS:
                 self.results.append(dataclasses.asdict(r))
             else:
@@ -166,11 +167,12 @@ class WorkerState:
         self._cpu_mark = (now, cpu)
         return 100.0 * (cpu - c0) / (now - t0) if now - t0 > 0.2 else None
 
-    def report(self, final: bool = False) -> dict:
-        """Everything since the last report, as plain data; starts a new delta."""
+    def report(self, final: bool = False, encode: bool = True) -> dict:
+        """Everything since the last report, as plain data (the Delta itself with encode=False,
+        for the master in the same process); starts a new delta."""
         d, self.delta = self.delta, Delta()
         results, self.results = self.results, []
-        return {"delta": d.encode(), "users": self.users, "in_flight": self.in_flight,
+        return {"delta": d.encode() if encode else d, "users": self.users, "in_flight": self.in_flight,
                 "cpu_pct": self.cpu_pct(), "results": results,
                 "results_skipped": self.results_skipped, "final": final}
 
@@ -178,4 +180,4 @@ class WorkerState:
         if (self.arrivals_done and not self.final_sent and self.in_flight == 0
                 and self.queue.qsize() == 0 and self.on_final is not None):
             self.final_sent = True
-            self.on_final(self.report(final=True))
+            self.on_final(self.report(final=True, encode=self.encode_reports))
