@@ -45,6 +45,7 @@ class FakeRealtime:
         self.headers: list[dict] = []
         self.paths: list[str] = []
         self.received_types: list[str] = []
+        self.append_ns: list[int] = []  # arrival of every input_audio_buffer.append
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self.port = 0
@@ -82,6 +83,7 @@ class FakeRealtime:
         silence_s = 0.0
         reply: asyncio.Task | None = None
         async for raw in ws:
+            t_in = time.perf_counter_ns()
             m = orjson.loads(raw)
             t = m["type"]
             self.received_types.append(t)
@@ -91,7 +93,9 @@ class FakeRealtime:
                     td = m["session"]["turn_detection"]
                 manual = td is None
                 await ws.send(orjson.dumps({"type": "session.updated", "session": m["session"]}).decode())
-            elif t == "input_audio_buffer.append" and not manual:
+            if t == "input_audio_buffer.append":
+                self.append_ns.append(t_in)
+            if t == "input_audio_buffer.append" and not manual:
                 pcm = base64.b64decode(m["audio"])
                 dur = len(pcm) / 48000
                 if any(pcm):

@@ -1,0 +1,66 @@
+"""Engine details a reference server never exercises: fragmented frames, escaped or reordered
+audio deltas, and the sender's absolute (drift-free) schedule. Against tests/probes/fake_realtime."""
+
+from __future__ import annotations
+
+import pytest
+
+from probes.session import run_session
+from probes.spec import Scenario, Target
+from tests.probes.fake_realtime import FakeConfig, FakeRealtime
+
+
+@pytest.fixture
+def fake(request):
+    f = FakeRealtime(FakeConfig(**getattr(request, "param", {})))
+    yield f
+    f.close()
+
+
+def check(fake, res, turns=1):
+    assert res.outcome == "ok", res.error
+    assert len(res.turns) == turns == len(fake.first_audio_ns)
+    for t, truth in zip(res.turns, fake.first_audio_ns, strict=True):
+        assert abs(t.first_audio_ns - truth) <= 2_000_000
+        assert t.audio_s == pytest.approx(fake.cfg.reply_s)
+        assert t.usage.in_audio == 15 and t.usage.out_audio == 12
+
+
+@pytest.mark.parametrize(
+    "fake",
+    [{"fragment": True}, {"escaped_delta": True}, {"key_order_delta_first": True}],
+    indirect=True,
+    ids=["fragmented", "escaped", "delta-first"],
+)
+def test_delta_variants_are_counted_exactly(fake):
+    res = run_session(Target("f", fake.url, "sim-x"), Scenario(turns=2, utterance_s=0.4,
+                      turn_mode="manual", pause_s=0.05), api_key="k")
+    check(fake, res, turns=2)
+
+
+def test_sender_keeps_an_absolute_schedule(fake):
+    sc = Scenario(turns=1, utterance_s=2.0, trailing_silence_s=0.5, chunk_ms=50)
+    res = run_session(Target("f", fake.url, "sim-x"), sc, api_key="k")
+    check(fake, res)
+    arr = fake.append_ns
+    n = len(arr)
+    assert n == 50  # 2.5 s in 50 ms chunks
+    # no drift: the last chunk arrives (n-1) chunks after the first, to within a few ms,
+    # however late any single chunk was
+    assert abs((arr[-1] - arr[0]) - (n - 1) * 50_000_000) < 5_000_000
+    t = res.turns[0]
+    assert 0 <= t.send_lag_p50_ms < 5 and t.send_lag_max_ms < 50
+    # the last speech chunk went out late by its own send lag, never early
+    assert 0 <= t.speech_sent_ns - t.speech_end_ns <= t.send_lag_max_ms * 1e6 + 1
+
+
+def test_headers_url_and_configure_on_the_wire(fake):
+    res = run_session(Target("f", fake.url, "sim-x", voice="marin"), Scenario(turns=1,
+                      utterance_s=0.3, turn_mode="manual"), api_key="sk-abcdefgh")
+    assert res.outcome == "ok", res.error
+    h = {k.lower(): v for k, v in fake.headers[0].items()}
+    assert h["authorization"] == "Bearer sk-abcdefgh"
+    assert "permessage-deflate" not in h.get("sec-websocket-extensions", "")
+    assert fake.paths[0] == "/v1/realtime?model=sim-x"
+    assert fake.received_types[0] == "session.update"
+    assert fake.received_types[-2:] == ["input_audio_buffer.commit", "response.create"]
