@@ -2,7 +2,7 @@
 
 Most of it comes from the query layer's public calls (summary, percentiles_over_time,
 merged_histograms, error_counts, alerts, loadgen). Two things it does not offer yet are built
-here on the same backend primitive (`Query._select`, which both backends implement):
+here on the same backend primitive (`Query.select`, the backends' row primitive):
 `session_rows` (tags and time of every session: the data's extent, kinds, scenarios and sessions
 per bucket by outcome) and `spectrum` (an HDR percentile spectrum from a merged histogram).
 """
@@ -106,7 +106,7 @@ def latency_interval_s(query, start_ns: int, end_ns: int, targets=None) -> float
     """The interval the `latency` points were written at (10 s by DESIGN.md; a test or a load
     run may use less): per series, the smallest gap between two of its points; the largest of
     those over the series (writers are not aligned with each other)."""
-    rows = query._select("latency", ("target", "kind", "scenario", "agent"), start_ns, end_ns,
+    rows = query.select("latency", ("target", "kind", "scenario", "agent"), start_ns, end_ns,
                          {"metric": "ttfa_ms", "target": targets})
     series: dict[tuple, set[int]] = defaultdict(set)
     for r in rows:
@@ -126,11 +126,13 @@ def loadgen_rows(query, start_ns: int, end_ns: int, run_id: str | None = None) -
     from telemetry.query import LOADGEN_FIELDS, LoadgenRow
 
     fields = (*LOADGEN_FIELDS, *LOADGEN_EXTRA)
-    rows = query._select("loadgen", ("run_id", "scenario", "worker", *fields), start_ns, end_ns,
+    rows = query.select("loadgen", ("run_id", "scenario", "worker", *fields), start_ns, end_ns,
                          {"run_id": run_id})
-    return [LoadgenRow(int(r[0]), r[1] or "", r[2] or "", r[3] or "",
-                       {k: v for k, v in zip(fields, r[4:], strict=True) if v is not None})
-            for r in rows]
+    out = [LoadgenRow(int(r[0]), r[1] or "", r[2] or "", r[3] or "",
+                      {k: v for k, v in zip(fields, r[4:], strict=True) if v is not None})
+           for r in rows]
+    out.sort(key=lambda r: (r.time_ns, r.run_id, r.worker))  # one order on either backend
+    return out
 
 
 def session_rows(query, start_ns: int, end_ns: int, targets=None, kind=None, run_id=None):
@@ -139,7 +141,7 @@ def session_rows(query, start_ns: int, end_ns: int, targets=None, kind=None, run
     filters = {"target": targets, "kind": kind, "run_id": run_id}
     return [
         SessionRow(int(r[0]), *(x if x is not None else "" for x in r[1:]))
-        for r in query._select("session", cols, start_ns, end_ns, filters)
+        for r in query.select("session", cols, start_ns, end_ns, filters)
     ]
 
 

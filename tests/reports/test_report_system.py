@@ -26,6 +26,7 @@ import pytest
 
 from probes.spec import Scenario
 from reports import build_report
+from reports.collect import collect
 from reports.html import COLUMNS
 from telemetry.embedded import EmbeddedStore
 from telemetry.points import Point, to_lines
@@ -229,6 +230,11 @@ def test_report_from_influxd(real_run, influxd):
     start, end = real_run["start_ns"], real_run["end_ns"]
     embedded = real_run["query"].summary(start_ns=start, end_ns=end)
     assert q.summary(start_ns=start, end_ns=end) == embedded  # same data, same answers
+    a = collect(q, start_ns=start, end_ns=end)
+    b = collect(real_run["query"], start_ns=start, end_ns=end)
+    for name in ("bucket_s", "first_ns", "last_ns", "targets", "kinds", "latency", "spectra",
+                 "errors", "outcomes", "alerts", "loadgen"):
+        assert getattr(a, name) == getattr(b, name), name  # every plot's data, too
     out = build_report(q, real_run["tmp"] / "influx.html", start_ns=start, end_ns=end)
     page = inspect(out, ARTIFACTS / "report-influxd.png")
     _check_page(page, q, start_ns=start, end_ns=end, expect_load=True, expect_alerts=True)
