@@ -288,6 +288,42 @@ class Progress:
             pass  # a closed pipe must not break the run it reports on
 
 
+def follow_jsonl(path: str, progress: Progress, done, *, poll_s: float = 0.25,
+                 timeout_s: float | None = None) -> int:
+    """Feed `progress` from a JSON-lines status file that another process appends to (one
+    object of figures per line, e.g. the Locust master of `voicepulse load`: loadtests may not
+    import voicepulse, so it writes figures and the CLI draws them). Returns when `done()` is
+    true (after reading what is left) or after `timeout_s`; the number of lines read."""
+    import json
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    pos, n, partial = 0, 0, ""
+    while True:
+        finished = done()
+        try:
+            with open(path, encoding="utf-8") as f:
+                f.seek(pos)
+                chunk = f.read()
+                pos = f.tell()
+        except FileNotFoundError:
+            chunk = ""
+        lines = (partial + chunk).split("\n")
+        partial = lines.pop()
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                figures = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(figures, dict):
+                progress.update(**{str(k): v for k, v in figures.items()})
+                n += 1
+        if finished or (deadline is not None and time.monotonic() >= deadline):
+            return n
+        time.sleep(poll_s)
+
+
 def _fit(line: str, cols: int) -> str:
     """Cut a line to the terminal width (escape codes don't count), so it never wraps and the
     block's height stays what the redraw expects."""

@@ -144,3 +144,24 @@ def test_tty_block_fits_the_width_and_restores_the_cursor():
         visible = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line).replace("\r", "")
         assert len(visible) < cols
     assert "elapsed 0:00" in text and "left" not in text  # open-ended run: no remaining time
+
+
+def test_follow_a_status_file_written_by_another_process(tmp_path):
+    from voicepulse.progress import follow_jsonl
+
+    status = tmp_path / "status.jsonl"
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import json, sys, time\n"
+        "f = open(sys.argv[1], 'a')\n"
+        "for i in range(1, 6):\n"
+        "    f.write(json.dumps({'sessions': i, 'ttfa_p95_ms': 500 + i}) + '\\n'); f.flush()\n"
+        "    time.sleep(0.05)\n"
+        "f.write('{\"sessions\": 6')\n"  # a half-written last line is not read
+    ), str(status)])
+    out = io.StringIO()
+    p = Progress(10, stream=out, log_interval_s=0.0)
+    n = follow_jsonl(str(status), p, lambda: writer.poll() is not None, poll_s=0.02,
+                     timeout_s=30)
+    writer.wait(timeout=10)
+    assert n == 5 and p.figures == {"sessions": 5, "ttfa_p95_ms": 505}
+    assert "started 5" in out.getvalue().splitlines()[-1]
