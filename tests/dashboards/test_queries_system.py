@@ -1,7 +1,7 @@
 """Every dashboard and alert-rule query, run against a real influxd 1.6.7 holding real data.
 
-A probe series (`voicepulse serve` against the simulator, with a 30 % HTTP 500 fault so failures
-have an error class and a threshold rule that fires so there is an `alert` point) and a short
+A probe series (`voicepulse serve` against the simulator, with a 30 % HTTP 500 fault and two
+forced HTTP 503s so failures have error classes, and a threshold rule that fires so there is an `alert` point) and a short
 load run (`voicepulse load --processes 2`, the generator's overload bound set so low that it
 flags itself) against the same simulator write into the database at the same time. Then every panel target, template
 variable, annotation and alert-rule query is extracted from the JSON/YAML, interpolated the way
@@ -67,6 +67,12 @@ LOAD_ARGS = ["sim-fast", "--scenario", "load-demo", "--rate", "3", "--duration",
              "--processes", "2", "--run-id", RUN_ID]
 
 
+class Written(tuple):
+    """(from_ms, to_ms) around the written data, plus each command's output (`outputs`)."""
+
+    outputs: dict[str, str]
+
+
 @pytest.fixture(scope="module")
 def written(influxd):
     """Writes the probe series and the load run; returns the time range that holds them."""
@@ -74,6 +80,9 @@ def written(influxd):
     tmp = Path(tempfile.mkdtemp(prefix="vp-dash-"))
     with SimProcess(args=["--reply-s", "0.6"]) as sim:
         sim.fault(kind="http_status", status=500, probability=0.3)
+        # and sim-slow's first two sessions fail for sure: a second error class, and a
+        # failure share (>= 2 of at most ~8 probes) above every availability burn limit
+        sim.fault(kind="http_status", status=503, count=2, models=["sim-slow"])
         t0_ms = int(time.time() * 1000)
         fmt = {"ws": sim.ws_url, "influx": influxd.url, "db": DB, "dir": tmp}
         (tmp / "probe.yaml").write_text(PROBE_CONFIG.format(**fmt))
@@ -88,9 +97,11 @@ def written(influxd):
                                      env=env, cwd=tmp, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True),
         }
+        outputs = {}
         try:
             for name, p in procs.items():
                 out, _ = p.communicate(timeout=SERVE_S + 45)
+                outputs[name] = out
                 assert p.returncode == 0, f"voicepulse {name} exited {p.returncode}:\n{out[-3000:]}"
         finally:
             for p in procs.values():
@@ -100,7 +111,9 @@ def written(influxd):
     to_ms = int(time.time() * 1000) + 1000
     for m in ("turn", "session", "latency", "loadgen", "alert"):
         assert influxd.rows(f'SELECT count(*) FROM "{m}"', DB), f"nothing written to {m}"
-    return t0_ms - 60_000, to_ms
+    w = Written((t0_ms - 60_000, to_ms))
+    w.outputs = outputs
+    return w
 
 
 _LEFT = re.compile(r"\$(?!tag_)\w|\$\{|\[\[")  # a variable or macro left uninterpolated
@@ -235,3 +248,131 @@ def test_the_check_reports_a_missing_column_tag_or_empty_answer():
     assert _problems([], pq) == ["no series / no rows"]
     nulls = [{"name": "m", "columns": ["time", "p95"], "values": [[1, None]]}]
     assert _problems(nulls, pq)
+
+
+# -- the numbers, not just their presence ------------------------------------------------------
+
+
+def _nearest_rank(values: list[float], p: float) -> float:
+    """InfluxQL's percentile(): the value at rank floor(n * p / 100 + 0.5) of the sorted list."""
+    v = sorted(values)
+    return v[max(0, min(len(v), int(len(v) * p / 100 + 0.5)) - 1)]
+
+
+def _panel(name: str, title: str) -> dict:
+    return next(p for p in g.all_panels(g.load_dashboards()[name]) if p["title"] == title)
+
+
+def _ctx_all(influxd, name: str, from_ms: int, to_ms: int) -> g.Context:
+    ctx = g.Context(from_ms, to_ms)
+    _selections(influxd, g.load_dashboards()[name], ctx, "all")
+    return ctx
+
+
+def _by_target(influxd, q: str) -> dict[str, dict]:
+    series, err = _run(influxd, q)
+    assert err is None, err
+    return {s["tags"]["target"]: dict(zip(s["columns"], s["values"][0], strict=True))
+            for s in series}
+
+
+def test_panel_numbers_match_the_raw_points(influxd, written):
+    """Availability and comparison panels compute what their titles say: checked against
+    the raw session/turn points, computed here in Python."""
+    from_ms, to_ms = written
+    raw = influxd.rows(f'SELECT "ok", "target" FROM "session" WHERE time >= {from_ms}ms '
+                       f"AND time <= {to_ms}ms AND \"kind\" = 'probe'", DB)
+    runs: dict[str, list[int]] = {}
+    for r in raw:
+        runs.setdefault(r["target"], []).append(r["ok"])
+    assert set(runs) == {"sim-fast", "sim-slow"} and all(len(v) >= 2 for v in runs.values())
+
+    ctx = _ctx_all(influxd, "availability.json", from_ms, to_ms)
+    ctx.selections["kind"] = g.Selection(["probe"])  # the dashboard's default
+    ratio = _by_target(influxd, ctx.expand(_panel("availability.json", "Success ratio")["targets"][0]["query"]))
+    status = _by_target(influxd, ctx.expand(_panel("availability.json", "Status by target")["targets"][0]["query"]))
+    for t, oks in runs.items():
+        assert ratio[t]["mean"] == pytest.approx(100 * sum(oks) / len(oks))
+        assert status[t]["runs"] == len(oks) and status[t]["errors"] == len(oks) - sum(oks)
+        assert status[t]["uptime"] == pytest.approx(100 * sum(oks) / len(oks))
+
+    turns = influxd.rows(f'SELECT "ttfa_ms", "target" FROM "turn" WHERE time >= {from_ms}ms '
+                         f"AND time <= {to_ms}ms AND \"kind\" = 'probe'", DB)
+    ttfa: dict[str, list[float]] = {}
+    for r in turns:
+        if r["ttfa_ms"] is not None:
+            ttfa.setdefault(r["target"], []).append(r["ttfa_ms"])
+    cmp_ctx = _ctx_all(influxd, "comparison.json", from_ms, to_ms)
+    cmp_ctx.selections["kind"] = g.Selection(["probe"])
+    bars = _by_target(influxd, cmp_ctx.expand(_panel("comparison.json", "TTFA p50 / p95")["targets"][0]["query"]))
+    for t, vals in ttfa.items():
+        assert bars[t]["p50"] == pytest.approx(_nearest_rank(vals, 50))
+        assert bars[t]["p95"] == pytest.approx(_nearest_rank(vals, 95))
+    # the slow profile is slower: the comparison shows the difference it exists to show
+    assert bars["sim-slow"]["p50"] > bars["sim-fast"]["p50"]
+
+
+def test_load_panels_agree_with_the_run_summary(influxd, written):
+    """What the load dashboard shows for the run equals what `voicepulse load` printed."""
+    from_ms, to_ms = written
+    out = written.outputs["load"]
+    m = re.search(r"sessions (\d+) ok (\d+) failed (\d+)", out)
+    a = re.search(r"arrivals due (\d+) started (\d+) late (\d+)", out)
+    assert m and a, out[-2000:]
+    sessions, ok = int(m.group(1)), int(m.group(2))
+    ctx = _ctx_all(influxd, "load-run.json", from_ms, to_ms)
+    totals = _panel("load-run.json", "Run totals")["targets"][0]["query"]
+    (row,) = [r for s in _run(influxd, ctx.expand(totals))[0] for r in s["values"]]
+    assert row[1] == sessions
+    assert row[2] == pytest.approx(100 * (1 - ok / sessions))
+    arrivals = _panel("load-run.json", "Arrivals due vs started, late starts")["targets"][0]["query"]
+    series, _ = _run(influxd, ctx.expand(arrivals))
+    cols = series[0]["columns"]
+    sums = {c: sum(r[cols.index(c)] or 0 for r in series[0]["values"]) for c in ("due", "started", "late")}
+    assert (sums["due"], sums["started"], sums["late"]) == tuple(int(x) for x in a.groups())
+    over = _panel("load-run.json", "Send lag p99 per worker")["targets"][1]["query"]
+    series, _ = _run(influxd, ctx.expand(over))
+    assert any(r[1] == 1 for r in series[0]["values"])  # the run flagged itself overloaded
+
+
+def _evaluate(rule: dict, values: dict[str, dict]) -> dict[tuple, bool]:
+    """Grafana's reduce(last) -> math / threshold chain of our rules, per label set."""
+    nodes = {d["refId"]: d["model"] for d in rule["data"]}
+    reduced: dict[str, dict] = {}
+    for ref, mdl in nodes.items():
+        if mdl.get("type") == "reduce":
+            reduced[ref] = values[mdl["expression"]]
+    cond = nodes[rule["condition"]]
+    if cond["type"] == "threshold":
+        limit = cond["conditions"][0]["evaluator"]["params"][0]
+        return {k: v > limit for k, v in reduced[cond["expression"]].items()}
+    m = re.fullmatch(r"\$(\w) > ([\d.]+) && \$(\w) > ([\d.]+)", cond["expression"])
+    assert m, cond["expression"]
+    a, la, b, lb = m.group(1), float(m.group(2)), m.group(3), float(m.group(4))
+    return {k: reduced[a][k] > la and reduced[b][k] > lb for k in reduced[a].keys() & reduced[b].keys()}
+
+
+def test_alert_rules_fire_where_the_raw_data_says(influxd, written):
+    """Evaluated on the written data, the availability burn and error-rate rules fire for
+    exactly the targets whose raw failure share is above their limits."""
+    _, to_ms = written
+    raw = influxd.rows("SELECT \"ok\", \"target\" FROM \"session\" WHERE \"kind\" = 'probe'", DB)
+    share: dict[str, list[int]] = {}
+    for r in raw:
+        share.setdefault(r["target"], []).append(1 - r["ok"])
+    bad = {t: sum(v) / len(v) for t, v in share.items()}
+    rules = {r["uid"]: r for _, r, _ in g.rule_queries()}
+    for uid, limit in (("vp-availability-burn-fast", 14.4 * 0.005), ("vp-error-rate-threshold", 0.05)):
+        rule = rules[uid]
+        values = {}
+        for d in rule["data"]:
+            if d["datasourceUid"] == "__expr__":
+                continue
+            ctx = g.Context(to_ms - d["relativeTimeRange"]["from"] * 1000, to_ms)
+            series, err = _run(influxd, ctx.expand(d["model"]["query"]))
+            assert err is None
+            values[d["refId"]] = {tuple(sorted(s["tags"].items())): s["values"][-1][1] for s in series}
+        firing = _evaluate(rule, values)
+        expect = {(("target", t),): b > limit for t, b in bad.items()}
+        assert firing == expect, (uid, firing, bad)
+        assert firing[(("target", "sim-slow"),)], "the forced failures must make it fire"
