@@ -45,6 +45,7 @@ class LoadConfig:
     overload_cpu_pct: float = 90.0
     turn_points: bool = True  # also write per-turn `turn` and `session` points
     seed: int | None = None
+    closed_stagger_s: float = 1.0  # closed model: first sessions start spread over this
 
     @property
     def model(self) -> str:

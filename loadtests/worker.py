@@ -11,6 +11,7 @@ finds no idle slot is counted (`no_slot`) and waits, and one still waiting after
 from __future__ import annotations
 
 import dataclasses
+import random
 import time
 from time import perf_counter_ns
 
@@ -48,6 +49,7 @@ class WorkerState:
         self.encode_reports = True  # False when the master shares this process
         self._greenlets: list[gevent.Greenlet] = []
         self._proc = psutil.Process()
+        self._rng = random.Random(plan.load.seed)
         self._cpu_mark = (time.monotonic(), self._cpu_s())
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -110,7 +112,11 @@ class WorkerState:
                 gevent.sleep(timeout)
                 return None
             self.delta.counters.arrivals_due += 1
-            return perf_counter_ns()
+            now = perf_counter_ns()
+            stagger = int(self.plan.load.closed_stagger_s * 1e9)
+            if now - self.t0_ns < stagger:  # first sessions: spread, not a thundering herd
+                return max(now, self.t0_ns + int(self._rng.random() * stagger))
+            return now
         max_lag = int(self.plan.load.max_start_lag_s * 1e9)
         while True:
             self.idle += 1
