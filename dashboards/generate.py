@@ -332,6 +332,33 @@ def availability() -> dict:
              "properties": [{"id": "unit", "value": "percent"}, {"id": "decimals", "value": 2}]},
         ],
         options={"showHeader": True, "sortBy": [{"displayName": "target", "desc": False}]}))
+    panels.append(row(L, "Probe service"))
+    sched = where(F_TARGET, F_AGENT)
+    panels.append(panel(
+        L, "timeseries", "Probe schedule: runs, skips, lateness",
+        "From the probe service's `schedule` points: probe runs and skipped runs per target (a "
+        "skip means the previous probe of that target was still running: the target is slower "
+        "than its interval), and the p99 lateness of runs against their schedule (exact, over "
+        "the raw run points of each bucket).",
+        [target("A", f'SELECT count("runs") AS "runs", sum("skips") AS "skips" FROM "schedule" '
+                     f'WHERE {sched} GROUP BY time($__interval), "target" fill(none)',
+                alias="$tag_target $col"),
+         target("B", f'SELECT percentile("lateness_ms", 99) AS "lateness p99" FROM "schedule" '
+                     f'WHERE {sched} GROUP BY time($__interval), "target" fill(none)',
+                alias="$tag_target $col")],
+        12, 8, unit="short", defaults=ts_defaults(bars=True),
+        overrides=[{"matcher": {"id": "byRegexp", "options": ".*lateness p99$"},
+                    "properties": [{"id": "unit", "value": "ms"},
+                                   {"id": "custom.drawStyle", "value": "line"},
+                                   {"id": "custom.axisPlacement", "value": "right"}]}]))
+    panels.append(panel(
+        L, "table", "Alert state changes",
+        "Every alert state change the probe service wrote (pending, firing, resolved), newest "
+        "first: the same events as the red annotations.",
+        [target("A", 'SELECT "state", "severity", "rule", "value", "threshold", "message" FROM '
+                     f'"alert" WHERE {where(F_TARGET)} GROUP BY "target" ORDER BY time DESC',
+                fmt="table")],
+        12, 8, interval=None, options={"showHeader": True}))
     variables = [
         custom_var("kind", "kind", ["probe", "load"], "probe", include_all=True),
         query_var("target", "target", 'SHOW TAG VALUES FROM "session" WITH KEY = "target"'),
