@@ -76,6 +76,8 @@ class ReportData:
     loadgen: list  # [LoadgenRow]
     params: dict[str, str] = field(default_factory=dict)
     thresholds: list[str] = field(default_factory=list)
+    judged: list[dict] = field(default_factory=list)  # thresholds the run judged itself
+    warnings: list[str] = field(default_factory=list)  # e.g. the generator was overloaded
     latency_window: tuple[int, int] | None = None  # where `latency` points were read
     latency_kind: str | None = None
 
@@ -210,6 +212,8 @@ def collect(
     params: dict | None = None,
     thresholds: Sequence[str] | None = None,
     bucket_s: int | None = None,
+    judged: Sequence[dict] | None = None,
+    warnings: Sequence[str] | None = None,
 ) -> ReportData:
     targets = list(targets) if targets else None
     loadgen = loadgen_rows(query, start_ns, end_ns, run_id)
@@ -278,6 +282,8 @@ def collect(
         loadgen=loadgen,
         params={str(k): str(v) for k, v in (params or {}).items()},
         thresholds=list(thresholds or ()),
+        judged=[dict(j) for j in judged or ()],
+        warnings=list(warnings or ()),
         latency_window=(lat_start, lat_end),
         latency_kind=kind,
     )

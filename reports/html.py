@@ -156,7 +156,7 @@ code { font-family:ui-monospace,SFMono-Regular,Menlo,monospace; font-size:12px; 
   {% if kinds %}<dt>kind</dt><dd>{{ kinds }}</dd>{% endif %}
   {% if run_id %}<dt>run id</dt><dd><code>{{ run_id }}</code></dd>{% endif %}
   {% for k, v in params %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}
-  {% if checks %}<dt>thresholds</dt><dd>{% for c in checks %}<span class="{{ 'ok' if c.passed else ('bad' if c.passed is false else '') }}">{{ c.target }}: {{ c.text }} {{ 'passed' if c.passed else ('failed' if c.passed is false else 'no data') }}{% if c.value is not none %} ({{ '%.4g' % c.value }}){% endif %}</span>{% if not loop.last %}<br>{% endif %}{% endfor %}</dd>{% endif %}
+  {% if checks %}<dt>thresholds</dt><dd>{% for c in checks %}<span class="{{ 'ok' if c.passed else ('bad' if c.passed is false else '') }}">{{ c.target }}: {{ c.text }} {{ 'passed' if c.passed else ('failed' if c.passed is false else 'not judged') }}{% if c.value is not none %} ({{ '%.4g' % c.value }}){% endif %}</span>{% if not loop.last %}<br>{% endif %}{% endfor %}</dd>{% endif %}
   <dt>generated</dt><dd>{{ generated }}</dd>
 </dl>
 </div>

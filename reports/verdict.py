@@ -98,13 +98,20 @@ def evaluate(data, query=None) -> Verdict:
             passed = None if value is None else OPS[th.op](value, th.limit)
             checks.append(Check(th.text, s.target, value, passed))
 
+    for j in data.judged:  # the load run's own verdicts (sliding windows, counters, ...)
+        actual = j.get("actual")
+        checks.append(Check(str(j.get("expr", "?")), "run", None if actual is None
+                            else float(actual), None if actual is None and not j.get("ok")
+                            else bool(j.get("ok"))))
     reasons: list[str] = []
     failed = [c for c in checks if c.passed is False]
     for c in failed:
-        reasons.append(f"{c.target}: {c.text} failed (measured {c.value:.4g})")
+        measured = "no data" if c.value is None else f"measured {c.value:.4g}"
+        reasons.append(f"{c.target}: {c.text} failed ({measured})")
     fired = [a for a in data.alerts if a.state == "firing"]
     for a in fired:
         reasons.append(f"alert {a.rule} fired" + (f" for {a.target}" if a.target else ""))
+    reasons.extend(data.warnings)
     bad = [s for s in data.summary if s.success_ratio < 1.0]
     for s in bad:
         reasons.append(f"{s.target}: {s.sessions - s.ok_sessions} of {s.sessions} sessions "
@@ -112,10 +119,10 @@ def evaluate(data, query=None) -> Verdict:
     if failed or fired:
         status = "fail"
         headline = "FAIL: " + ("thresholds not met" if failed else "alerts fired")
-    elif bad:
+    elif bad or data.warnings:
         status = "warn"
-        headline = "PASS with errors: some sessions failed" if checks else \
-            "WARN: some sessions failed"
+        what = "some sessions failed" if bad else "see below"
+        headline = f"PASS with warnings: {what}" if checks else f"WARN: {what}"
     else:
         status = "pass"
         headline = ("PASS: every threshold met, no alert fired, every session succeeded"

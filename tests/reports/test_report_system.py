@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from probes.spec import Scenario
-from reports import build_report
+from reports import build_report, load_summary_extras
 from reports.collect import collect
 from reports.html import COLUMNS
 from telemetry.embedded import EmbeddedStore
@@ -42,8 +42,10 @@ INTERVAL_S = 2.0
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
 
 
-def _locust(sim, store: Path, tmp: Path) -> subprocess.Popen:
+def _load_run(sim, store: Path, tmp: Path, box: dict) -> threading.Thread:
+    """A real bounded Locust run (loadtests.run.run_load: a Locust child process) in a thread."""
     from loadtests.plan import LoadConfig, Plan, default_target
+    from loadtests.run import run_load
 
     plan = Plan(
         target=default_target(sim.ws_url + "/v1/realtime", "sim-fast"),
@@ -51,12 +53,16 @@ def _locust(sim, store: Path, tmp: Path) -> subprocess.Popen:
         load=LoadConfig(rate=2.0, duration_s=8.0, interval_s=INTERVAL_S, drain_s=10.0,
                         thresholds=["ttfa_ms.p95<2000"]),
         run_id=RUN_ID, store=str(store), outbox=str(tmp / "outbox"))
-    env = dict(os.environ, SIM_API_KEY="report-test-key", VOICEPULSE_WRAPPED="1")
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.Popen(
-        [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"),
-         "--headless", "--loglevel", "WARNING", "--vp-plan", plan.to_json()],
-        cwd=str(tmp), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def run() -> None:
+        try:
+            box["summary"] = run_load(plan, quiet=True, timeout_s=90.0)
+        except Exception as exc:  # reported by the fixture
+            box["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
 
 
 def _probe_loop(target, scenario, until: float, recorder, count: list) -> None:
@@ -87,7 +93,8 @@ def real_run(tmp_path_factory):
         sim.fault(kind="http_status", status=503, probability=0.15, models=["sim-fast"])
         sim.fault(kind="http_status", status=429, count=1, start_s=3.0)  # one for sure
         start_ns = time.time_ns()
-        locust = _locust(sim, store, tmp)
+        load: dict = {}
+        loader = _load_run(sim, store, tmp, load)
         recorder = Recorder(EmbeddedStore(str(store)), interval_s=INTERVAL_S)
         url = sim.ws_url + "/v1/realtime"
         scenario = Scenario(turns=1, utterance_s=0.5, trailing_silence_s=0.6)
@@ -116,17 +123,14 @@ def real_run(tmp_path_factory):
         for p in probes:
             p.join(timeout=30)
         engine.evaluate()
-        try:
-            out, _ = locust.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            locust.kill()
-            out, _ = locust.communicate(timeout=10)
-            pytest.fail("the Locust run did not end in time:\n" + out[-2000:])
+        loader.join(timeout=100)  # run_load is bounded (90 s) itself
         recorder.close(timeout=10)
         end_ns = time.time_ns() + 1
-    assert locust.returncode in (0, 1), out[-2000:]  # 1: a threshold failed, still a run
+    assert not loader.is_alive() and "error" not in load, load.get("error")
+    assert load["summary"].counters.get("sessions", 0) > 0
     assert counts, "no probe ran"
-    yield {"store": store, "start_ns": start_ns, "end_ns": end_ns, "query": query, "tmp": tmp}
+    yield {"store": store, "start_ns": start_ns, "end_ns": end_ns, "query": query, "tmp": tmp,
+           "load": load["summary"]}
     query.close()
 
 
@@ -185,9 +189,11 @@ def test_report_of_probes_and_a_load_run(real_run):
 @needs_chromium
 def test_report_of_one_load_run(real_run):
     q, start, end = real_run["query"], real_run["start_ns"], real_run["end_ns"]
+    extras = load_summary_extras(real_run["load"])
+    extras["params"].update({"api_key": "sk-secret-value",
+                             "url": "wss://user:pw@example.test/v1?key=k"})
     out = build_report(q, real_run["tmp"] / "run.html", start_ns=start, end_ns=end,
-                       run_id=RUN_ID, params={"rate": "2/s", "api_key": "sk-secret-value",
-                                              "url": "wss://user:pw@example.test/v1?key=k"})
+                       run_id=RUN_ID, **extras)
     page = inspect(out, ARTIFACTS / "report-load-run.png")
     _check_page(page, q, run_id=RUN_ID, start_ns=start, end_ns=end, expect_load=True,
                 expect_alerts=False)
@@ -196,6 +202,8 @@ def test_report_of_one_load_run(real_run):
     text = out.read_text()
     assert "sk-secret-value" not in text and "user:pw" not in text and "key=k" not in text
     assert "load run report-load-1" in page["text"]
+    assert "open, 2 sessions/s (constant)" in page["text"]  # the run's parameters
+    assert "run: ttfa_ms.p95<2000 passed" in page["text"]  # the run's own threshold verdict
 
 
 def _copy_to_influx(store_path: Path, influxd, db: str) -> int:

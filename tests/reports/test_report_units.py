@@ -54,3 +54,34 @@ def test_parameters_never_show_secrets():
     assert safe_value("url", "wss://u:p@host:8443/v1/realtime?key=abc") == \
         "wss://host:8443/v1/realtime"
     assert safe_value("rate", "20/s") == "20/s"
+
+
+def test_an_empty_range_still_makes_a_report(tmp_path):
+    from reports import build_report
+    from telemetry.query import open_query
+
+    q = open_query(store_path=str(tmp_path / "empty.db"))
+    try:
+        out = build_report(q, tmp_path / "r" / "empty.html", start_ns=0, end_ns=10**18)
+    finally:
+        q.close()
+    text = out.read_text()
+    assert "No sessions were measured in this range" in text
+    assert 'data-status="empty"' in text and 'class="plot"' not in text
+    assert not list((tmp_path / "r").glob(".report-*"))  # the temp file was renamed away
+
+
+def test_cli_time_forms():
+    import time
+
+    import click
+
+    from voicepulse.cmd_report import parse_time
+
+    assert parse_time("1700000000", "--from") == 1700000000 * 10**9
+    assert parse_time("2023-11-14T22:13:20Z", "--from") == 1700000000 * 10**9
+    assert parse_time("2023-11-14T22:13:20", "--from") == 1700000000 * 10**9  # UTC by default
+    assert parse_time("2023-11-14T23:13:20+01:00", "--from") == 1700000000 * 10**9
+    assert abs(parse_time("30m", "--from") - (time.time_ns() - 1800 * 10**9)) < 5 * 10**9
+    with pytest.raises(click.BadParameter):
+        parse_time("yesterday-ish", "--from")
