@@ -76,8 +76,6 @@ def load_summary_extras(summary) -> dict:
     c = d.get("counters") or {}
     level = d.get("level")
     params: dict[str, object] = {
-        "target": f"{d.get('target', '')} (model {d.get('model', '')})",
-        "scenario": d.get("scenario", ""),
         "load model": (f"open, {level:g} sessions/s ({d.get('arrivals', '')})"
                        if d.get("load_model") == "open" else f"closed, {level:g} users")
         if level is not None else d.get("load_model", ""),

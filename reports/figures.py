@@ -64,7 +64,7 @@ def _time_range(fig: go.Figure, data: ReportData) -> None:
     first = min([data.first_ns, *(a.time_ns for a in data.alerts)])
     last = max([data.last_ns, *(a.time_ns for a in data.alerts)])
     pad = int(data.bucket_s * 1e9)
-    fig.update_xaxes(range=[ts(first - first % pad), ts(last + pad)])
+    fig.update_xaxes(range=[ts(first - first % pad), ts(last - last % pad + pad)])
 
 
 def _alert_lines(fig: go.Figure, data: ReportData, rows: int = 1) -> None:

@@ -259,7 +259,7 @@ def render_html(data: ReportData, verdict: Verdict, generated_ns: int) -> str:
     if data.first_ns is not None and data.last_ns is not None:
         secs = (data.last_ns - data.first_ns) / 1e9
         span = f"first session {utc(data.first_ns)}, last {utc(data.last_ns)} ({secs:.0f} s)"
-    params = [(k, safe_value(k, v)) for k, v in sorted(data.params.items())]
+    params = [(k, safe_value(k, v)) for k, v in data.params.items()]  # caller's order
     return tmpl.render(
         title=data.title,
         measured=measured,
