@@ -145,3 +145,19 @@ def test_a_wrong_option_is_caught_by_the_cli_parse():
     ctx = main.make_context("voicepulse", ["load", "--no-such-option"])
     with pytest.raises(click.UsageError):
         main.get_command(ctx, "load").make_context("load", ["--no-such-option"])
+
+
+def test_example_config_probes_the_simulator(sim):
+    """The stack's example targets and scenario complete a real session against the simulator
+    (only the host differs: `sim` in the compose network, loopback here)."""
+    import dataclasses
+
+    from probes.session import run_session
+    from voicepulse.config import load_config
+
+    cfg = load_config(ROOT / "deploy" / "voicepulse.yaml")
+    tgt = cfg.targets["sim-fast"]
+    local = dataclasses.replace(tgt, url=tgt.url.replace("ws://sim:8765", sim.ws_url))
+    result = run_session(local, cfg.scenario("default"), api_key="k")
+    assert result.outcome == "ok", result.error
+    assert len(result.turns) == cfg.scenario("default").turns and result.turns[0].ttfa_ms > 0
