@@ -88,6 +88,9 @@ def test_every_credential_comes_from_env():
         assert re.search(rf"^{var}=", example, re.M), f"{var} is used but not in .env.example"
     # .env.example carries no real secret: the token is left empty for the user to make
     assert re.search(r"^INFLUX_TOKEN=$", example, re.M)
+    for line in example.splitlines():
+        if line and not line.startswith("#"):
+            assert re.fullmatch(r"[A-Z_][A-Z0-9_]*=[^#\s]*", line), f"not a plain KEY=value: {line!r}"
 
 
 def test_services_of_the_stack():
