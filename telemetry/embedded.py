@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from probes.results import TURN_METRICS
 
-from .points import RESULT_TAGS, Point
+from .points import RESULT_TAGS, Point, plain_value
 
 DEFAULT_PATH = "voicepulse.db"
 
@@ -168,8 +168,8 @@ class EmbeddedStore:
         groups: dict[tuple[str, tuple[str, ...]], list[tuple]] = {}
         roles: dict[str, dict[str, str]] = {}
         for p in points:
-            tags = {k: v for k, v in p.tags.items() if v is not None and v != ""}
-            fields = {k: v for k, v in p.fields.items() if v is not None}
+            tags = {k: str(v) for k, v in p.tags.items() if v is not None and v != ""}
+            fields = {k: plain_value(v) for k, v in p.fields.items() if v is not None}
             cols = tuple(tags) + tuple(fields)
             r = roles.setdefault(p.measurement, {})
             r.update({k: "tag" for k in tags})

@@ -71,12 +71,23 @@ class Outbox:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
+        # checkpoints run on the delivery thread's connection, never inside a caller's write
+        # (an automatic checkpoint made every ~1000th append take ~25 ms instead of ~0.2 ms)
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._db.execute(f"PRAGMA journal_size_limit={64 * 1024 * 1024}")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY AUTOINCREMENT,"
             " n INTEGER NOT NULL, body BLOB NOT NULL)"
         )
-        self._lock = threading.Lock()  # guards the connection and the counters
+        self._rdb = sqlite3.connect(
+            path, check_same_thread=False, timeout=30.0, isolation_level=None
+        )
+        self._rdb.execute(f"PRAGMA synchronous={synchronous}")
+        self._rdb.execute("PRAGMA wal_autocheckpoint=0")
+        self._lock = threading.Lock()  # guards the writer connection and the counters
         self._cond = threading.Condition(self._lock)
+        self._dlock = threading.Lock()  # guards the delivery connection
+        self._last_checkpoint = 0.0
         n, b = self._db.execute(
             "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(LENGTH(body)), 0) FROM chunks"
         ).fetchone()
@@ -123,21 +134,23 @@ class Outbox:
             for i in range(0, len(lines), self.batch_points)
         ]
         with self._lock:
+            points, nbytes, dropped = self._pending_points, self._pending_bytes, self.dropped
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany("INSERT INTO chunks (n, body) VALUES (?, ?)", chunks)
+                self._pending_points += sum(n for n, _ in chunks)
+                self._pending_bytes += sum(len(b) for _, b in chunks)
+                if self._pending_points > self.max_points or self._pending_bytes > self.max_bytes:
+                    self._drop_oldest()  # in the same transaction: counted exactly once
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self._pending_points, self._pending_bytes, self.dropped = points, nbytes, dropped
                 raise
-            self._pending_points += sum(n for n, _ in chunks)
-            self._pending_bytes += sum(len(b) for _, b in chunks)
-            if self._pending_points > self.max_points or self._pending_bytes > self.max_bytes:
-                self._drop_oldest()
         self._wake.set()
 
     def _drop_oldest(self) -> None:
-        """Make room by deleting the oldest chunks (lock held). Counted and logged."""
+        """Make room by deleting the oldest chunks (lock and write transaction held)."""
         dropped = 0
         while self._pending_points > self.max_points or self._pending_bytes > self.max_bytes:
             rows = self._db.execute(
@@ -182,8 +195,8 @@ class Outbox:
         """The oldest chunks up to the batch limits. Rows are read one at a time, so memory holds
         at most one batch however large the backlog is."""
         ids, n, parts, size = [], 0, [], 0
-        with self._lock:
-            cur = self._db.execute("SELECT id, n, body FROM chunks ORDER BY id")
+        with self._dlock:
+            cur = self._rdb.execute("SELECT id, n, body FROM chunks ORDER BY id")
             try:
                 for cid, cn, body in cur:
                     if ids and (n + cn > self.batch_points or size + len(body) > self.batch_bytes):
@@ -201,16 +214,31 @@ class Outbox:
     def _remove(self, ids: list[int]) -> tuple[int, int]:
         """Delete delivered/dead-lettered chunks; returns (points, bytes) actually removed
         (a chunk the size policy dropped meanwhile is not counted twice)."""
-        with self._lock:
-            marks = ",".join(map(str, ids))
-            n, b = self._db.execute(
-                f"SELECT COALESCE(SUM(n), 0), COALESCE(SUM(LENGTH(body)), 0) FROM chunks WHERE id IN ({marks})"
-            ).fetchone()
-            self._db.execute(f"DELETE FROM chunks WHERE id IN ({marks})")
+        marks = ",".join(map(str, ids))
+        with self._lock, self._dlock:
+            self._rdb.execute("BEGIN IMMEDIATE")
+            try:
+                n, b = self._rdb.execute(
+                    "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(LENGTH(body)), 0) FROM chunks"
+                    f" WHERE id IN ({marks})"
+                ).fetchone()
+                self._rdb.execute(f"DELETE FROM chunks WHERE id IN ({marks})")
+                self._rdb.execute("COMMIT")
+            except BaseException:
+                self._rdb.execute("ROLLBACK")
+                raise
             self._pending_points -= n
             self._pending_bytes -= b
             self._cond.notify_all()
             return int(n), int(b)
+
+    def _checkpoint(self, force: bool = False) -> None:
+        """Fold the WAL into the database file without blocking writers (at most once a second)."""
+        now = time.monotonic()
+        if force or now - self._last_checkpoint >= 1.0:
+            self._last_checkpoint = now
+            with self._dlock:
+                self._rdb.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _dead_letter(self, body: bytes, n: int, status: int | None, reason: str) -> None:
         record = {
@@ -238,6 +266,11 @@ class Outbox:
                 self._stop.wait(1.0)
                 continue
             if batch is None:
+                try:
+                    self._checkpoint()
+                except sqlite3.Error:
+                    if self._closed:
+                        return
                 self._wake.wait(0.5)
                 self._wake.clear()
                 continue
@@ -250,6 +283,7 @@ class Outbox:
                 res = SendResult("retry", None, f"{type(e).__name__}: {e}")
             try:
                 attempt = self._settle(res, ids, n, body, attempt)
+                self._checkpoint()
             except sqlite3.Error:
                 if self._closed:
                     return
@@ -327,7 +361,12 @@ class Outbox:
                 self._pending_points,
                 self.path,
             )
-        with self._lock:
+        with self._lock, self._dlock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass  # another process has the file open; it checkpoints later
+            self._rdb.close()
             self._db.close()
         close = getattr(self.transport, "close", None)
         if close:

@@ -8,6 +8,8 @@ fields, never tags (tags are indexed series keys; an id per tag value explodes c
 from __future__ import annotations
 
 import math
+import numbers
+import time
 import zlib
 from dataclasses import dataclass, field
 
@@ -65,7 +67,23 @@ def _esc_key(s: str) -> str:
     return s.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
+def plain_value(v):
+    """A field value as a plain Python bool/int/float/str: numpy scalars and other number types
+    become the Python type of the same kind (np.float64's repr is not line protocol, and an int64
+    written as a string would be a field type conflict)."""
+    if v is None or type(v) in (bool, int, float, str):
+        return v
+    if isinstance(v, bool) or getattr(getattr(v, "dtype", None), "kind", "") == "b":
+        return bool(v)
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    if isinstance(v, numbers.Real):
+        return float(v)
+    return str(v)
+
+
 def _field_value(v: FieldValue) -> str | None:
+    v = plain_value(v)
     if v is True:
         return "true"
     if v is False:
@@ -76,7 +94,7 @@ def _field_value(v: FieldValue) -> str | None:
         if math.isnan(v) or math.isinf(v):
             return None  # not representable; the field is left out
         return repr(v)
-    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    s = v.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{s}"'
 
 
@@ -154,7 +172,8 @@ def _turn_time_ns(r: SessionResult, t: TurnResult, anchor_us: int, key: str) -> 
 def session_points(r: SessionResult) -> list[Point]:
     """DESIGN.md's `turn` points (one per turn) and one `session` point for a result."""
     key = r.session_id or f"{r.target}/{r.started_at!r}/{r.connect_start_ns}"
-    anchor_us = int(round(r.started_at * 1_000_000))
+    started = r.started_at or (time.time() - r.duration_s)  # an unset anchor: about now
+    anchor_us = int(round(started * 1_000_000))
     points: list[Point] = []
     audio_s = 0.0
     turns_ok = 0

@@ -92,3 +92,25 @@ def test_alert_point():
         to_line(p)
         == 'alert,rule=r,severity=page,state=firing,target=t message="burn, rate",value=2.0,threshold=1.0 9'
     )
+
+
+def test_numpy_scalars_become_plain_line_protocol(tmp_path):
+    import numpy as np
+
+    from telemetry.embedded import EmbeddedStore
+
+    p = Point("m", {"t": "x"}, {"f": np.float64(1.5), "i": np.int64(7), "b": np.bool_(True)}, 1)
+    assert to_line(p) == "m,t=x f=1.5,i=7i,b=true 1"
+    store = EmbeddedStore(str(tmp_path / "vp.db"))
+    store.write([p])
+    assert store.select("m", ("f", "i", "b")) == [(1.5, 7, 1)]
+    store.close()
+
+
+def test_unset_anchor_stamps_about_now():
+    import time
+
+    r = make_result(1)
+    r.started_at = 0.0
+    (first, *_rest) = session_points(r)
+    assert abs(first.time_ns / 1e9 - time.time()) < 60
