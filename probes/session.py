@@ -40,6 +40,7 @@ from probes.dialects.base import (
     AudioDelta,
     Dialect,
     DialectError,
+    GoAway,
     InputTranscript,
     Interrupted,
     ResponseCreated,
@@ -99,8 +100,10 @@ def run_session(
     "config"). intended_start_ns (perf_counter_ns) is when the load model wanted this session
     to start: if it is still ahead the call waits for it, and the lateness is `start_lag_ms`.
     `stop` ends the session early (outcome "stopped"). Raises ValueError only for a spec the
-    engine cannot run at all (unknown turn mode or provider).
+    engine cannot run at all (unknown turn mode or provider, scripted steps).
     """
+    if scenario.steps:
+        raise ValueError("scripted steps (issue 10) are not supported by this engine yet")
     if scenario.turn_mode not in TURN_MODES:
         raise ValueError(f"turn_mode must be one of {TURN_MODES}, not {scenario.turn_mode!r}")
     dialect = dialect_for(target, scenario.turn_mode)
@@ -334,6 +337,8 @@ class _Session:
                 if self.configured_ns is None:
                     self.configured_ns = t
                 self.wake.set()
+            elif cls is GoAway:
+                self.res.go_away = True
             elif cls is Interrupted:
                 pass
             elif cls is Unknown:
@@ -384,6 +389,7 @@ class _Session:
                     if pause > 0 and not self._sleep(pause):
                         raise _Failure(STOPPED, "stopped between turns")
                 self._turn(i)
+            self.closing = True  # all turns done: a close from here on is the normal end
         except _Failure as f:
             outcome, msg = f.args
             self._end(outcome, msg)

@@ -29,6 +29,8 @@ class FakeConfig:
     fragment: bool = False  # send audio deltas as two-fragment messages
     escaped_delta: bool = False  # escape '/' as '\\/' in audio deltas
     key_order_delta_first: bool = False
+    silent: bool = False  # accept the upgrade, then never send session.created
+    close_after_turns: int | None = None  # close 1000 right after this many response.done
     usage: dict = field(
         default_factory=lambda: {
             "total_tokens": 0,
@@ -77,6 +79,10 @@ class FakeRealtime:
         cfg = self.cfg
         self.headers.append(dict(ws.request.headers))
         self.paths.append(ws.request.path)
+        self.responses = 0
+        if cfg.silent:
+            await ws.wait_closed()
+            return
         await ws.send(orjson.dumps({"type": "session.created", "session": {"id": "sess_1"}}).decode())
         manual = False
         in_speech = False
@@ -145,3 +151,6 @@ class FakeRealtime:
             "response": {"id": "resp_1", "status": "completed", "usage": cfg.usage},
         }
         await ws.send(orjson.dumps(done).decode())
+        self.responses += 1
+        if cfg.close_after_turns is not None and self.responses >= cfg.close_after_turns:
+            await ws.close(1000, "bye")

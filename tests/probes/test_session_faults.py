@@ -163,3 +163,9 @@ def test_garbage_instead_of_an_upgrade_is_protocol():
     th.join(5)
     srv.close()
     assert res.outcome == "protocol", res.error
+
+
+def test_tls_to_a_plain_server_is_tls(sim):
+    url = sim.ws_url.replace("ws://", "wss://") + "/v1/realtime"
+    res = run_session(Target("x", url, "sim-fast"), SC, api_key="x")
+    assert res.outcome == "tls", res.error

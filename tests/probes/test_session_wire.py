@@ -3,10 +3,12 @@ audio deltas, and the sender's absolute (drift-free) schedule. Against tests/pro
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from probes.session import run_session
-from probes.spec import Scenario, Target
+from probes.spec import Scenario, Target, Timeouts
 from tests.probes.fake_realtime import FakeConfig, FakeRealtime
 
 
@@ -64,3 +66,29 @@ def test_headers_url_and_configure_on_the_wire(fake):
     assert fake.paths[0] == "/v1/realtime?model=sim-x"
     assert fake.received_types[0] == "session.update"
     assert fake.received_types[-2:] == ["input_audio_buffer.commit", "response.create"]
+
+
+@pytest.mark.parametrize("fake", [{"silent": True}], indirect=True)
+def test_no_session_created_is_timeout_ready(fake):
+    sc = Scenario(turns=1, utterance_s=0.3, timeouts=Timeouts(ready=0.5))
+    t = time.monotonic()
+    res = run_session(Target("f", fake.url, "sim-x"), sc, api_key="k")
+    assert res.outcome == "timeout:ready", res.error
+    assert res.connect_ms is not None and res.ready_ms is None
+    assert 0.5 <= time.monotonic() - t < 1.5
+
+
+@pytest.mark.parametrize("fake", [{"close_after_turns": 1}], indirect=True)
+def test_server_close_after_the_last_turn_is_a_normal_end_but_mid_session_is_not(fake):
+    one = run_session(Target("f", fake.url, "sim-x"),
+                      Scenario(turns=1, utterance_s=0.3, turn_mode="manual"), api_key="k")
+    assert one.outcome == "ok", one.error
+    two = run_session(Target("f", fake.url, "sim-x"),
+                      Scenario(turns=2, utterance_s=0.3, turn_mode="manual"), api_key="k")
+    assert two.outcome == "ws_closed_1000", two.error
+    assert two.turns[0].outcome == "ok"
+
+
+def test_scripted_steps_are_refused_not_ignored():
+    with pytest.raises(ValueError, match="steps"):
+        run_session(Target("f", "ws://127.0.0.1:9/v1/realtime", "m"), Scenario(steps=[{"say": 1}]))
