@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -50,7 +50,8 @@ class TurnTruth:
     faults: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # not dataclasses.asdict: its deep copy cost ~0.3 ms per turn on the hot path
+        return {k: getattr(self, k) for k in _TURN_FIELDS}
 
 
 @dataclass(slots=True)
@@ -68,6 +69,9 @@ class SessionTruth:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_TURN_FIELDS = [f.name for f in fields(TurnTruth)]
 
 
 class TruthLog:
