@@ -515,7 +515,7 @@ def load_run() -> dict:
 
 def comparison() -> dict:
     L = Layout()
-    flt = (F_KIND, F_TARGET, F_AGENT)
+    flt = (F_KIND, F_TARGET, F_MODEL, F_AGENT)
     panels = [row(L, "Side by side over the selected range")]
 
     def bars(title: str, desc: str, q: str, unit: str, w: int = 8, fields: list[str] | None = None,
@@ -565,12 +565,14 @@ def comparison() -> dict:
             f"Stored per-interval p95 of `{metric}` from `latency`, one line per target (max() per "
             "bucket when zoomed out, never an average).",
             [target("A", f'SELECT max("p95") FROM "latency" WHERE '
-                         f"{where(F_KIND, F_TARGET, tag_eq('metric', metric))} "
+                         f"{where(F_KIND, F_TARGET, F_MODEL, F_AGENT, tag_eq('metric', metric))} "
                          'GROUP BY time($__interval), "target" fill(none)', alias="$tag_target")],
             12, 8, unit="ms", defaults=ts_defaults()))
     variables = [
         custom_var("kind", "kind", ["probe", "load"], "probe", include_all=True),
         query_var("target", "targets", 'SHOW TAG VALUES FROM "turn" WITH KEY = "target"'),
+        query_var("model", "models",
+                  'SHOW TAG VALUES FROM "turn" WITH KEY = "model" WHERE "target" =~ /^$target$/'),
         query_var("agent", "agent (probe location)", 'SHOW TAG VALUES FROM "turn" WITH KEY = "agent"'),
     ]
     return dashboard(

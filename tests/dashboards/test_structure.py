@@ -140,7 +140,7 @@ def test_required_variables_per_dashboard():
     names = {n: {v["name"] for v in d["templating"]["list"]} for n, d in DASHES.items()}
     assert {"target", "model", "kind", "agent"} <= names["availability.json"]
     assert {"run_id", "target"} <= names["load-run.json"]
-    assert {"target", "kind", "agent"} <= names["comparison.json"]
+    assert {"target", "model", "kind", "agent"} <= names["comparison.json"]
 
 
 @pytest.mark.parametrize("name", sorted(DASHES))
