@@ -109,7 +109,7 @@ def outage(server: InfluxServer, seconds: float, rate: int) -> None:
     i, worst = 0, 0.0
     t0 = time.monotonic()
     next_report = 0.0
-    rss = []
+    rss, lat = [], []
     while True:
         now = time.monotonic() - t0
         if now >= next_report:
@@ -124,7 +124,8 @@ def outage(server: InfluxServer, seconds: float, rate: int) -> None:
             break
         t = time.perf_counter()
         sink.write(make_points(i, per_step))
-        worst = max(worst, time.perf_counter() - t)
+        lat.append(time.perf_counter() - t)
+        worst = max(worst, lat[-1])
         i += per_step
         time.sleep(max(0.0, t0 + (i / rate) - time.monotonic()))
     server.start()
@@ -138,6 +139,11 @@ def outage(server: InfluxServer, seconds: float, rate: int) -> None:
         f"\nafter restart: drained {h['delivered']:,} points in {drain:.1f} s "
         f"({h['delivered'] / max(drain, 1e-9):,.0f} points/s), stored {count:,}, "
         f"dropped {h['dropped']}, RSS min/max during outage {min(rss):.1f}/{max(rss):.1f} MB, ok={ok}"
+    )
+    lat.sort()
+    print(
+        f"write() of {per_step} points during the outage: p50 {lat[len(lat) // 2] * 1e3:.2f} ms, "
+        f"p99 {lat[int(len(lat) * 0.99)] * 1e3:.2f} ms, max {lat[-1] * 1e3:.2f} ms ({len(lat)} calls)"
     )
 
 
