@@ -82,29 +82,45 @@ class AlertEvent:
     agent: str = ""
 
 
+def window_floors(cfg: ServiceConfig) -> dict[str, float]:
+    """Per target, the shortest window worth judging: two probe intervals plus the time a probe
+    takes to land (one more interval, as a bound). A session is stored under its start time but
+    written when it ends, so a window shorter than that would only ever hold the fast failures,
+    never the slower successes. Matters only when `time_scale` shrinks windows (with the
+    defaults, 5 m against a 30 s schedule, the floor never applies)."""
+    from scheduler.service import job_interval_s
+
+    floors: dict[str, float] = {}
+    for job in cfg.probes:
+        gap = 3 * job_interval_s(job, cfg.time_scale)
+        floors[job.target] = min(floors.get(job.target, gap), gap)
+    return floors
+
+
 def build_rules(cfg: ServiceConfig) -> list[Rule]:
     """Expand the config into evaluable rules; `time_scale` shrinks every window and `for`."""
     scale = cfg.time_scale
+    floors = window_floors(cfg)
     rules: list[Rule] = []
     for slo in cfg.slos:
         for tier in slo.tiers:
             rules.append(Rule(f"{slo.name}:{tier.name}", slo.target, "burn", tier.severity, 0.0,
-                              _burn(slo, tier, scale)))
+                              _burn(slo, tier, scale, floors.get(slo.target, 0.0))))
     for t in cfg.thresholds:
         rules.append(Rule(t.name, t.target, "threshold", t.severity, t.for_s * scale,
-                          _threshold(t, scale)))
+                          _threshold(t, scale, floors.get(t.target, 0.0))))
     for r in cfg.regressions:
         rules.append(Rule(r.name, r.target, "regression", r.severity, r.for_s * scale,
                           _regression(r, scale)))
     return rules
 
 
-def _burn(slo: Slo, tier, scale: float):
-    return lambda source, now: evaluate_burn(slo, tier, source, now, scale)
+def _burn(slo: Slo, tier, scale: float, floor_s: float):
+    return lambda source, now: evaluate_burn(slo, tier, source, now, scale, floor_s)
 
 
-def _threshold(rule: ThresholdRule, scale: float):
-    return lambda source, now: evaluate_threshold(rule, source, now, scale)
+def _threshold(rule: ThresholdRule, scale: float, floor_s: float):
+    return lambda source, now: evaluate_threshold(rule, source, now, scale, floor_s)
 
 
 def _regression(rule: RegressionRule, scale: float):

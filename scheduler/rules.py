@@ -103,13 +103,14 @@ def burn_rate(counts: Counts, budget: float) -> float | None:
 
 
 def evaluate_burn(slo: Slo, tier: BurnTier, source: AlertSource, now: float,
-                  scale: float = 1.0) -> Verdict:
+                  scale: float = 1.0, floor_s: float = 0.0) -> Verdict:
     """Both the long and the short window must burn faster than the tier's factor.
 
     The short window makes the alert reset quickly once the fault is gone; the long one keeps
     a short blip from paging (SRE workbook, "multiwindow, multi-burn-rate alerts").
+    `floor_s` keeps a (time-scaled) window from shrinking below what the probe schedule can fill.
     """
-    long_s, short_s = tier.long_s * scale, tier.short_s * scale
+    long_s, short_s = max(tier.long_s * scale, floor_s), max(tier.short_s * scale, floor_s)
     window = f"{human(long_s)}&{human(short_s)}"
     long_rate = burn_rate(slo_counts(slo, source, now - long_s, now), slo.budget)
     short_rate = burn_rate(slo_counts(slo, source, now - short_s, now), slo.budget)
@@ -124,8 +125,8 @@ def evaluate_burn(slo: Slo, tier: BurnTier, source: AlertSource, now: float,
 
 # -- thresholds -------------------------------------------------------------------------------
 def evaluate_threshold(rule: ThresholdRule, source: AlertSource, now: float,
-                       scale: float = 1.0) -> Verdict:
-    over = rule.over_s * scale
+                       scale: float = 1.0, floor_s: float = 0.0) -> Verdict:
+    over = max(rule.over_s * scale, floor_s)
     window = human(over)
     if rule.metric == "error_rate":
         counts = source.session_counts(rule.target, now - over, now)

@@ -94,3 +94,25 @@ def test_stop_aborts_a_running_probe_within_the_bound(tmp_path) -> None:
     # the aborted probe's result was still recorded and flushed before stop() returned
     rows = EmbeddedStore(str(tmp_path / "vp.db")).select("session", ("outcome",))
     assert [r[0] for r in rows] == ["timeout:session"]
+
+
+def test_jitter_delays_runs_but_keeps_the_grid() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from scheduler.service import GridJitter, make_trigger
+
+    trig = make_trigger(ProbeJob("t", every_s=30, jitter_s=2), scale=1.0)
+    assert isinstance(trig, GridJitter)
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    fire = trig.get_next_fire_time(None, now)
+    first_grid = fire
+    fires = []
+    for _ in range(200):
+        fire = trig.get_next_fire_time(fire, fire)
+        fires.append(fire)
+    grid0 = trig.inner.start_date
+    offsets = [((f - grid0).total_seconds()) % 30 for f in fires]
+    assert all(0 <= o <= 2.0 for o in offsets)  # always within jitter of a grid point
+    # 200 runs later we are 200 intervals on, not 200 * (30 + ~1) s: no drift
+    assert abs((fires[-1] - first_grid) - timedelta(seconds=200 * 30)) < timedelta(seconds=2.01)
+    assert len({round(o, 3) for o in offsets}) > 100  # and the jitter is really random
