@@ -88,6 +88,7 @@ class Outbox:
         self._cond = threading.Condition(self._lock)
         self._dlock = threading.Lock()  # guards the delivery connection
         self._last_checkpoint = 0.0
+        self._single_until = 0  # after a rejected batch, resend its chunks one by one
         n, b = self._db.execute(
             "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(LENGTH(body)), 0) FROM chunks"
         ).fetchone()
@@ -199,7 +200,11 @@ class Outbox:
             cur = self._rdb.execute("SELECT id, n, body FROM chunks ORDER BY id")
             try:
                 for cid, cn, body in cur:
-                    if ids and (n + cn > self.batch_points or size + len(body) > self.batch_bytes):
+                    if ids and (
+                        n + cn > self.batch_points
+                        or size + len(body) > self.batch_bytes
+                        or cid <= self._single_until
+                    ):
                         break
                     ids.append(cid)
                     n += cn
@@ -294,6 +299,11 @@ class Outbox:
         if res.kind == "ok":
             removed, _ = self._remove(ids)
             self.delivered += removed
+            attempt = 0
+        elif res.kind == "permanent" and len(ids) > 1:
+            # isolate the bad chunk: resend this batch's chunks one at a time, so only the
+            # write() call that holds the bad line is dead-lettered
+            self._single_until = max(ids)
             attempt = 0
         elif res.kind == "permanent":
             self._dead_letter(body, n, res.status, res.reason)

@@ -194,3 +194,20 @@ def test_query_layer_gives_the_same_answers_from_influxd_and_embedded(influxd, t
         assert len(e) == sum(p.measurement == m for p in points)
         assert sorted(e, key=repr) == sorted(i, key=repr), m
     assert os.path.exists(tmp_path / "vp.db")
+
+
+def test_a_rejected_batch_is_split_so_only_the_bad_write_is_dead_lettered(influxd, tmp_path):
+    cfg = _db(influxd, "split")
+    influxd.write("m v=0i 1", "split")  # v is an integer field from now on
+    sink = build_sink([cfg], outbox_dir=str(tmp_path), start=False)
+    sink.write([Point("m", {}, {"v": i}, 1000 + i) for i in range(10)])
+    sink.write([Point("m", {}, {"v": "text"}, 5000)])  # field type conflict
+    sink.write([Point("m", {}, {"v": i}, 1000 + i) for i in range(10, 20)])
+    sink.start()  # all three writes are pending: the first attempt sends them as one batch
+    assert sink.flush(10.0)
+    h = sink.health()
+    assert (h["delivered"], h["dead_lettered"]) == (20, 1)
+    (rec,) = [json.loads(x) for x in open(sink.dead_letter_path)]
+    assert rec["lines"] == 'm v="text" 5000' and rec["status"] == 400
+    sink.close()
+    assert [r["v"] for r in influxd.rows("SELECT v FROM m WHERE time >= 1000", "split")] == list(range(20))
