@@ -57,6 +57,9 @@ def build_report(
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the report from others
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -85,3 +85,19 @@ def test_cli_time_forms():
     assert abs(parse_time("30m", "--from") - (time.time_ns() - 1800 * 10**9)) < 5 * 10**9
     with pytest.raises(click.BadParameter):
         parse_time("yesterday-ish", "--from")
+
+
+def test_the_report_file_has_ordinary_permissions(tmp_path):
+    import os
+
+    from reports import build_report
+    from telemetry.query import open_query
+
+    q = open_query(store_path=str(tmp_path / "empty.db"))
+    old = os.umask(0o022)
+    try:
+        out = build_report(q, tmp_path / "r.html", start_ns=0, end_ns=10)
+    finally:
+        os.umask(old)
+        q.close()
+    assert out.stat().st_mode & 0o777 == 0o644
