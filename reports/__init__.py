@@ -92,8 +92,8 @@ def load_summary_extras(summary) -> dict:
         params["achieved rate"] = f"{d['achieved_rate']:.2f} sessions/s"
     warnings = []
     if d.get("overloaded"):
-        warnings.append("load generator overloaded: " + (d.get("overload_message") or
-                                                           "its latencies may be distorted"))
+        warnings.append(d.get("overload_message") or
+                        "the load generator was overloaded: its latencies may be distorted")
     if d.get("aborted"):
         warnings.append(f"the run was aborted: threshold {d['aborted']} failed")
     if d.get("complete") is False:

@@ -121,7 +121,7 @@ def evaluate(data, query=None) -> Verdict:
         headline = "FAIL: " + ("thresholds not met" if failed else "alerts fired")
     elif bad or data.warnings:
         status = "warn"
-        what = "some sessions failed" if bad else "see below"
+        what = "some sessions failed" if bad else "the measurement has warnings"
         headline = f"PASS with warnings: {what}" if checks else f"WARN: {what}"
     else:
         status = "pass"

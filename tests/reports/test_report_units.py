@@ -101,3 +101,19 @@ def test_the_report_file_has_ordinary_permissions(tmp_path):
         os.umask(old)
         q.close()
     assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_load_summary_extras_reads_a_summary_dict():
+    from reports import load_summary_extras
+
+    d = {"run_id": "r1", "load_model": "open", "level": 20.0, "arrivals": "poisson",
+         "duration_s": 60.0, "slots": 80, "workers": 2,
+         "counters": {"arrivals_due": 1200, "arrivals_started": 1190, "late_starts": 3},
+         "thresholds": [{"expr": "ttfa_ms.p95[60s]<800", "ok": False, "actual": 912.0}],
+         "overloaded": True, "overload_message": "load generator overloaded (w1: CPU 97 %)",
+         "aborted": "", "complete": True, "achieved_rate": 19.8}
+    x = load_summary_extras(d)
+    assert x["params"]["load model"] == "open, 20 sessions/s (poisson)"
+    assert x["params"]["arrivals"].startswith("due 1200, started 1190, late 3")
+    assert x["judged"] == [{"expr": "ttfa_ms.p95[60s]<800", "ok": False, "actual": 912.0}]
+    assert x["warnings"] == ["load generator overloaded (w1: CPU 97 %)"]
