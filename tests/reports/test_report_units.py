@@ -117,3 +117,31 @@ def test_load_summary_extras_reads_a_summary_dict():
     assert x["params"]["arrivals"].startswith("due 1200, started 1190, late 3")
     assert x["judged"] == [{"expr": "ttfa_ms.p95[60s]<800", "ok": False, "actual": 912.0}]
     assert x["warnings"] == ["load generator overloaded (w1: CPU 97 %)"]
+
+
+def _data(**kw):
+    from reports.collect import ReportData
+    from telemetry.query import TargetSummary
+
+    s = TargetSummary(target="t", model="m", provider="openai", sessions=10, ok_sessions=10,
+                      success_ratio=1.0, turns=10, ttfa_p50=300.0, ttfa_p95=500.0,
+                      ttfa_p99=600.0, ttfa_max=650.0, turn_p95=1500.0, connect_p95=20.0,
+                      rtf_mean=2.0, stalls=0)
+    base = dict(title="x", start_ns=0, end_ns=1, first_ns=0, last_ns=1, bucket_s=10,
+                targets=["t"], run_id=None, kinds=["probe"], scenarios=["default"],
+                models={"t": ["m"]}, providers={"t": "openai"}, summary=[s], latency={},
+                spectra=[], errors=[], outcomes=[], alerts=[], loadgen=[])
+    base.update(kw)
+    return ReportData(**base)
+
+
+def test_verdicts():
+    from reports.verdict import evaluate
+
+    assert evaluate(_data()).status == "pass"
+    v = evaluate(_data(thresholds=["error_rate<0.01", "ttfa_ms.p95[60s]<800"]))
+    assert v.status == "pass" and [c.passed for c in v.checks] == [True, None]
+    v = evaluate(_data(judged=[{"expr": "ttfa_ms.p95[60s]<800", "ok": False, "actual": 900.0}]))
+    assert v.status == "fail" and "run: ttfa_ms.p95[60s]<800 failed (measured 900)" in v.reasons
+    assert evaluate(_data(warnings=["generator overloaded"])).status == "warn"
+    assert evaluate(_data(summary=[])).status == "empty"
