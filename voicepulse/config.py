@@ -21,6 +21,8 @@ DEFAULT_OUTBOX = ".voicepulse/outbox"
 DEFAULT_SIM_URL = "ws://127.0.0.1:8765/v1/realtime"
 AUDIO_FORMATS = ("pcm16", "g711_ulaw", "g711_alaw")
 TURN_MODE_KEYS = TURN_MODES
+# read from the field: Target is a slots dataclass, so Target.instructions is a descriptor
+DEFAULT_INSTRUCTIONS = Target.__dataclass_fields__["instructions"].default
 
 
 @dataclass
@@ -116,7 +118,7 @@ def _target(s: Section, name: str) -> Target:
         model=s.str("model"),
         api_key_env=s.env_name("api_key_env", None),
         voice=s.str("voice", None),
-        instructions=s.str("instructions", Target.instructions),
+        instructions=s.str("instructions", DEFAULT_INSTRUCTIONS),
         input_format=s.str("input_format", "pcm16", choices=AUDIO_FORMATS),
         output_format=s.str("output_format", "pcm16", choices=AUDIO_FORMATS),
         beta=s.bool("beta", False),

@@ -94,3 +94,8 @@ def test_missing_file_is_a_config_error(tmp_path):
     out = CliRunner().invoke(main, ["config", "check", str(tmp_path / "nope.yaml")])
     assert out.exit_code == 2
     assert "file not found" in out.output
+
+
+def test_a_target_without_instructions_gets_the_default_text(tmp_path):
+    cfg = load_config(write(tmp_path, "targets:\n  a: {url: ws://x, model: m}\n"))
+    assert isinstance(cfg.targets["a"].instructions, str) and cfg.targets["a"].instructions
