@@ -49,7 +49,7 @@ def synth_speech(rate: int, seconds: float = _LOOP_S, seed: int = 7) -> np.ndarr
         out += gain * np.sin(k * phase)
     # Syllable envelope: a raised-cosine hump per syllable, with a short gap between words.
     pos = (t % _SYLLABLE_S) / _SYLLABLE_S
-    env = np.sin(np.pi * pos) ** 0.7
+    env = np.sin(np.pi * pos) ** 1.2
     word_gap = ((t // _SYLLABLE_S).astype(int) % 4 == 3) & (pos > 0.6)
     env[word_gap] *= 0.05
     out *= env
