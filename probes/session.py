@@ -70,6 +70,9 @@ from probes.spec import TURN_MODES, Scenario, Target
 #: Largest message accepted (the websockets default; replies come in small deltas): a bigger
 #: one ends the session as ws_closed_1009.
 MAX_FRAME_BYTES = 2**20
+#: A send blocked this long (the server stopped reading) ends the session as timeout:send;
+#: without it a blocking sendall could hang a session past every deadline.
+SEND_BLOCK_TIMEOUT_S = 10.0
 #: Outcome when the caller's `stop` event ended the session (not a target failure).
 STOPPED = "stopped"
 #: Outcome when the API key's environment variable is unset (nothing was sent).
@@ -213,7 +216,7 @@ class _Conn(ClientConnection):
         try:
             super().recv_events()
         finally:
-            self._vp_on_close()
+            self._vp_on_close(self)
 
 
 # append messages per (dialect class, input format, utterance): built once, shared by sessions
@@ -344,16 +347,14 @@ class _Session:
             elif cls is Unknown:
                 pass
 
-    def on_close(self) -> None:
-        ws = self.ws
-        proto = ws.protocol if ws is not None else None
+    def on_close(self, ws: ClientConnection) -> None:
+        proto = ws.protocol
         code, reason = 1006, ""
-        if proto is not None:
-            rcvd, sent = proto.close_rcvd, proto.close_sent
-            if rcvd is not None:
-                code, reason = rcvd.code, rcvd.reason
-            elif sent is not None:
-                code, reason = sent.code, sent.reason
+        rcvd, sent = proto.close_rcvd, proto.close_sent
+        if rcvd is not None:
+            code, reason = rcvd.code, rcvd.reason
+        elif sent is not None:
+            code, reason = sent.code, sent.reason
         self.closed_code, self.closed_reason = code, reason
         if not self.closing:
             self.fail(ws_closed(code), reason or "connection closed by the server")
@@ -489,6 +490,8 @@ class _Session:
         except OSError as e:
             raise _Failure("connect_refused", f"connection to {host}:{port} failed: {e}") from None
         ws.pending_legacy_warning = False  # we own its lifetime (closed in close())
+        # the receive loop only reads after select() says readable, so this bounds sends only
+        ws.socket.settimeout(SEND_BLOCK_TIMEOUT_S)
         self.ws = ws
         self.res.connect_ms = ((ws.vp_open_ns or perf_counter_ns()) - start) / 1e6
 
@@ -533,10 +536,18 @@ class _Session:
         try:
             self.ws.send(m, text=True)
         except ConnectionClosed:
-            # the receiver's on_close records the code; give it a moment to run
-            self._wait(lambda: self.closed_code is not None, perf_counter_ns() + _NS, "session")
-            self._check()
-            raise _Failure(ws_closed(self.closed_code), "connection closed while sending") from None
+            self._send_failed()
+
+    def _send_failed(self) -> None:
+        """A send found the connection gone (or blocked past SEND_BLOCK_TIMEOUT_S)."""
+        if isinstance(getattr(self.ws, "connection_exc", None), TimeoutError):
+            raise _Failure(
+                timeout("send"), f"the server stopped reading for {SEND_BLOCK_TIMEOUT_S:g} s"
+            ) from None
+        # the receiver's on_close records the code; give it a moment to run
+        self._wait(lambda: self.closed_code is not None, perf_counter_ns() + _NS, "session")
+        self._check()
+        raise _Failure(ws_closed(self.closed_code), "connection closed while sending") from None
 
     def _turn(self, index: int) -> None:
         sc = self.scenario
@@ -573,9 +584,7 @@ class _Session:
                         for em in self.dialect.end_turn():
                             send(em, text=True)
         except ConnectionClosed:
-            self._wait(lambda: self.closed_code is not None, perf_counter_ns() + _NS, "session")
-            self._check()
-            raise _Failure(ws_closed(self.closed_code), "connection closed while sending") from None
+            self._send_failed()
         finally:
             self.res.turns.append(turn)  # replaced by its TurnResult in _finish_session
         e = turn.speech_end_ns

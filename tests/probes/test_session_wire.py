@@ -92,3 +92,66 @@ def test_server_close_after_the_last_turn_is_a_normal_end_but_mid_session_is_not
 def test_scripted_steps_are_refused_not_ignored():
     with pytest.raises(ValueError, match="steps"):
         run_session(Target("f", "ws://127.0.0.1:9/v1/realtime", "m"), Scenario(steps=[{"say": 1}]))
+
+
+def _ws_frame(text: bytes) -> bytes:
+    assert len(text) < 126
+    return bytes([0x81, len(text)]) + text
+
+
+def test_a_server_that_stops_reading_ends_as_timeout_send(monkeypatch):
+    """The upgrade and setup succeed, then the server never reads: the engine's sends block
+    once the socket buffers fill, and the send timeout (not a hang) ends the session."""
+    import base64 as b64
+    import hashlib
+    import socket
+    import threading
+
+    import probes.session as engine
+
+    monkeypatch.setattr(engine, "SEND_BLOCK_TIMEOUT_S", 0.5)
+    real_connect = socket.create_connection
+
+    def small_buffers(*args, **kwargs):  # so the buffers fill in a second, not a minute
+        s = real_connect(*args, **kwargs)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return s
+
+    monkeypatch.setattr(engine.socket, "create_connection", small_buffers)
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    done = threading.Event()
+
+    def serve() -> None:
+        srv.settimeout(5)
+        c, _ = srv.accept()
+        req = b""
+        while b"\r\n\r\n" not in req:
+            req += c.recv(4096)
+        key = next(line.split(b":", 1)[1].strip() for line in req.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key"))
+        acc = b64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acc + b"\r\n\r\n")
+        c.sendall(_ws_frame(b'{"type":"session.created","session":{"id":"s"}}'))
+        # wait for session.update to arrive, then answer it and never read again
+        time.sleep(0.2)
+        c.sendall(_ws_frame(b'{"type":"session.updated","session":{}}'))
+        done.wait(20)
+        c.close()
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        sc = Scenario(turns=1, utterance_s=60.0, chunk_ms=100, timeouts=Timeouts(session=30))
+        t = time.monotonic()
+        res = run_session(Target("x", f"ws://127.0.0.1:{port}/v1/realtime", "m"), sc, api_key="k")
+        assert res.outcome == "timeout:send", (res.outcome, res.error)
+        assert time.monotonic() - t < 5
+    finally:
+        done.set()
+        th.join(5)
+        srv.close()
