@@ -184,6 +184,7 @@ def errors_over_time(data: ReportData) -> go.Figure | None:
     for i, (cls, counts) in enumerate(sorted(by_class.items())):
         times = sorted(counts)
         fig.add_trace(go.Bar(x=[ts(t) for t in times], y=[counts[t] for t in times], name=cls,
+                             width=data.bucket_s * 1000 * 0.95, offset=0,  # [start, start+bucket)
                              marker={"color": ERROR_PALETTE[i % len(ERROR_PALETTE)]},
                              hovertemplate=f"{cls}: %{{y}} sessions<extra></extra>"),
                       secondary_y=False)
