@@ -1,8 +1,8 @@
 """The service's own points: `alert` (DESIGN.md) and `schedule` (runs, lateness, skips).
 
 `schedule` is this service's addition to the schema: one point per probe run (field
-`lateness_ms`) and one per skipped run (field `skips`=1), tags target, scenario, agent, event
-(run | skip | missed). Skips are stored, never just logged, so a dashboard can show that a target
+`lateness_ms`), one per skipped run (field `skips`=1), and one per missed run or probe aborted by
+shutdown (field `count`=1); tags target, scenario, agent, event (run | skip | missed | aborted). Skips are stored, never just logged, so a dashboard can show that a target
 was too slow to be probed on time.
 
 Points are built as telemetry `Point`s when telemetry provides the type; otherwise as the
@@ -53,7 +53,8 @@ def alert_point(event: AlertEvent):
 
 def schedule_point(target: str, scenario: str, agent: str, event: str, at: float, *,
                    lateness_ms: float | None = None):
-    fields: dict = {"skips": 1} if event == "skip" else {"runs": 1}
+    fields: dict = {"runs": 1} if event == "run" else {"skips": 1} if event == "skip" else \
+        {"count": 1}
     if lateness_ms is not None:
         fields["lateness_ms"] = round(lateness_ms, 3)
     return make_point("schedule", {"target": target, "scenario": scenario, "agent": agent,

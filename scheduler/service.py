@@ -45,6 +45,7 @@ from scheduler.source import AlertSource, MemorySource
 log = logging.getLogger("voicepulse.service")
 
 EVAL_JOB = "alerts:evaluate"
+ABORTED = ("stopped",)  # probes.session's outcome when its `stop` event cut it short
 LATENESS_KEEP = 20000
 
 
@@ -120,6 +121,7 @@ class TargetState:
     ok: int = 0
     skips: int = 0
     missed: int = 0
+    aborted: int = 0
     running: int = 0
     max_running: int = 0
     last: dict | None = None
@@ -318,7 +320,15 @@ class ProbeService:
         try:
             result = self.runner(target, scenario, kind="probe", agent=self.cfg.agent,
                                  stop=self._stop)
-            self._record(job, result)
+            if self._stop.is_set() and result.outcome in ABORTED:
+                # our own shutdown cut it short: not a measurement of the target, so it must
+                # not count against availability; stored as a `schedule` event instead
+                with self._lock:
+                    self._state[job_id].aborted += 1
+                self._write([schedule_point(job.target, job.scenario, self.cfg.agent,
+                                            "aborted", result.started_at or started)])
+            else:
+                self._record(job, result)
         except Exception:  # the engine never raises for target failures; anything else is ours
             log.exception("probe %s crashed", job_id)
         finally:
@@ -389,7 +399,8 @@ class ProbeService:
         for job_id, st in self.target_states().items():
             entry: dict = {
                 "target": st.target, "scenario": st.scenario, "runs": st.runs, "ok": st.ok,
-                "skips": st.skips, "missed": st.missed, "running": st.running,
+                "skips": st.skips, "missed": st.missed, "aborted": st.aborted,
+                "running": st.running,
                 "last": st.last, "next_run": None, "outcomes": dict(st.outcomes),
             }
             lat = list(st.lateness_ms)
