@@ -210,4 +210,6 @@ def test_a_rejected_batch_is_split_so_only_the_bad_write_is_dead_lettered(influx
     (rec,) = [json.loads(x) for x in open(sink.dead_letter_path)]
     assert rec["lines"] == 'm v="text" 5000' and rec["status"] == 400
     sink.close()
-    assert [r["v"] for r in influxd.rows("SELECT v FROM m WHERE time >= 1000", "split")] == list(range(20))
+    assert [r["v"] for r in influxd.rows("SELECT v FROM m WHERE time >= 1000", "split")] == list(
+        range(20)
+    )
