@@ -41,7 +41,6 @@ targets:
     url: {simulator.realtime_url()}
     model: sim-fast
     api_key_env: SIM_API_KEY
-    instructions: Answer briefly.   # (config.py's default is a slots descriptor: reported)
 sinks:
   - type: influx
     api: v1
