@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from scheduler.alerts import AlertEngine, Rule, build_rules, check_once
 from scheduler.config import RegressionRule, ServiceConfig, Slo, ThresholdRule
 from scheduler.rules import Verdict
@@ -106,3 +108,15 @@ def test_check_once_counts_true_conditions_as_firing() -> None:
     assert [(r.rule, r.state) for r in rows] == [("p95", "firing")]
     rows = check_once(cfg, MemorySource(), now=5000.5)
     assert rows[0].state == "inactive" and "0 samples" in rows[0].message
+
+
+def test_demo_preset_scales_to_the_run() -> None:
+    from scheduler.presets import demo_service_config
+
+    cfg = demo_service_config(["sim-fast", "sim-slow"], 60.0)
+    assert [p.every_s * cfg.time_scale for p in cfg.probes] == [pytest.approx(2.0)] * 2
+    assert cfg.regressions[0].recent_s * cfg.time_scale == pytest.approx(10.0)
+    assert cfg.evaluate_every_s * cfg.time_scale == pytest.approx(1.0)
+    assert [r.name for r in build_rules(cfg)][:4] == [
+        "sim-fast-availability:page-1h", "sim-fast-availability:page-6h",
+        "sim-fast-availability:ticket-3d", "sim-slow-availability:page-1h"]
