@@ -162,6 +162,7 @@ def _scenario(s: Section, name: str) -> Scenario:
 def _sink(s: Section) -> Any:
     from telemetry import sinks as tsinks
 
+
     kind = s.str("type", choices=("influx",))
     api = s.str("api", "v2", choices=("v1", "v2"))
     assert kind == "influx"
@@ -183,6 +184,10 @@ def _sink(s: Section) -> Any:
             username_env=s.env_name("username_env", None),
             password_env=s.env_name("password_env", None),
             token_env=s.env_name("token_env", None),
+            precision=s.str("precision", "ns", choices=("ns", "u", "ms", "s")),
+            gzip=s.bool("gzip", False),
+            verify_tls=s.bool("verify_tls", True),
+            ca_file=s.str("ca_file", None),
         )
     s.done()
     return sink
