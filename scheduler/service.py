@@ -377,6 +377,8 @@ class ProbeService:
         so rules read what the probes just wrote."""
         if self.recorder is not None and hasattr(self.recorder, "flush"):
             try:
+                self.recorder.flush(timeout=1.0)  # bounded: a down InfluxDB must not stall
+            except TypeError:
                 self.recorder.flush()
             except Exception:
                 log.exception("flush before evaluation failed")

@@ -95,15 +95,16 @@ def setup(tmp_path, influxd):
 
 def test_sigterm_during_probe_flushes_outbox_and_exits_0(setup, influxd) -> None:
     write, db = setup
-    cfg = write()
+    cfg = write(p95_bound=1)  # a threshold the data breaks: an alert fires while serving
     proc = cli("serve", "--config", str(cfg), "--duration", "60s")
     try:
         line = read_until(proc, "serving:", 30)
         url = line.strip().rsplit(" ", 1)[-1]
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # one probe done, the next one in flight
-            st = status(url)["targets"]["probe:vp-long:default"]
-            if st["runs"] >= 1 and st["running"] == 1:
+        while time.monotonic() < deadline:  # one probe done, the next one in flight, alert on
+            doc = status(url)
+            st = doc["targets"]["probe:vp-long:default"]
+            if st["runs"] >= 1 and st["running"] == 1 and doc["alerts"]:
                 break
             time.sleep(0.1)
         else:
@@ -132,17 +133,23 @@ def test_sigterm_during_probe_flushes_outbox_and_exits_0(setup, influxd) -> None
                                                 influxd.rows('SELECT * FROM "schedule"', db))
     assert "ci-agent" in {r["agent"] for r in influxd.rows('SELECT * FROM "turn"', db)}
 
-    # `alerts check` reads the same InfluxDB through InfluxQL: all rules quiet -> exit 0
+    # the service's engine read InfluxDB (InfluxQL) and wrote its state change back there
+    alerts = influxd.rows('SELECT * FROM "alert"', db)
+    assert [(a["rule"], a["state"], a["agent"]) for a in alerts] == \
+        [("long-ttfa-p95", "firing", "ci-agent")], alerts
+    assert alerts[0]["value"] > 1 and alerts[0]["threshold"] == 1
+
+    # `alerts check` reads the same InfluxDB: the breached threshold fires -> exit 1
     chk = cli("alerts", "check", "--config", str(cfg))
-    out, err = chk.communicate(timeout=60)
-    assert chk.returncode == 0, out + err
-    assert "long-availability:page-1h" in out and "0 firing" in out
-    # a threshold the data breaks (p95 of ~0.3-0.8 s TTFA above 1 ms) -> firing, exit 1
-    chk = cli("alerts", "check", "--config", str(write(p95_bound=1, name="strict.yaml")))
     out, err = chk.communicate(timeout=60)
     print(out)
     assert chk.returncode == 1, out + err
     assert any(line.startswith("long-ttfa-p95") and "FIRING" in line for line in out.splitlines())
+    # all rules quiet (bound 5 s, availability 100 %) -> exit 0
+    chk = cli("alerts", "check", "--config", str(write(p95_bound=5000, name="calm.yaml")))
+    out, err = chk.communicate(timeout=60)
+    assert chk.returncode == 0, out + err
+    assert "long-availability:page-1h" in out and "0 firing" in out
 
 
 def test_sighup_reload(setup) -> None:
