@@ -99,3 +99,49 @@ def test_missing_file_is_a_config_error(tmp_path):
 def test_a_target_without_instructions_gets_the_default_text(tmp_path):
     cfg = load_config(write(tmp_path, "targets:\n  a: {url: ws://x, model: m}\n"))
     assert isinstance(cfg.targets["a"].instructions, str) and cfg.targets["a"].instructions
+
+
+SINKS_EXAMPLE = """
+sinks:
+  - type: influx
+    api: v2                      # InfluxDB 1.8+, 2.x, 3.x
+    url: http://127.0.0.1:8086
+    org: acme
+    bucket: voicepulse
+    token_env: INFLUX_TOKEN
+  - type: influx
+    api: v1                      # InfluxDB 1.x /write
+    url: http://127.0.0.1:8087
+    database: voicepulse
+    retention_policy: autogen    # optional
+    username_env: INFLUX_USER    # optional
+    password_env: INFLUX_PASSWORD
+outbox: .voicepulse/outbox       # optional; the default is documented
+"""
+
+
+def test_sinks_example_loads_as_written(tmp_path):
+    from telemetry.sinks import InfluxV1Sink, InfluxV2Sink
+
+    cfg = load_config(write(tmp_path, SINKS_EXAMPLE))
+    v2, v1 = cfg.sinks
+    assert isinstance(v2, InfluxV2Sink) and isinstance(v1, InfluxV1Sink)
+    assert (v2.url, v2.org, v2.bucket, v2.token_env) == (
+        "http://127.0.0.1:8086", "acme", "voicepulse", "INFLUX_TOKEN")
+    assert (v1.database, v1.retention_policy, v1.username_env, v1.password_env) == (
+        "voicepulse", "autogen", "INFLUX_USER", "INFLUX_PASSWORD")
+    assert cfg.outbox == ".voicepulse/outbox"
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("sinks:\n  - {type: influx, api: v3, url: http://x, database: d}\n", "sinks[0].api"),
+    ("sinks:\n  - {type: graphite}\n", "sinks[0].type"),
+    ("sinks:\n  - {type: influx, api: v1, url: ws://x, database: d}\n", "sinks[0].url"),
+    ("sinks:\n  - {type: influx, api: v2, url: http://x, org: o}\n", "sinks[0].bucket"),
+    ("sinks:\n  - {type: influx, api: v1, url: http://x, database: d, precision: h}\n",
+     "sinks[0].precision"),
+])
+def test_bad_sinks_name_the_key(tmp_path, text, key):
+    out = CliRunner().invoke(main, ["config", "check", str(write(tmp_path, text))])
+    assert out.exit_code == 2, out.output
+    assert f": {key}: " in out.output
