@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import orjson
+
 from loadtests.metrics import Counters, Delta, Window
 from loadtests.plan import Plan
 from loadtests.summary import LoadSummary, WorkerHealth, metric_stats
@@ -87,7 +89,8 @@ class Collector:
         w.in_flight = int(payload.get("in_flight", w.in_flight))
         if payload.get("cpu_pct") is not None:
             w.cpu_samples.append(float(payload["cpu_pct"]))
-        self.results.extend(payload.get("results") or [])
+        self.results.extend(orjson.loads(b) if isinstance(b, bytes) else b
+                            for b in payload.get("results") or [])
         if payload.get("final"):
             self.finals.add(worker)
             if self.started and self.finals >= self.started:
