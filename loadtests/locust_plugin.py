@@ -301,11 +301,12 @@ class VoiceSessionUser(User):
             if v is not None:
                 _fire(env, name, v)
         for t in r.turns:
+            failed = t.outcome != "ok"
             for name, attr in TURN_EVENTS:
                 v = getattr(t, attr)
-                if v is not None:
+                if v is not None and not (failed and name == "turn"):
                     _fire(env, name, v)
-            if t.outcome != "ok":
+            if failed:  # a Locust failure under `turn`, carrying the error class
                 _fire(env, "turn", t.turn_ms or 0.0, RuntimeError(t.outcome))
         _fire(env, "session", r.duration_s * 1000.0,
               None if r.ok else RuntimeError(r.outcome))
