@@ -153,6 +153,7 @@ class OpenAISession:
         self.last_item_type: str | None = None
         self.active: Response | None = None
         self.last_tool_output_ns: int | None = None
+        self.deferred_vad = False
         self.turn_index = 0
         self.closing = False
         self.tasks: set[asyncio.Task] = set()
@@ -414,8 +415,11 @@ class OpenAISession:
         turn.audio_ms = int(max(0.0, audio_end_ms - self.buffer_start_ms))
         self.buffer_start_ms = audio_end_ms
         await self.commit_item(turn)
-        if td.get("create_response", True) and self.active is None:
-            self.start_response(turn.speech_stopped_ns, "vad", None, {})
+        if td.get("create_response", True):
+            if self.active is None:
+                self.start_response(turn.speech_stopped_ns, "vad", None, {})
+            else:  # not interrupted (interrupt_response false): answer once the reply ends
+                self.deferred_vad = True
 
     async def on_commit(self, msg: dict, t: int) -> None:
         buffered = self.total_ms - self.buffer_start_ms
@@ -620,6 +624,9 @@ class OpenAISession:
             if resp.input is not None:
                 tr.transcript = resp.input.transcript
             self.state.truth.turn(tr)
+            if self.deferred_vad and not self.closing and self.active is None:
+                self.deferred_vad = False
+                self.start_response(time.monotonic_ns(), "vad", None, {})
 
     async def fault_point(self, resp: Response, i: int, slot: list[int]) -> bool:
         """Apply faults due before delta i. Returns False when the response must stop here."""

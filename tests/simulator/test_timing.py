@@ -151,3 +151,37 @@ def test_profile_change_takes_effect_mid_session(sim):
     assert 120 <= measured[0] < 135 and 300 <= measured[1] < 315
     assert sim.profile("regress")["ttfa_scale"] == 2.5
     assert sim.profile("sim-fast")["ttfa_scale"] == 1.0  # only the named profile changed
+
+
+@pytest.mark.parametrize("interrupt", [True, False])
+def test_barge_in_cancels_after_profile_delay(sim, interrupt):
+    sim.set_profile(model="barge", ttfa_ms=50, reply_s=3.0, cancel_delay_ms=120)
+    with open_ws(sim.url("barge")) as ws:
+        created, _ = recv(ws)
+        send(ws, ga_update(turn_detection={"type": "server_vad", "interrupt_response": interrupt}))
+        recv(ws)
+        rx = Receiver(ws)
+        stream(ws, np.concatenate([tone_speech(0.5), silence(0.3)]), paced=False)
+        rx.wait_for("response.output_audio.delta", count=3)
+        sent = stream(ws, np.concatenate([tone_speech(0.4), silence(0.3)]), paced=True)
+        events = rx.wait_for("response.done", count=2 if interrupt else 1)
+        if not interrupt:
+            events = rx.wait_for("response.done", count=2, timeout=15)
+    dones = [e["response"] for e, _ in events if e["type"] == "response.done"]
+    truth = sorted(sim.turns(created["session"]["id"]), key=lambda r: r["turn_index"])
+    if interrupt:
+        assert dones[0]["status"] == "cancelled"
+        assert dones[0]["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
+        first = truth[0]
+        assert first["status"] == "cancelled" and first["reply_audio_ms"] < 3000
+        assert first["barge_in_speech_ns"] is not None
+        delay_ms = (first["cancel_ns"] - first["barge_in_speech_ns"]) / MS
+        assert 120 <= delay_ms < 130
+        # the interrupting speech was the first paced chunk: it arrived right after it was sent
+        assert 0 <= (first["barge_in_speech_ns"] - sent[0]) / MS <= 2
+        done_at = next(t for e, t in events if e["type"] == "response.done")
+        assert 0 <= (done_at - first["cancel_ns"]) / MS <= 2
+    else:
+        assert dones[0]["status"] == "completed" and truth[0]["reply_audio_ms"] == 3000
+        assert truth[0]["barge_in_speech_ns"] is None
+    assert dones[1]["status"] == "completed"  # the interrupting turn got its own answer

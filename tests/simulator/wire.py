@@ -66,7 +66,8 @@ def ga_update(**audio_input) -> dict:
 
 def stream(ws, pcm: np.ndarray, chunk_ms: int = 100, rate: int = RATE, paced: bool = True,
            t0: int | None = None, fmt_bytes=None) -> list[int]:
-    """Append `pcm` in chunks on an absolute real-time schedule; returns each chunk's send ns.
+    """Append `pcm` in chunks on an absolute real-time schedule; returns each chunk's send ns
+    (taken just before the write).
 
     Chunk k (holding audio [k*chunk, (k+1)*chunk)) is sent at t0 + (k+1)*chunk, the moment its
     last sample exists in real time.
@@ -81,8 +82,10 @@ def stream(ws, pcm: np.ndarray, chunk_ms: int = 100, rate: int = RATE, paced: bo
             while (d := due - time.perf_counter_ns()) > 0:
                 time.sleep(d / 1e9)
         raw = fmt_bytes(piece) if fmt_bytes else piece.astype("<i2").tobytes()
-        send(ws, {"type": "input_audio_buffer.append", "audio": base64.b64encode(raw).decode()})
+        msg = orjson.dumps({"type": "input_audio_buffer.append",
+                            "audio": base64.b64encode(raw).decode()})
         sent.append(time.perf_counter_ns())
+        ws.send(msg, text=True)
     return sent
 
 
