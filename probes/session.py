@@ -75,7 +75,8 @@ MAX_FRAME_BYTES = 2**20
 SEND_BLOCK_TIMEOUT_S = 10.0
 #: Outcome when the caller's `stop` event ended the session (not a target failure).
 STOPPED = "stopped"
-#: Outcome when the API key's environment variable is unset (nothing was sent).
+#: Outcome when the spec cannot be used as given: the API key's environment variable is unset,
+#: the URL is not ws(s)://host, the ca_file cannot be loaded (nothing was sent).
 CONFIG = "config"
 #: Outcome for a bug in the engine itself (reported, never raised into a load generator).
 CLIENT_ERROR = "client_error"
@@ -369,6 +370,10 @@ class _Session:
 
     def run(self, intended_start_ns: int | None) -> None:
         res = self.res
+        # render before the clock starts: cached after the first session, but the first one's
+        # numpy work must not count as connect time or start lag
+        for i in range(self.scenario.turns):
+            _append_messages(self.dialect, _utterance(self.dialect, self.scenario, i))
         if intended_start_ns is not None:
             ahead = intended_start_ns - perf_counter_ns()
             if ahead > 0 and not self._sleep(ahead / _NS):
@@ -380,8 +385,6 @@ class _Session:
             res.start_lag_ms = (start - intended_start_ns) / 1e6
         self.session_deadline = start + int(self.t.session * _NS)
         try:
-            for i in range(self.scenario.turns):  # render before connecting, not mid-session
-                _append_messages(self.dialect, _utterance(self.dialect, self.scenario, i))
             self._connect(start)
             self._setup(start)
             for i in range(self.scenario.turns):
@@ -427,9 +430,15 @@ class _Session:
             host = parts.hostname
             port = parts.port or (443 if secure else 80)
         except ValueError as e:
-            raise _Failure("dns", f"bad URL {redact_url(req.url)}: {e}") from None
+            raise _Failure(CONFIG, f"bad URL {redact_url(req.url)}: {e}") from None
         if not host or parts.scheme not in ("ws", "wss"):
-            raise _Failure("dns", f"bad URL {redact_url(req.url)}: need ws:// or wss:// and a host")
+            raise _Failure(CONFIG, f"bad URL {redact_url(req.url)}: need ws:// or wss:// and a host")
+        ctx = None
+        if secure:
+            try:
+                ctx = ssl.create_default_context(cafile=self.target.ca_file)
+            except (OSError, ssl.SSLError) as e:
+                raise _Failure(CONFIG, f"cannot load ca_file {self.target.ca_file}: {e}") from None
         deadline = start + int(self.t.connect * _NS)
         try:
             sock = socket.create_connection((host, port), timeout=self.t.connect)
@@ -443,9 +452,6 @@ class _Session:
             raise _Failure("connect_refused", f"{host}:{port} refused the connection") from None
         except OSError as e:
             raise _Failure("connect_refused", f"cannot reach {host}:{port}: {e}") from None
-        ctx = None
-        if secure:
-            ctx = ssl.create_default_context(cafile=self.target.ca_file)
         remaining = max((deadline - perf_counter_ns()) / _NS, 0.001)
 
         def factory(sock, protocol, **kwargs):

@@ -169,3 +169,11 @@ def test_tls_to_a_plain_server_is_tls(sim):
     url = sim.ws_url.replace("ws://", "wss://") + "/v1/realtime"
     res = run_session(Target("x", url, "sim-fast"), SC, api_key="x")
     assert res.outcome == "tls", res.error
+
+
+def test_bad_url_and_bad_ca_file_are_config_errors(tmp_path):
+    res = run_session(Target("x", "http://127.0.0.1:1/v1/realtime", "m"), SC, api_key="x")
+    assert res.outcome == "config" and "ws://" in res.error
+    res = run_session(Target("x", "wss://127.0.0.1:1/v1/realtime", "m",
+                             ca_file=str(tmp_path / "missing.pem")), SC, api_key="x")
+    assert res.outcome == "config" and "ca_file" in res.error
