@@ -196,6 +196,34 @@ class Collector:
                           extra=extra)
         return s.point(t_ns)
 
+    def status(self, window_s: float = 10.0) -> dict:
+        """Live figures for a progress display (voicepulse.progress keys)."""
+        now = self.clock()
+        c = self.total.counters
+        recent = self.window.merged(now, window_s)
+        since = now - (self.t_start or now)
+        span = min(window_s, since)
+        f: dict = {"sessions": c.arrivals_started, "arrivals_due": c.arrivals_due,
+                   "arrivals_started": c.arrivals_started, "late_starts": c.late_starts,
+                   "errors": c.sessions - c.sessions_ok,
+                   "error_rate": (c.sessions - c.sessions_ok) / c.sessions if c.sessions else None,
+                   "active_sessions": sum(w.in_flight for w in self.workers.values()),
+                   "users": sum(w.users for w in self.workers.values()),
+                   "arrivals_per_s": recent.counters.arrivals_started / span if span > 1 else None}
+        h = recent.hist.get("ttfa_ms")
+        if h is not None and h.count:
+            p = percentiles_ms(h.hist, (50.0, 95.0))
+            f["ttfa_p50_ms"], f["ttfa_p95_ms"] = p[50.0], p[95.0]
+        lag = _p99(recent, "send_lag_ms")
+        if lag is not None:
+            f["send_lag_p99_ms"] = lag
+        cpus = [w.cpu_samples[-1] for w in self.workers.values() if w.cpu_samples]
+        if cpus:
+            f["cpu_pct"] = max(cpus)
+        if self.aborted:
+            f["warning"] = f"threshold {self.aborted} failed: aborting"
+        return f
+
     def take_results(self) -> list[dict]:
         out, self.results = self.results, []
         return out

@@ -24,7 +24,7 @@ import orjson
 from locust import LoadTestShape, User, constant, events, task
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
-from loadtests.collector import Collector, result_from_dict
+from loadtests.collector import Collector, WorkerTrack, result_from_dict
 from loadtests.plan import LoadConfig, Plan, default_target
 from loadtests.profile import parse_shape, parse_stages
 from loadtests.worker import WorkerState
@@ -36,6 +36,7 @@ REQUEST_TYPE = "voice"
 LOCAL_REPORT_S = 3.0
 SPAWN_RATE = 1000.0
 TAKE_TIMEOUT_S = 0.25
+STATUS_S = 1.0
 #: Locust stats names (DESIGN.md metric names without the unit) -> result attribute.
 SESSION_EVENTS = (("connect", "connect_ms"), ("ready", "ready_ms"))
 TURN_EVENTS = (("ttfa", "ttfa_ms"), ("ttft", "ttft_ms"), ("vad", "vad_ms"), ("turn", "turn_ms"))
@@ -133,6 +134,8 @@ class Controller:
         self.hard_limit_s = (10.0 + plan.load.slot_count(plan.scenario) / SPAWN_RATE
                              + plan.load.profile().duration_s + plan.load.drain_s)
         self._greenlets = [gevent.spawn(self._writer)]
+        if plan.status_jsonl:
+            self._greenlets.append(gevent.spawn(self._status))
         if isinstance(env.runner, LocalRunner):
             self._greenlets.append(gevent.spawn(self._local_reporter))
 
@@ -185,6 +188,22 @@ class Controller:
             batch.extend(session_points(result_from_dict(r)))
         if batch:
             self.recorder.write(batch)
+
+    def _status(self) -> None:
+        while True:
+            gevent.sleep(STATUS_S)
+            if not self.collector.started:
+                continue
+            w = _Role.worker
+            if w is not None:  # local: the slots are in this process, fresher than reports
+                self.collector.workers.setdefault("local", WorkerTrack("local"))
+                self.collector.workers["local"].in_flight = w.in_flight
+                self.collector.workers["local"].users = w.users
+            try:
+                with open(self.plan.status_jsonl, "ab") as f:
+                    f.write(orjson.dumps(self.collector.status()) + b"\n")
+            except OSError:
+                pass
 
     def _writer(self) -> None:
         while True:

@@ -88,6 +88,7 @@ class Plan:
     record: bool = True
     summary_json: str | None = None
     results_jsonl: str | None = None  # also append every session result here, one JSON a line
+    status_jsonl: str | None = None  # the master appends live figures here every second
 
     def __post_init__(self):
         if not self.run_id:
@@ -109,7 +110,8 @@ class Plan:
         return cls(target=Target(**d["target"]), scenario=Scenario(**sc), load=LoadConfig(**ld),
                    run_id=d.get("run_id", ""), sinks=list(d.get("sinks") or []),
                    store=d.get("store"), outbox=d.get("outbox"), record=d.get("record", True),
-                   summary_json=d.get("summary_json"), results_jsonl=d.get("results_jsonl"))
+                   summary_json=d.get("summary_json"), results_jsonl=d.get("results_jsonl"),
+                   status_jsonl=d.get("status_jsonl"))
 
     def sink_configs(self) -> list:
         from telemetry.sinks import InfluxV1Sink, InfluxV2Sink

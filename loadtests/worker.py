@@ -25,7 +25,7 @@ from loadtests.arrivals import arrival_times
 from loadtests.metrics import Delta
 from loadtests.plan import Plan
 from probes.results import SessionResult
-from probes.session import run_session
+from probes.session import prepare, run_session
 
 LOOP_PROBE_S = 0.05  # event-loop lag sample period
 MAX_SHIPPED_RESULTS = 20_000  # per report; beyond this results are counted, not shipped
@@ -58,6 +58,10 @@ class WorkerState:
         """Begin this worker's share (index of count) of the arrivals, now."""
         if self.started.is_set():
             return
+        try:  # render the scenario's audio now, not inside the first (timed) sessions
+            prepare(self.plan.target, self.plan.scenario)
+        except Exception:  # noqa: BLE001 - a bad spec shows up as the sessions' outcome
+            pass
         # Everything alive now (modules, Locust, the slots) lives for the whole run: move it out
         # of the collector's reach, so full collections scan only the sessions' objects.
         gc.collect()

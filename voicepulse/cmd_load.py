@@ -92,9 +92,10 @@ def load(target, config_path, scenario, rate, users, stages, shape, duration, pr
     with tempfile.TemporaryDirectory(prefix="voicepulse-load-") as tmp:
         path = summary_json or os.path.join(tmp, "summary.json")
         plan.summary_json = os.path.abspath(path)
+        plan.status_jsonl = os.path.join(tmp, "status.jsonl")
         argv = lrun.locust_argv(plan, processes=processes, master=master, web=web)
         limit = lrun.time_limit_s(plan) + (3600 if master else 0)
-        rc = lrun.run_locust(argv, timeout_s=limit)
+        rc = _run_with_progress(lrun, argv, limit, plan)
         summary = lrun.read_summary(plan.summary_json)
     if summary is None:
         click.echo(f"voicepulse: the load test ended without a summary (locust exit status {rc})",
@@ -102,6 +103,27 @@ def load(target, config_path, scenario, rate, users, stages, shape, duration, pr
         sys.exit(1)
     click.echo(summary.table())
     sys.exit(0 if summary.passed and not summary.aborted else 1)
+
+
+def _run_with_progress(lrun, argv, limit, plan) -> int:
+    """Run Locust while a live status block (stderr) follows the master's status file."""
+    import threading
+
+    from voicepulse.progress import Progress, follow_jsonl
+
+    finished = threading.Event()
+    lc = plan.load
+    progress = Progress(lc.profile().duration_s, stream=sys.stderr,
+                        lag_warn_ms=lc.overload_lag_ms, cpu_warn_pct=lc.overload_cpu_pct)
+    t = threading.Thread(target=follow_jsonl, args=(plan.status_jsonl, progress, finished.is_set),
+                         kwargs={"timeout_s": limit + 30}, daemon=True)
+    t.start()
+    try:
+        return lrun.run_locust(argv, timeout_s=limit)
+    finally:
+        finished.set()
+        t.join(timeout=5)
+        progress.close()
 
 
 def build_plan(target, config_path, scenario, rate, users, stages, shape, duration, thresholds,

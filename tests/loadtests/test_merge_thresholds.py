@@ -128,3 +128,20 @@ def test_points_health_and_summary():
     assert s.counters["errors"] == {"timeout:first_audio": 1}
     assert LoadSummary.from_dict(s.to_dict()) == s
     assert "OVERLOADED" in s.table() and "timeout:first_audio" in s.table()
+
+
+def test_live_status_figures():
+    clock = Clock()
+    c = Collector(plan(rate=2.0, duration_s=10.0), clock=clock)
+    c.begin(["w"])
+    d = delta_of([200.0] * 20 + [700.0])
+    d.counters.arrivals_due = d.counters.arrivals_started = 21
+    d.counters.sessions, d.counters.sessions_ok = 20, 19
+    clock.t += 5
+    c.merge("w", {"delta": d.encode(), "users": 8, "in_flight": 3, "cpu_pct": 12.0})
+    f = c.status()
+    assert f["sessions"] == 21 and f["active_sessions"] == 3 and f["users"] == 8
+    assert f["error_rate"] == pytest.approx(0.05) and f["errors"] == 1
+    assert f["ttfa_p50_ms"] == pytest.approx(200.0, rel=1e-3)
+    assert f["arrivals_per_s"] == pytest.approx(21 / 5)
+    assert f["cpu_pct"] == 12.0
