@@ -29,6 +29,7 @@ class FakeConfig:
     fragment: bool = False  # send audio deltas as two-fragment messages
     escaped_delta: bool = False  # escape '/' as '\\/' in audio deltas
     key_order_delta_first: bool = False
+    unknown_events: int = 0  # send this many events of an unknown type before each reply
     silent: bool = False  # accept the upgrade, then never send session.created
     close_after_turns: int | None = None  # close 1000 right after this many response.done
     usage: dict = field(
@@ -120,6 +121,8 @@ class FakeRealtime:
     async def _reply(self, ws) -> None:
         cfg = self.cfg
         t0 = time.perf_counter_ns()
+        for _ in range(cfg.unknown_events):
+            await ws.send('{"type":"brand.new.event","x":1}')
         await ws.send('{"type":"response.created","response":{"id":"resp_1"}}')
         n = round(cfg.reply_s / cfg.delta_s)
         pcm = bytes(int(cfg.delta_s * 48000))

@@ -155,3 +155,20 @@ def test_a_server_that_stops_reading_ends_as_timeout_send(monkeypatch):
         done.set()
         th.join(5)
         srv.close()
+
+
+@pytest.mark.parametrize("fake", [{"unknown_events": 3}], indirect=True)
+def test_unknown_events_are_counted_not_fatal(fake):
+    res = run_session(Target("f", fake.url, "sim-x"),
+                      Scenario(turns=2, utterance_s=0.3, turn_mode="manual"), api_key="k")
+    assert res.outcome == "ok", res.error
+    assert res.unknown_events == 6
+
+
+def test_send_lag_beyond_the_limit_is_client_overload(fake):
+    # any real sender is late by some nanoseconds; a 0 ms limit must flag it, metrics kept
+    res = run_session(Target("f", fake.url, "sim-x"),
+                      Scenario(turns=1, utterance_s=0.3, turn_mode="manual", max_send_lag_ms=0.0),
+                      api_key="k")
+    assert res.outcome == "client_overload", res.error
+    assert res.turns[0].ttfa_ms is not None and res.send_lag_p99_ms > 0
