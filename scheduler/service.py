@@ -104,7 +104,7 @@ def job_interval_s(job: ProbeJob, scale: float) -> float:
         return job.every_s * scale
     from datetime import UTC
 
-    trig = _cron(job)
+    trig = CronTrigger.from_crontab(job.cron, timezone="UTC")  # no jitter: the nominal gap
     now = datetime.now(UTC)
     a = trig.get_next_fire_time(None, now)
     b = trig.get_next_fire_time(a, a)

@@ -116,3 +116,17 @@ def test_jitter_delays_runs_but_keeps_the_grid() -> None:
     # 200 runs later we are 200 intervals on, not 200 * (30 + ~1) s: no drift
     assert abs((fires[-1] - first_grid) - timedelta(seconds=200 * 30)) < timedelta(seconds=2.01)
     assert len({round(o, 3) for o in offsets}) > 100  # and the jitter is really random
+
+
+def test_cron_schedule() -> None:
+    from datetime import UTC, datetime
+
+    from scheduler.service import job_interval_s, make_trigger
+
+    job = ProbeJob("t", cron="*/5 * * * *", jitter_s=10)
+    trig = make_trigger(job, scale=0.001)  # cron is wall-clock: time_scale does not touch it
+    now = datetime(2030, 1, 1, 12, 1, 30, tzinfo=UTC)
+    fire = trig.get_next_fire_time(None, now)
+    assert datetime(2030, 1, 1, 12, 5, tzinfo=UTC) <= fire <= \
+        datetime(2030, 1, 1, 12, 5, 10, tzinfo=UTC)
+    assert job_interval_s(job, 0.001) == 300.0
