@@ -176,7 +176,8 @@ def alerts() -> None:
               help="Read this embedded store instead of the config's store or InfluxDB.")
 def alerts_check(config_path, store) -> None:
     """Evaluate every SLO, threshold and regression rule once against the store and print a
-    table. Exit status: 0 nothing firing, 1 at least one alert firing, 2 a config error.
+    table. Exit status: 0 nothing firing, 1 at least one alert firing, 2 a config error, 3 a
+    rule could not be evaluated (e.g. the store is unreachable) and none fired.
 
     A rule's `for` duration is not waited for here: a condition that holds counts as firing."""
     from scheduler.alerts import check_once
@@ -186,7 +187,9 @@ def alerts_check(config_path, store) -> None:
         raise ConfigExit(f"{cfg.file}: slos/alerts: no rules to check")
     rows = check_once(cfg.service, open_source(cfg, store))
     click.echo(render_check(rows))
-    sys.exit(1 if any(r.state == "firing" for r in rows) else 0)
+    if any(r.state == "firing" for r in rows):
+        sys.exit(1)
+    sys.exit(3 if any(r.state == "error" for r in rows) else 0)
 
 
 def render_check(rows) -> str:

@@ -83,9 +83,10 @@ def setup(tmp_path, influxd):
     with SimProcess() as sim:
         sim.set_profile(model="vp-long", ttfa_ms=250, reply_s=2.5, speed=1.0)
 
-        def write(p95_bound: int = 5000, name: str = "svc.yaml") -> Path:
+        def write(p95_bound: int = 5000, name: str = "svc.yaml", influx: str = "") -> Path:
             path = tmp_path / name
-            path.write_text(CONFIG.format(url=sim.ws_url + "/v1/realtime", influx=influxd.url,
+            path.write_text(CONFIG.format(url=sim.ws_url + "/v1/realtime",
+                                          influx=influx or influxd.url,
                                           db=db, outbox=tmp_path / "outbox",
                                           p95_bound=p95_bound))
             return path
@@ -195,3 +196,15 @@ def test_bad_config_fails_fast(setup, edit, message) -> None:
     assert len(err.strip().splitlines()) == 1, err
     assert "serving" not in err and time.monotonic() - t0 < 10
     assert not (cfg.parent / "outbox").exists()  # nothing started, nothing written
+
+
+def test_alerts_check_with_the_store_down(setup) -> None:
+    """An unreachable InfluxDB must not pass a CI gate silently: exit 3, the reason per rule."""
+    from tests.servers import free_port
+
+    write, _ = setup
+    cfg = write(influx=f"http://127.0.0.1:{free_port()}")  # nobody listens there
+    chk = cli("alerts", "check", "--config", str(cfg))
+    out, err = chk.communicate(timeout=60)
+    assert chk.returncode == 3, out + err
+    assert " error " in out and "0 firing" in out
