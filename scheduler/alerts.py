@@ -10,6 +10,7 @@ state: an outage of the store must not resolve a real alert, nor raise a false o
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -28,6 +29,14 @@ from scheduler.source import AlertSource
 log = logging.getLogger("voicepulse.alerts")
 
 INACTIVE, PENDING, FIRING, RESOLVED = "inactive", "pending", "firing", "resolved"
+_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s@]+@", re.I)
+_QUERY = re.compile(r"\?[^\s'\")]*")
+
+
+def scrub(text: str) -> str:
+    """An error text safe to log and show: no credentials in URLs, no query strings (tokens
+    travel there)."""
+    return _QUERY.sub("?...", _USERINFO.sub(r"\1", text))
 
 
 @dataclass(slots=True)
@@ -188,7 +197,7 @@ class AlertEngine:
                     state.error = ""
                 except Exception as exc:  # a store error keeps the state as it is
                     self.stats.rule_errors += 1
-                    state.error = f"{type(exc).__name__}: {exc}"[:200]
+                    state.error = scrub(f"{type(exc).__name__}: {exc}")[:200]
                     log.warning("alert rule %s/%s: evaluation failed: %s", rule.name,
                                 rule.target, state.error)
                     continue

@@ -120,3 +120,14 @@ def test_demo_preset_scales_to_the_run() -> None:
     assert [r.name for r in build_rules(cfg)][:4] == [
         "sim-fast-availability:page-1h", "sim-fast-availability:page-6h",
         "sim-fast-availability:ticket-3d", "sim-slow-availability:page-1h"]
+
+
+def test_store_errors_are_scrubbed() -> None:
+    def fail(source, now):
+        raise ConnectionError("GET https://user:hunter2@db.example:8086/query?u=x&p=hunter2 "
+                              "failed")
+
+    engine = AlertEngine([Rule("r", "t", "burn", "page", 0, fail)], MemorySource())
+    engine.evaluate(1.0)
+    err = engine.states()[0].error
+    assert "hunter2" not in err and "https://db.example:8086/query?..." in err
