@@ -10,6 +10,8 @@ simulator in its own process on the same machine, and over a steady window:
 - send lag p50 / p99     chunk send lag (actual - intended): median of the turns' p50s and
                          p99 of the turns' p99s (the engine reports per-turn percentiles)
 - loop lag p99           the event loop's wake-up lag (generator health probe)
+- GC max                 the longest cyclic-GC pause in the worker (it stops every session)
+- sim CPU %              the simulator process's CPU (a saturated target back-pressures sends)
 - TTFA err p50 / p99     measured first-audio mark - the simulator's ground-truth write mark
 
     python benchmarks/capacity.py                      # 50..1000 sessions
@@ -83,11 +85,13 @@ def run_level(sim: SimProcess, n: int, steady_s: float, tmp: str, profile: str |
         proc.kill()
         raise RuntimeError("locust did not spawn its users")
     time.sleep(WARMUP_S)  # stagger (1 s), connects, first turns under way
-    w0, c0, w0_ns = time.monotonic(), ps.cpu_times(), time.perf_counter_ns()
+    simps = psutil.Process(sim.pid)
+    w0, c0, w0_ns, s0 = time.monotonic(), ps.cpu_times(), time.perf_counter_ns(), simps.cpu_times()
     time.sleep(steady_s)
-    w1, c1, w1_ns = time.monotonic(), ps.cpu_times(), time.perf_counter_ns()
+    w1, c1, w1_ns, s1 = time.monotonic(), ps.cpu_times(), time.perf_counter_ns(), simps.cpu_times()
     proc.wait(timeout=180)
     cpu_s = (c1.user + c1.system) - (c0.user + c0.system)
+    sim_cpu_s = (s1.user + s1.system) - (s0.user + s0.system)
     wall = w1 - w0
     rows = [orjson.loads(x) for x in Path(results).read_bytes().splitlines()] \
         if os.path.exists(results) else []
@@ -109,12 +113,13 @@ def run_level(sim: SimProcess, n: int, steady_s: float, tmp: str, profile: str |
     s = LoadSummary.from_dict(orjson.loads(Path(summary).read_bytes())) \
         if os.path.exists(summary) else None
     loop99 = s.metric("loop_lag_ms").p99 if s and s.metric("loop_lag_ms") else None
+    gcmax = s.metric("gc_pause_ms").max if s and s.metric("gc_pause_ms") else None
     ok = s.counters["sessions_ok"] if s else 0
     total = s.counters["sessions"] if s else 0
     return {
         "n": n, "cpu_pct": 100 * cpu_s / wall, "cpu_ms_per_ss": 1000 * cpu_s / sess_s if sess_s else None,
         "concurrency": sess_s / wall, "lag50": pct(lag50, 50), "lag99": pct(lag99, 99),
-        "loop99": loop99, "err50": pct(ttfa_err, 50), "err99": pct(ttfa_err, 99),
+        "loop99": loop99, "gcmax": gcmax, "sim_cpu": 100 * sim_cpu_s / wall, "err50": pct(ttfa_err, 50), "err99": pct(ttfa_err, 99),
         "sessions": f"{ok}/{total}",
     }
 
@@ -138,15 +143,16 @@ def main() -> None:
             st.sort_stats("tottime").print_stats(25)
             return
         print(f"{'sessions':>8} {'active':>7} {'CPU %':>6} {'CPU ms/sess-s':>13} "
-              f"{'send lag p50':>12} {'p99':>6} {'loop lag p99':>12} {'TTFA err p50':>12} "
-              f"{'p99':>6} {'ok/all':>9}")
+              f"{'send lag p50':>12} {'p99':>6} {'loop lag p99':>12} {'GC max':>7} "
+              f"{'TTFA err p50':>12} {'p99':>6} {'sim CPU %':>9} {'ok/all':>9}   (ms)")
         best = None
         for n in (int(x) for x in args.levels.split(",")):
             r = run_level(sim, n, args.steady, tmp)
             print(f"{n:>8} {fmt(r['concurrency'], '.0f'):>7} {fmt(r['cpu_pct'], '.0f'):>6} "
                   f"{fmt(r['cpu_ms_per_ss'], '.2f'):>13} {fmt(r['lag50'], '.2f'):>12} "
                   f"{fmt(r['lag99'], '.1f'):>6} {fmt(r['loop99'], '.1f'):>12} "
-                  f"{fmt(r['err50'], '.2f'):>12} {fmt(r['err99'], '.1f'):>6} {r['sessions']:>9}",
+                  f"{fmt(r['gcmax'], '.1f'):>7} {fmt(r['err50'], '.2f'):>12} "
+                  f"{fmt(r['err99'], '.1f'):>6} {fmt(r['sim_cpu'], '.0f'):>9} {r['sessions']:>9}",
                   flush=True)
             if r["lag99"] is not None and r["lag99"] <= 10.0:
                 best = n

@@ -220,9 +220,14 @@ def _runq_wait_s(pid: int) -> float:
 def run_level(n: int, steady: float, sim_core: str, client_core: str, profile: str | None) -> dict:
     taskset = shutil.which("taskset")
     pin = (lambda core: [taskset, "-c", core]) if taskset else (lambda core: [])
-    py = [sys.executable] + (["-m", "cProfile", "-o", profile] if profile else [])
-    sim = subprocess.Popen(pin(sim_core) + py + ["-m", "simulator", "--port", "0",
-                                                 "--control-port", "0"],
+    # --profile: cProfile on CPU time (process_time), so time spent waiting for a contended core
+    # is not charged to whatever function happened to be running
+    wrap = ("import cProfile, sys, time; from simulator.cli import main; "
+            "p = cProfile.Profile(time.process_time); p.enable()\n"
+            "try: main(sys.argv[1:], standalone_mode=False)\n"
+            f"finally: p.disable(); p.dump_stats({profile!r})")
+    py = [sys.executable] + (["-c", wrap] if profile else ["-m", "simulator"])
+    sim = subprocess.Popen(pin(sim_core) + py + ["--port", "0", "--control-port", "0"],
                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
     ws_url = control = None

@@ -20,7 +20,7 @@ TURN_HDR_METRICS = ("ttfa_ms", "ttft_ms", "vad_ms", "turn_ms", "ttfa_sent_ms", "
 SESSION_HDR_METRICS = tuple(SESSION_LATENCY_METRICS) + ("session_ms",)
 #: The generator's own health: start lag of each session (actual - intended start), send lag of
 #: each turn (its p99 chunk lag, as the engine reports it) and the event loop's wake-up lag.
-GENERATOR_METRICS = ("start_lag_ms", "send_lag_ms", "loop_lag_ms")
+GENERATOR_METRICS = ("start_lag_ms", "send_lag_ms", "loop_lag_ms", "gc_pause_ms")
 
 
 @dataclass(slots=True)

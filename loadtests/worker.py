@@ -51,6 +51,7 @@ class WorkerState:
         self._greenlets: list[gevent.Greenlet] = []
         self._proc = psutil.Process()
         self._rng = random.Random(plan.load.seed)
+        self._gc_start = 0
         self._cpu_mark = (time.monotonic(), self._cpu_s())
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -66,6 +67,7 @@ class WorkerState:
         # of the collector's reach, so full collections scan only the sessions' objects.
         gc.collect()
         gc.freeze()
+        gc.callbacks.append(self._gc_timer)
         self.t0_ns = perf_counter_ns()
         lc = self.plan.load
         if lc.model == "open":
@@ -80,6 +82,16 @@ class WorkerState:
     def stop(self) -> None:
         for g in self._greenlets:
             g.kill(block=False)
+        if self._gc_timer in gc.callbacks:
+            gc.callbacks.remove(self._gc_timer)
+
+    def _gc_timer(self, phase: str, info: dict) -> None:
+        """Cyclic-GC pauses stop every greenlet: record them as generator health."""
+        if phase == "start":
+            self._gc_start = perf_counter_ns()
+        elif self._gc_start:
+            self.delta.record("gc_pause_ms", (perf_counter_ns() - self._gc_start) / 1e6)
+            self._gc_start = 0
 
     def _dispatch(self, times) -> None:
         t0 = self.t0_ns
