@@ -103,6 +103,10 @@ def serve(config_path, duration, store, status_port, verbose) -> None:
     # APScheduler logs every run (INFO) and every skip (WARNING); the service counts and logs
     # skips itself, so keep only its errors.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    # -v is for our own loggers: at DEBUG, websockets logs every handshake header (the API key
+    # in `Authorization`) and urllib3 every request URL (query strings); keep them at INFO.
+    for noisy in ("websockets", "urllib3", "influxdb_client"):
+        logging.getLogger(noisy).setLevel(logging.INFO)
     svc_cfg = cfg.service
     if status_port is not None:
         svc_cfg.status_port = status_port
