@@ -70,22 +70,63 @@ def test_vad_threshold_is_honoured(timing_sim):
             assert ("input_audio_buffer.speech_started" in [e["type"] for e, _ in evs]) == detected
 
 
+async def _paced_turns(url: str, turns: int) -> tuple[str, list, list]:
+    """Three server-VAD turns with real-time paced audio; every frame stamped on socket read."""
+    import asyncio
+    import base64
+
+    import orjson
+    from websockets.asyncio.client import connect
+
+    from tests.simulator.wire import stamping_connection_class
+
+    events: list[tuple[dict, int]] = []
+    sends: list[list[int]] = []
+    async with connect(url, additional_headers={"Authorization": "Bearer x"}, compression=None,
+                       create_connection=stamping_connection_class(), open_timeout=5) as ws:
+        created = orjson.loads(await ws.recv(decode=False))
+        ws.stamps.popleft()
+        await ws.send(orjson.dumps(ga_update()), text=True)
+        done = asyncio.Event()
+        n_done = [0]
+
+        async def reader():
+            while True:
+                raw = await ws.recv(decode=False)
+                ev = orjson.loads(raw)
+                events.append((ev, ws.stamps.popleft()))
+                if ev["type"] == "response.done":
+                    n_done[0] += 1
+                    done.set()
+
+        rtask = asyncio.create_task(reader())
+        pcm = np.concatenate([tone_speech(0.6), silence(0.5)])
+        msgs = [orjson.dumps({"type": "input_audio_buffer.append",
+                              "audio": base64.b64encode(pcm[k:k + 2400].tobytes()).decode()})
+                for k in range(0, len(pcm), 2400)]
+        for turn in range(turns):
+            t0 = time.perf_counter_ns()
+            sent = []
+            for k, m in enumerate(msgs):
+                while (d := t0 + (k + 1) * 100 * MS - time.perf_counter_ns()) > 0:
+                    await asyncio.sleep(d / 1e9)
+                sent.append(time.perf_counter_ns())
+                await ws.send(m, text=True)
+            sends.append(sent)
+            while n_done[0] <= turn:
+                done.clear()
+                await asyncio.wait_for(done.wait(), 10)
+            await asyncio.sleep(0.1)
+        rtask.cancel()
+    return created["session"]["id"], events, sends
+
+
 def test_truth_matches_arrival_within_2ms(timing_sim):
     """speech_end_ns, speech_stopped_ns, first_audio_ns and response_done_ns against the client."""
-    with open_ws(timing_sim.url("truth")) as ws:
-        created, _ = recv(ws)
-        sid = created["session"]["id"]
-        send(ws, ga_update())
-        recv(ws)
-        rx = Receiver(ws)
-        sends = []
-        for turn in range(3):
-            pcm = np.concatenate([tone_speech(0.6), silence(0.5)])
-            sent = stream(ws, pcm, chunk_ms=100, paced=True)
-            sends.append(sent)
-            events = rx.wait_for("response.done", count=turn + 1)
-            time.sleep(0.05)
-        events = rx.wait_for("rate_limits.updated", count=3)
+    import asyncio
+
+    sid, events, sends = asyncio.run(asyncio.wait_for(
+        _paced_turns(timing_sim.url("truth"), 3), timeout=60))
     truth = sorted(timing_sim.turns(sid), key=lambda r: r["turn_index"])
     assert [t["status"] for t in truth] == ["completed"] * 3
 
@@ -109,19 +150,44 @@ def test_truth_matches_arrival_within_2ms(timing_sim):
     assert not bad, f"outside [0, 2] ms: {bad}"
 
 
+async def _one_manual_reply(url: str) -> tuple[int, list[tuple[dict, int]]]:
+    import asyncio
+    import base64
+
+    import orjson
+    from websockets.asyncio.client import connect
+
+    from tests.simulator.wire import stamping_connection_class
+
+    async with connect(url, additional_headers={"Authorization": "Bearer x"}, compression=None,
+                       create_connection=stamping_connection_class(), open_timeout=5) as ws:
+
+        async def until(typ):
+            out = []
+            while True:
+                ev = orjson.loads(await ws.recv(decode=False))
+                out.append((ev, ws.stamps.popleft()))
+                if ev["type"] == typ:
+                    return out
+        await until("session.created")
+        await ws.send(orjson.dumps({"type": "session.update", "session": {
+            "type": "realtime", "audio": {"input": {"turn_detection": None}}}}), text=True)
+        await until("session.updated")
+        await ws.send(orjson.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(
+            tone_speech(0.3).tobytes()).decode()}), text=True)
+        await ws.send(b'{"type":"input_audio_buffer.commit"}', text=True)
+        await until("conversation.item.done")
+        t_create = time.perf_counter_ns()
+        await ws.send(b'{"type":"response.create"}', text=True)
+        return t_create, await asyncio.wait_for(until("response.done"), 20)
+
+
 def test_deltas_on_absolute_schedule(sim):
     """Deltas every delta_ms/speed after the first, never drifting; TTFA as injected."""
+    import asyncio
+
     sim.set_profile(model="pace", ttfa_ms=100, reply_s=1.5, delta_ms=60, speed=1.5)
-    with open_ws(sim.url("pace")) as ws:
-        manual_session(ws)
-        send(ws, {"type": "input_audio_buffer.append",
-                  "audio": __import__("base64").b64encode(tone_speech(0.3).tobytes()).decode()})
-        send(ws, {"type": "input_audio_buffer.commit"})
-        recv_until(ws, "conversation.item.done")
-        rx = Receiver(ws)
-        t_create = time.perf_counter_ns()
-        send(ws, {"type": "response.create"})
-        events = rx.wait_for("response.done")
+    t_create, events = asyncio.run(_one_manual_reply(sim.url("pace")))
     deltas = [t for e, t in events if e["type"] == "response.output_audio.delta"]
     assert len(deltas) == 25  # 1.5 s in 60 ms deltas
     interval = 60 / 1.5 * MS
@@ -131,6 +197,7 @@ def test_deltas_on_absolute_schedule(sim):
     assert 100 <= ttfa <= 105
     [tr] = sim.turns()
     assert tr["injected_ttfa_ms"] == 100 and tr["deltas"] == 25 and tr["reply_audio_ms"] == 1500
+    assert 0 <= (deltas[0] - tr["first_audio_ns"]) / MS <= 2
 
 
 def test_profile_change_takes_effect_mid_session(sim):

@@ -173,3 +173,29 @@ class Receiver:
                     raise TimeoutError("connection still open")
                 self.cond.wait(left)
             return self.closed
+
+
+def stamping_connection_class():
+    """A websockets asyncio ClientConnection that stamps each data frame with perf_counter_ns()
+    in data_received, i.e. when its bytes were read from the socket (no thread hand-offs)."""
+    import collections
+
+    from websockets.asyncio.client import ClientConnection
+    from websockets.frames import Opcode
+
+    class StampingConnection(ClientConnection):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.stamps: collections.deque[int] = collections.deque()
+            self._rx_ns = 0
+
+        def data_received(self, data: bytes) -> None:
+            self._rx_ns = time.perf_counter_ns()
+            super().data_received(data)
+
+        def process_event(self, event) -> None:
+            if getattr(event, "opcode", None) in (Opcode.TEXT, Opcode.BINARY):
+                self.stamps.append(self._rx_ns)
+            super().process_event(event)
+
+    return StampingConnection
