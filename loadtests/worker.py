@@ -28,7 +28,8 @@ from probes.results import SessionResult
 from probes.session import prepare, run_session
 
 LOOP_PROBE_S = 0.05  # event-loop lag sample period
-MAX_SHIPPED_RESULTS = 20_000  # per report; beyond this results are counted, not shipped
+MAX_SHIPPED_RESULTS = 20_000
+GC_FULL_EVERY = 100  # young (gen1) collections between full ones during a run  # per report; beyond this results are counted, not shipped
 
 
 class WorkerState:
@@ -67,6 +68,11 @@ class WorkerState:
         # of the collector's reach, so full collections scan only the sessions' objects.
         gc.collect()
         gc.freeze()
+        # Sessions leave ~100 cyclic objects each, so full collections must run, but each one
+        # pauses every session for 20-150 ms at 400-1000 sessions (benchmarks/capacity.py):
+        # run them 10x less often than CPython's default (threshold2 10 -> 100).
+        g0, g1, _ = gc.get_threshold()
+        gc.set_threshold(g0, g1, GC_FULL_EVERY)
         gc.callbacks.append(self._gc_timer)
         self.t0_ns = perf_counter_ns()
         lc = self.plan.load
