@@ -34,7 +34,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.frames import Opcode
 from websockets.sync.client import ClientConnection, connect
 
-from probes import audio, playback, prices
+from probes import audio, playback, prices, rxstamp
 from probes.dialects import dialect_for
 from probes.dialects.base import (
     AudioDelta,
@@ -193,10 +193,11 @@ class _Conn(ClientConnection):
         super().__init__(sock, protocol, **kwargs)
 
     def process_event(self, event) -> None:
+        # when the bytes reached the socket (kernel stamp), else now; see probes/rxstamp.py
+        t = getattr(self.socket, "rx_ns", 0) or perf_counter_ns()
         if self.response is None:  # the handshake response
-            self.vp_open_ns = perf_counter_ns()
+            self.vp_open_ns = t
             return super().process_event(event)
-        t = perf_counter_ns()
         op = event.opcode
         if op is Opcode.TEXT or op is Opcode.BINARY:
             if event.fin:
@@ -452,6 +453,8 @@ class _Session:
             raise _Failure("connect_refused", f"{host}:{port} refused the connection") from None
         except OSError as e:
             raise _Failure("connect_refused", f"cannot reach {host}:{port}: {e}") from None
+        if not secure:
+            sock = rxstamp.stamping(sock)
         remaining = max((deadline - perf_counter_ns()) / _NS, 0.001)
 
         def factory(sock, protocol, **kwargs):
