@@ -49,6 +49,7 @@ class Rule:
     severity: str
     for_s: float
     evaluate: Callable[[AlertSource, float], Verdict]
+    keep_firing_s: float = 0.0  # a firing alert resolves only after being clear this long
 
 
 @dataclass(slots=True)
@@ -66,6 +67,7 @@ class AlertState:
     message: str = ""
     last_eval: float = 0.0
     error: str = ""
+    clear_since: float | None = None  # firing, but the condition has been false since
 
     @property
     def key(self) -> tuple[str, str]:
@@ -117,10 +119,11 @@ def build_rules(cfg: ServiceConfig) -> list[Rule]:
                               _burn(slo, tier, scale, floors.get(slo.target, 0.0))))
     for t in cfg.thresholds:
         rules.append(Rule(t.name, t.target, "threshold", t.severity, t.for_s * scale,
-                          _threshold(t, scale, floors.get(t.target, 0.0))))
+                          _threshold(t, scale, floors.get(t.target, 0.0)),
+                          t.keep_firing_s * scale))
     for r in cfg.regressions:
         rules.append(Rule(r.name, r.target, "regression", r.severity, r.for_s * scale,
-                          _regression(r, scale)))
+                          _regression(r, scale), r.keep_firing_s * scale))
     return rules
 
 
@@ -221,6 +224,12 @@ class AlertEngine:
             return None
         previous = s.state
         if v.breach:
+            s.clear_since = None
+        elif s.state == FIRING and rule.keep_firing_s > 0:
+            s.clear_since = now if s.clear_since is None else s.clear_since
+            if now - s.clear_since < rule.keep_firing_s:
+                return None  # hysteresis: a noisy condition must not flap
+        if v.breach:
             if s.state in (INACTIVE, RESOLVED):
                 s.started_at = now
                 new = FIRING if rule.for_s <= 0 else PENDING
@@ -236,7 +245,7 @@ class AlertEngine:
                 return None
             else:
                 return None
-        s.state, s.since = new, now
+        s.state, s.since, s.clear_since = new, now, None
         s.threshold = v.threshold
         s.window = v.window
         if v.value is not None:

@@ -81,6 +81,7 @@ class ThresholdRule:
     for_s: float = 0.0
     severity: str = "warning"
     min_samples: int = 1
+    keep_firing_s: float = 0.0  # once firing, resolve only after being clear this long
 
 
 @dataclass(slots=True)
@@ -100,6 +101,7 @@ class RegressionRule:
     min_samples: int = 20  # in each window
     for_s: float = 0.0
     severity: str = "warning"
+    keep_firing_s: float = 0.0  # once firing, resolve only after being clear this long
 
 
 @dataclass(slots=True)

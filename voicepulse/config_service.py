@@ -145,7 +145,8 @@ def _threshold(s: Section, targets: dict) -> ThresholdRule:
                          over_s=s.duration("over", 600.0), for_s=s.duration("for", 0.0,
                                                                              positive=False),
                          severity=_severity(s, "warning"),
-                         min_samples=s.int("min_samples", 1, min=1))
+                         min_samples=s.int("min_samples", 1, min=1),
+                         keep_firing_s=s.duration("keep_firing_for", 0.0, positive=False))
     s.done()
     return rule
 
@@ -165,6 +166,7 @@ def _regression(s: Section, targets: dict) -> RegressionRule:
         min_samples=s.int("min_samples", 20, min=3),
         for_s=s.duration("for", 0.0, positive=False),
         severity=_severity(s, "warning"),
+        keep_firing_s=s.duration("keep_firing_for", 0.0, positive=False),
     )
     if rule.baseline_end_ago_s is not None and rule.baseline_end_ago_s < rule.recent_s:
         raise s.error("baseline_ends_ago", "expected at least the `recent` window, so the "

@@ -114,8 +114,8 @@ def test_demo_preset_scales_to_the_run() -> None:
     from scheduler.presets import demo_service_config
 
     cfg = demo_service_config(["sim-fast", "sim-slow"], 60.0)
-    assert [p.every_s * cfg.time_scale for p in cfg.probes] == [pytest.approx(2.0)] * 2
-    assert cfg.regressions[0].recent_s * cfg.time_scale == pytest.approx(10.0)
+    assert [p.every_s * cfg.time_scale for p in cfg.probes] == [pytest.approx(3.0)] * 2
+    assert cfg.regressions[0].recent_s * cfg.time_scale == pytest.approx(15.0)
     assert cfg.evaluate_every_s * cfg.time_scale == pytest.approx(1.0)
     assert [r.name for r in build_rules(cfg)][:4] == [
         "sim-fast-availability:page-1h", "sim-fast-availability:page-6h",
@@ -131,3 +131,14 @@ def test_store_errors_are_scrubbed() -> None:
     engine.evaluate(1.0)
     err = engine.states()[0].error
     assert "hunter2" not in err and "https://db.example:8086/query?..." in err
+
+
+def test_keep_firing_for_stops_flapping() -> None:
+    events = []
+    script = [True, False, True, False, False, False, False]
+    engine = AlertEngine([Rule("r", "t", "regression", "warning", 0, Scripted(script),
+                               keep_firing_s=25)], MemorySource(), listeners=[events.append])
+    for i in range(len(script)):
+        engine.evaluate(now=1000.0 + i * 10)
+    # clear at 1010 (back at 1020), clear again from 1030: resolves at 1060 (30 >= 25)
+    assert [(e.state, e.at) for e in events] == [("firing", 1000.0), ("resolved", 1060.0)]
