@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 import orjson
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
 
 from . import audio, markers
+from .channel import MAX_MESSAGE, FastChannel, WebsocketsChannel
 from .faults import SESSION_KINDS, TURN_KINDS, Fault
 from .session_config import ConfigReject, SessionConfig
 from .truth import SessionTruth, TurnTruth
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("simulator")
 
-_OPEN = State.OPEN
-_WRITE_LIMIT = 64 * 1024  # above this much unsent data, wait for the client (backpressure)
 MAX_APPEND_BYTES = 15 * 1024 * 1024  # the real service's per-append limit
 _APPEND_HEAD = b'{"type":"input_audio_buffer.append","audio":"'
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -192,25 +190,8 @@ class OpenAISession:
         return await self.write(orjson.dumps(obj))
 
     async def write(self, payload: bytes) -> int:
-        """One text frame; returns monotonic_ns taken just before it went to the socket.
-
-        Fast path: a server frame is unmasked, so header + payload go to the transport in one
-        write, skipping ~20 us of websockets bookkeeping per frame. websockets.send() (which
-        waits for the buffer to drain) is used when the client is not keeping up or the
-        connection is no longer open."""
-        ws = self.ws
-        tr = ws.transport
-        if ws.protocol.state is _OPEN and tr.get_write_buffer_size() < _WRITE_LIMIT:
-            n = len(payload)
-            head = (bytes((0x81, n)) if n < 126 else
-                    b"\x81\x7e" + n.to_bytes(2, "big") if n < 65536 else
-                    b"\x81\x7f" + n.to_bytes(8, "big"))
-            t = time.monotonic_ns()
-            tr.write(head + payload)
-            return t
-        t = time.monotonic_ns()
-        await ws.send(payload, text=True)
-        return t
+        """One text frame; returns monotonic_ns taken just before it went to the socket."""
+        return await self.chan.write(payload)
 
     async def error(self, code: str | None, message: str, etype: str = "invalid_request_error",
                     param: str | None = None, event_id: str | None = None) -> None:
@@ -224,6 +205,9 @@ class OpenAISession:
         st.session_id = self.id
         loop = asyncio.get_running_loop()
         expiry = None
+        make = FastChannel.take_over if self.state.options.reader == "fast" else WebsocketsChannel
+        self.chan = make(self.ws, MAX_MESSAGE)
+        self.state.sessions.add(self)
         try:
             delay = self.profile.ready_delay_ms.sample(self.rng)
             if delay > 0:
@@ -235,8 +219,7 @@ class OpenAISession:
                                                   "object": "realtime.conversation"}})
             expiry = loop.call_later(self.expiry_s, self._spawn, self.expire())
             while True:
-                raw = await self.ws.recv(decode=False)
-                t = time.monotonic_ns()
+                raw, t = await self.chan.recv()
                 try:
                     await self.dispatch(raw, t)
                 except ConnectionClosed:
@@ -255,8 +238,11 @@ class OpenAISession:
                 task.cancel()
             if self.tasks:
                 await asyncio.gather(*self.tasks, return_exceptions=True)
+            self.state.sessions.discard(self)
+            if isinstance(self.chan, FastChannel) and self.chan.open:
+                await self.chan.close(1011, "internal error")
             st.closed_ns = time.monotonic_ns()
-            st.close_code = self.ws.close_code
+            st.close_code = self.chan.close_code
             if st.outcome == "open":
                 st.outcome = "closed"
 
@@ -280,7 +266,7 @@ class OpenAISession:
             self.active.task.cancel()
         try:
             await self.error("session_expired", msg)
-            await self.ws.close(1001, msg)
+            await self.chan.close(1001, msg)
         except ConnectionClosed:
             pass
 
@@ -651,7 +637,7 @@ class OpenAISession:
             elif k == "close_1011":
                 resp.truth.status = "closed"
                 self.info.truth.outcome = "closed_1011"
-                await self.ws.close(1011, "internal server error")
+                await self.chan.close(1011, "internal server error")
                 raise ConnectionClosed(None, None)
             elif k == "response_failed":
                 wait = slot[0] + i * slot[1] - time.monotonic_ns()

@@ -22,6 +22,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from .channel import MAX_MESSAGE
 from .faults import SESSION_KINDS, TURN_KINDS, UPGRADE_KINDS, FaultBoard
 from .openai_session import ConnInfo, OpenAISession, abort_rst
 from .profiles import ProfileBook
@@ -29,7 +30,6 @@ from .truth import Lateness, SessionTruth, TruthLog
 
 log = logging.getLogger("simulator")
 
-MAX_MESSAGE = 32 * 1024 * 1024  # larger frames close 1009; up to this, an oversized append gets an error event
 _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
             429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
             503: "Service Unavailable", 504: "Gateway Timeout"}
@@ -46,6 +46,7 @@ _ERR = {400: ("invalid_request_error", "invalid_request"),
 class SimOptions:
     api_keys: list[str] = field(default_factory=list)  # empty = any non-empty key
     beta: str = "on"  # on | retired
+    reader: str = "fast"  # fast (own frame reader after the handshake) | websockets
     seed: int | None = None
 
 
@@ -61,6 +62,7 @@ class SimState:
         self.lateness = Lateness()
         self.started_ns = time.monotonic_ns()
         self.active_sessions = 0
+        self.sessions: set = set()  # live OpenAISession objects (closed on shutdown)
         self.total_sessions = 0
 
 

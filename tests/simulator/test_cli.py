@@ -106,3 +106,25 @@ def test_profile_file_errors_name_file_and_key(tmp_path: Path, body, needle):
                                   "--duration", "0.1"])
     assert r.exit_code == 2
     assert str(f) in r.output and needle in r.output, r.output
+
+
+def test_websockets_reader_option_serves_the_same_protocol():
+    from websockets.exceptions import ConnectionClosed
+
+    from tests.simulator.wire import Receiver, send
+
+    with SimProcess(["--reader", "websockets", "--ttfa-ms", "30", "--reply-s", "0.3"]) as s:
+        with open_ws(s.url("wsr")) as ws:
+            manual_session(ws)
+            evs = manual_turn(ws)
+            done = next(e for e, _ in evs if e["type"] == "response.done")["response"]
+            assert done["status"] == "completed"
+            send(ws, {"type": "bogus"})
+            assert recv(ws)[0]["error"]["code"] == "invalid_event"
+        s.fault(kind="close_1011", after_deltas=1, models=["wsr2"])
+        ws = open_ws(s.url("wsr2"))
+        manual_session(ws)
+        rx = Receiver(ws)
+        send(ws, {"type": "response.create"})
+        exc = rx.wait_closed()
+        assert isinstance(exc, ConnectionClosed) and exc.rcvd.code == 1011
