@@ -23,7 +23,7 @@ Modes (MODES below): every WebSocket mode first plays `session.created`, waits f
     bad-base64        audio deltas whose base64 is invalid, then a valid response.done
     unknown-events    an endless stream of unknown event types (never a response.done)
     tiny-deltas       an endless stream of 4-byte audio deltas (never a response.done)
-    never-done        response.created and one audio delta, then silence (socket kept open)
+    never-done        once audio arrives: response.created and one audio delta, then silence
     frames-forever    endless transcript deltas of 64 KB each (never a response.done)
     slowloris         raw TCP: the HTTP 101 upgrade response trickled one byte per 0.2 s
     silent            raw TCP: accepts and never answers the upgrade request
@@ -195,6 +195,12 @@ class Hostile:
             await self._send(ws, _dumps({"type": "response.created", "response": {"id": "r"}}))
             await self._flood(ws, (delta for _ in _count()), deadline)
         elif mode == "never-done":
+            # reply once the user has started talking, so the audio lands in the turn
+            while time.monotonic() < deadline:
+                msg = await asyncio.wait_for(ws.recv(),
+                                             timeout=max(deadline - time.monotonic(), 0.01))
+                if isinstance(msg, str) and "input_audio_buffer" in msg:
+                    break
             await self._send(ws, _dumps({"type": "response.created", "response": {"id": "r"}}))
             audio = base64.b64encode(b"\0" * 4800).decode()
             await self._send(ws, _dumps({"type": "response.output_audio.delta", "delta": audio}))

@@ -114,23 +114,35 @@ class TruthLog:
 
 
 class Lateness:
-    """Lateness of scheduled audio deltas (actual write - scheduled time), in microseconds."""
+    """Lateness of scheduled audio deltas (actual write - scheduled time): a fixed histogram of
+    10 us bins up to 2 s (constant memory however long the run), plus the exact maximum."""
 
-    def __init__(self, keep: int = 2_000_000):
-        self.values: list[int] = []
-        self.keep = keep
+    BIN_US = 10
+    BINS = 200_000
+
+    def __init__(self):
+        self.counts = [0] * self.BINS
+        self.count = 0
+        self.max_us = 0
 
     def add(self, us: int) -> None:
-        if len(self.values) < self.keep:
-            self.values.append(us)
+        us = max(us, 0)
+        self.counts[min(us // self.BIN_US, self.BINS - 1)] += 1
+        self.count += 1
+        if us > self.max_us:
+            self.max_us = us
 
     def summary(self, reset: bool = False) -> dict:
-        v = sorted(self.values)
+        import numpy as np
+
+        n, mx = self.count, self.max_us
+        cum = np.cumsum(np.asarray(self.counts, dtype=np.int64)) if n else None
         if reset:
-            self.values = []
-        if not v:
+            self.__init__()
+        if not n:
             return {"count": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
 
-        def pct(p: float) -> float:
-            return v[min(len(v) - 1, int(p / 100 * len(v)))] / 1000
-        return {"count": len(v), "p50_ms": pct(50), "p99_ms": pct(99), "max_ms": v[-1] / 1000}
+        def pct(p: float) -> float:  # upper edge of the bin holding the p-th percentile
+            i = int(np.searchsorted(cum, max(1, int(np.ceil(p / 100 * n)))))
+            return min((i + 1) * self.BIN_US, mx) / 1000
+        return {"count": n, "p50_ms": pct(50), "p99_ms": pct(99), "max_ms": mx / 1000}

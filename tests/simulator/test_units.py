@@ -171,3 +171,16 @@ def test_session_config_shapes():
     td = cfg.updated({"type": "realtime", "audio": {"input": {"turn_detection": {
         "type": "server_vad", "silence_duration_ms": 700}}}}, ga=True).turn_detection
     assert td["silence_duration_ms"] == 700 and td["threshold"] == 0.5  # merged with defaults
+
+
+def test_lateness_histogram():
+    from simulator.truth import Lateness
+
+    lat = Lateness()
+    for v in [400] * 98 + [3000, 250_000]:
+        lat.add(v)
+    s = lat.summary()
+    assert s == {"count": 100, "p50_ms": 0.41, "p99_ms": 3.01, "max_ms": 250.0}
+    lat.add(-5)  # clamped to 0
+    assert lat.summary(reset=True)["count"] == 101
+    assert lat.summary()["count"] == 0
