@@ -8,10 +8,12 @@ Two flows of control per session:
   chunks on an absolute schedule (chunk k is due at t0 + k * chunk; lateness is recorded as
   send lag, never accumulated as drift), then waits for the reply with per-phase deadlines;
 - the connection's own receive thread (greenlet under gevent) is the **receiver**: a
-  ClientConnection subclass takes each data frame straight out of `process_event`, stamps it
-  with `perf_counter_ns()` before any decoding, and feeds it to the dialect. This skips the
-  library's message queue and the hand-off to a second thread, so the mark is as close to the
-  socket read as Python gets, and there is one thread per session fewer.
+  ClientConnection subclass takes each data frame straight out of `process_event` and feeds
+  it to the dialect. This skips the library's message queue and the hand-off to a second
+  thread (one thread per session fewer). Each frame is stamped before any decoding with the
+  kernel's arrival time of its last bytes (SO_TIMESTAMPNS, probes/rxstamp.py, converted onto
+  perf_counter_ns), so a receive loop that runs late under load does not inflate latencies;
+  on TLS, where recvmsg is unavailable, with perf_counter_ns() as process_event starts.
 
 Latencies are taken from E, the moment the last speech chunk was *due* (DESIGN.md), so a late
 sender shows up as send lag, not as server slowness. Everything the target can do wrong ends up
