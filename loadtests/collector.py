@@ -235,7 +235,8 @@ class Collector:
         c = self.total.counters
         dur = (self.t_end or now) - (self.t_start or now)
         prof = lc.profile()
-        arrive_s = min(prof.duration_s, dur) if dur else 0.0
+        # arrivals span the profile, unless the run was cut short (abort, hard stop)
+        arrive_s = prof.duration_s if (self.all_final and not self.aborted) else min(prof.duration_s, dur)
         health = [self.health.get(w, WorkerHealth(w)) for w in sorted(self.workers)]
         over = [h for h in health if h.overloaded]
         msg = ""
