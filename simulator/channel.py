@@ -205,7 +205,8 @@ class FastChannel(asyncio.Protocol):
 
     @property
     def open(self) -> bool:
-        return not (self.lost or self.close_sent or self.close_rcvd)
+        return not (self.lost or self.close_sent or self.close_rcvd
+                    or self.transport.is_closing())
 
     async def recv(self) -> tuple[bytes, int]:
         while not self.queue:

@@ -217,7 +217,7 @@ class OpenAISession:
                 await self.send({"type": "conversation.created",
                                  "conversation": {"id": self.conversation_id,
                                                   "object": "realtime.conversation"}})
-            expiry = loop.call_later(self.expiry_s, self._spawn, self.expire())
+            expiry = loop.call_later(self.expiry_s, lambda: self._spawn(self.expire()))
             while True:
                 raw, t = await self.chan.recv()
                 try:
