@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -231,14 +232,17 @@ def run_level(n: int, steady: float, sim_core: str, client_core: str, profile: s
             "try: main(sys.argv[1:], standalone_mode=False)\n"
             f"finally: p.disable(); p.dump_stats({profile!r})")
     py = [sys.executable] + (["-c", wrap] if profile else ["-m", "simulator"])
+    # stderr to a file, never an unread pipe: a full pipe would block the simulator's logging
+    errlog = tempfile.TemporaryFile(mode="w+")
     sim = subprocess.Popen(pin(sim_core) + py + ["--port", "0", "--control-port", "0"],
-                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           cwd=ROOT, stdout=subprocess.PIPE, stderr=errlog, text=True,
                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
     ws_url = control = None
     while not (ws_url and control):
         line = sim.stdout.readline()
         if not line:
-            raise SystemExit("simulator did not start: " + sim.stderr.read())
+            errlog.seek(0)
+            raise SystemExit("simulator did not start: " + errlog.read()[-2000:])
         if line.startswith("listening "):
             ws_url = line.split()[1]
         elif line.startswith("control "):
@@ -266,8 +270,10 @@ def run_level(n: int, steady: float, sim_core: str, client_core: str, profile: s
     except subprocess.TimeoutExpired:
         sim.kill()
         sim.wait(timeout=10)
+        errlog.seek(0)
         print(f"  note: simulator did not stop within 30 s of SIGTERM (killed); "
-              f"stderr tail: {sim.stderr.read()[-300:]!r}")
+              f"stderr tail: {errlog.read()[-300:]!r}")
+    errlog.close()
     stop_s = time.monotonic() - t_stop
     cl = json.loads(out.strip().splitlines()[-1])
     lat = stats["delta_lateness"]

@@ -32,6 +32,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -53,6 +54,7 @@ class SimProcess:
         self.host = "127.0.0.1"
         self.port = 0
         self.pid = 0
+        self._err = None
 
     # ---- life cycle ------------------------------------------------------------------------
 
@@ -60,8 +62,10 @@ class SimProcess:
         cmd = [sys.executable, "-m", "simulator", "--port", "0", "--control-port", "0", *self.args]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        # stderr goes to a file, never an unread pipe: a full pipe would block the simulator
+        self._err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+                                     stderr=self._err)
         self.pid = self.proc.pid
         deadline = time.monotonic() + self.start_timeout
         sel = selectors.DefaultSelector()
@@ -91,10 +95,15 @@ class SimProcess:
         self.port = int(port)
         return self
 
-    def _stderr(self) -> str:
-        if self.proc is None or self.proc.poll() is None:
+    def stderr(self) -> str:
+        """What the simulator wrote to stderr so far (logs, tracebacks)."""
+        if self._err is None:
             return ""
-        return ": " + self.proc.stderr.read().decode(errors="replace")[-2000:]
+        self._err.seek(0)
+        return self._err.read().decode(errors="replace")
+
+    def _stderr(self) -> str:
+        return ": " + self.stderr()[-2000:]
 
     def stop(self) -> int | None:
         """SIGTERM, wait up to 3 s, then SIGKILL. Returns the exit code."""
@@ -108,9 +117,11 @@ class SimProcess:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=3)
-        for f in (p.stdout, p.stderr):
-            if f is not None:
-                f.close()
+        if p.stdout is not None:
+            p.stdout.close()
+        if self._err is not None:
+            self._err.close()
+            self._err = None
         return p.returncode
 
     def __enter__(self) -> SimProcess:
