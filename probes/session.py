@@ -22,6 +22,7 @@ in `SessionResult.outcome` as one of the stable error classes; run_session never
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -85,6 +86,13 @@ CLIENT_ERROR = "client_error"
 CLIENT_OVERLOAD = "client_overload"
 SESSION_EXPIRED = "session_expired"
 
+#: Per-turn bounds on what a server can make us keep (a flood ends the turn, not the process).
+MAX_TEXT_CHARS = 64 * 1024  # transcript / input transcript text kept per turn; the rest counted
+MAX_DELTAS = 200_000  # audio deltas per turn; more is a protocol error
+_WS_LOGGER = logging.getLogger("probes.websockets")
+# websockets logs every handshake header at DEBUG, Authorization included: never emit those
+_WS_LOGGER.setLevel(logging.INFO)
+
 _NS = 1_000_000_000
 _STOP_POLL_S = 0.25  # how often a waiting session looks at the caller's stop event
 
@@ -137,6 +145,7 @@ def run_session(
         if res.outcome == OK:
             res.outcome = CLIENT_ERROR
             res.error = s.scrub(f"{type(e).__name__}: {e}")
+        res.turns = [t for t in res.turns if isinstance(t, TurnResult)]
     finally:
         s.close()
     return res
@@ -164,6 +173,7 @@ class _Turn:
         "tool_calls",
         "lags_ns",
         "responses",
+        "text_chars",
     )
 
     def __init__(self, index: int) -> None:
@@ -182,6 +192,7 @@ class _Turn:
         self.tool_calls: list[tuple[int, ToolCall]] = []
         self.lags_ns: list[int] = []
         self.responses = 0
+        self.text_chars = 0  # transcript characters received (kept up to MAX_TEXT_CHARS)
 
 
 class _Conn(ClientConnection):
@@ -287,6 +298,7 @@ class _Session:
         self.ws: _Conn | None = None
         self.wake = threading.Event()
         self.closing = False
+        self._closed = False
         self.closed_code: int | None = None
         self.closed_reason = ""
         self.failure: tuple[str, str] | None = None  # (outcome, message), first one wins
@@ -310,12 +322,17 @@ class _Session:
                 if turn.first_audio_ns is None:
                     turn.first_audio_ns = t
                     self.wake.set()
+                if len(turn.audio_t) >= MAX_DELTAS:
+                    self.fail("protocol", f"more than {MAX_DELTAS} audio deltas in one turn")
+                    return
                 turn.audio_t.append(t)
                 turn.audio_n.append(ev.nbytes)
             elif cls is TranscriptDelta or cls is TextDelta:
                 if turn.first_text_ns is None:
                     turn.first_text_ns = t
-                turn.transcript.append(ev.text)
+                if turn.text_chars < MAX_TEXT_CHARS:
+                    turn.transcript.append(ev.text[: MAX_TEXT_CHARS - turn.text_chars])
+                turn.text_chars += len(ev.text)
             elif cls is ResponseDone:
                 turn.done = ev
                 turn.done_ns = t
@@ -326,10 +343,11 @@ class _Session:
             elif cls is ResponseCreated:
                 turn.responses += 1
             elif cls is InputTranscript:
-                if ev.final:
-                    turn.input_transcript.append(ev.text)
+                if ev.final and len(turn.input_transcript) < 16:
+                    turn.input_transcript.append(ev.text[:MAX_TEXT_CHARS])
             elif cls is ToolCall:
-                turn.tool_calls.append((t, ev))
+                if len(turn.tool_calls) < 64:
+                    turn.tool_calls.append((t, ev))
                 self.wake.set()
             elif cls is ServerError:
                 if ev.code == SESSION_EXPIRED:
@@ -404,7 +422,10 @@ class _Session:
             if self.failure is not None:
                 self._end(*self.failure)
         finally:
-            self._finish_session(start)
+            end = perf_counter_ns()
+            # close first: the receiver must stop appending before the turns are summed up
+            self.close()
+            self._finish_session(start, end)
 
     def _end(self, outcome: str, message: str) -> None:
         if self.res.outcome == OK:
@@ -475,6 +496,7 @@ class _Session:
                 ping_interval=None,
                 close_timeout=2,
                 max_size=MAX_FRAME_BYTES,
+                logger=_WS_LOGGER,
                 create_connection=factory,
             )
         except InvalidStatus as e:
@@ -612,9 +634,8 @@ class _Session:
 
     # ---- results -------------------------------------------------------------------------
 
-    def _finish_session(self, start: int) -> None:
+    def _finish_session(self, start: int, end: int) -> None:
         res = self.res
-        end = perf_counter_ns()
         res.duration_s = (end - start) / _NS
         all_lags: list[int] = []
         turns: list[TurnResult] = []
@@ -660,11 +681,13 @@ class _Session:
             if t.tool_calls:
                 tr.tool_ms = (t.tool_calls[0][0] - e) / 1e6
         bps = self.dialect.output_format.bytes_per_s
-        durs = [n / bps for n in t.audio_n]
+        n = min(len(t.audio_t), len(t.audio_n))  # consistent even if a receiver were still running
+        arrivals = t.audio_t[:n]
+        durs = [b / bps for b in t.audio_n[:n]]
         tr.audio_s = sum(durs)
-        tr.rtf = playback.rtf(t.audio_t, durs)
-        tr.stalls, tr.stall_ms = playback.stalls(t.audio_t, durs, self.scenario.jitter_buffer_ms)
-        tr.gap_p95_ms = playback.percentile(playback.gaps_ms(t.audio_t), 95)
+        tr.rtf = playback.rtf(arrivals, durs)
+        tr.stalls, tr.stall_ms = playback.stalls(arrivals, durs, self.scenario.jitter_buffer_ms)
+        tr.gap_p95_ms = playback.percentile(playback.gaps_ms(arrivals), 95)
         if t.lags_ns:
             lags = sorted(t.lags_ns)
             tr.send_lag_p50_ms = playback.percentile(lags, 50) / 1e6
@@ -685,13 +708,16 @@ class _Session:
         return tr
 
     def close(self) -> None:
+        """Close once (bounded by close_timeout); the receiver has stopped when it returns."""
         self.closing = True
         ws = self.ws
-        if ws is not None:
-            try:
-                ws.close()
-            except Exception:  # already gone; nothing left to measure
-                pass
+        if ws is None or self._closed:
+            return
+        self._closed = True
+        try:
+            ws.close()
+        except Exception:  # already gone; nothing left to measure
+            pass
 
     def scrub(self, message: str) -> str:
         """Never let the key or a URL's query/credentials into a message. (Keys shorter than 8

@@ -172,3 +172,29 @@ def test_send_lag_beyond_the_limit_is_client_overload(fake):
                       api_key="k")
     assert res.outcome == "client_overload", res.error
     assert res.turns[0].ttfa_ms is not None and res.send_lag_p99_ms > 0
+
+
+def test_websockets_debug_logging_never_shows_the_key(fake, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    res = run_session(Target("f", fake.url, "sim-x"),
+                      Scenario(turns=1, utterance_s=0.3, turn_mode="manual"), api_key="sk-logged-key-1")
+    assert res.outcome == "ok", res.error
+    # the fake *server* in this process logs what it received; the client side must not
+    client = [r for r in caplog.records if not r.name.startswith("websockets.server")]
+    assert not any("sk-logged-key-1" in r.getMessage() for r in client)
+    server = [r for r in caplog.records if r.name.startswith("websockets.server")]
+    assert any("sk-logged-key-1" in r.getMessage() for r in server)  # the check can see a leak
+
+
+@pytest.mark.parametrize("fake", [{"reply_s": 3.0, "speed": 1.0}], indirect=True)
+def test_a_deadline_mid_stream_still_gives_turn_results(fake):
+    from probes.results import TurnResult
+
+    sc = Scenario(turns=1, utterance_s=0.3, turn_mode="manual", timeouts=Timeouts(response_done=0.8))
+    res = run_session(Target("f", fake.url, "sim-x"), sc, api_key="k")
+    assert res.outcome == "timeout:response_done"
+    assert all(isinstance(t, TurnResult) for t in res.turns)
+    t = res.turns[0]
+    assert t.outcome == "timeout:response_done" and t.audio_s > 0 and t.ttfa_ms is not None
