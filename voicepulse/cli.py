@@ -201,23 +201,34 @@ def query_summary(cfg, store=None, **kwargs):
 
 # -- demo ------------------------------------------------------------------------------------
 @main.command(context_settings=CONTEXT)
-@click.option("--duration", default="30s", show_default=True,
-              help="How long to probe the simulated targets.")
+@click.option("--duration", default="50s", show_default=True,
+              help="How long the probe service runs (a regression is injected half way).")
+@click.option("--load", "load_duration", default="10s", show_default=True,
+              help="How long the open-model load run lasts afterwards.")
+@click.option("--report", "report_path", default="voicepulse-demo.html", show_default=True,
+              type=click.Path(dir_okay=False), help="Where to write the HTML report.")
 @click.option("--store", type=click.Path(dir_okay=False), default=None,
               help="Embedded store file (default voicepulse.db).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="Use this config's sinks (e.g. InfluxDB) instead of the embedded store.")
-def demo(duration, store, config_path) -> None:
-    """Run the whole pipeline on embedded defaults: start the simulator with two profiles
-    (sim-fast, sim-slow), probe both for a bounded time, store the results and print a summary."""
+def demo(duration, load_duration, report_path, store, config_path) -> None:
+    """Run the whole pipeline on embedded defaults, in about a minute.
+
+    \b
+    1. start the reference simulator with two profiles (sim-fast, sim-slow);
+    2. run the probe service against both, with SLO burn-rate and regression alert rules,
+       and make sim-fast's TTFA twice as long half way through;
+    3. run a short open-model load test against sim-slow;
+    4-6. print the probe summary and the alerts that fired, and write an HTML report.
+    """
     from voicepulse.demo import run_demo
 
     try:
-        seconds = parse_duration(duration)
+        seconds, load_s = parse_duration(duration), parse_duration(load_duration)
     except ValueError:
-        raise ConfigErrorExit(f"--duration: expected a duration like 30s, got {duration!r}") from None
+        raise ConfigErrorExit("--duration/--load: expected a duration like 30s") from None
     cfg = load_or_default(config_path)
-    sys.exit(run_demo(cfg, seconds=seconds, store=store))
+    sys.exit(run_demo(cfg, seconds=seconds, store=store, load_s=load_s, report=report_path))
 
 
 # -- commands owned by other parts -----------------------------------------------------------

@@ -8,15 +8,18 @@ profiles, stores every result and prints the summary a user would later get from
 
 from __future__ import annotations
 
-import dataclasses
+import logging
 import os
 import re
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
+from pathlib import Path
 
 import click
+import orjson
 
 from probes.spec import Scenario
 from voicepulse.term import paint
@@ -70,64 +73,115 @@ class SimulatorProcess:
 
 
 def step(n: int, total: int, text: str) -> None:
-    click.echo(paint(f"[{n}/{total}] ", "bold") + text)
+    click.echo(paint(f"[{n}/{total}] ", "bold") + text, nl=True)
 
 
-def probe_loop(target, scenario: Scenario, until: float, recorder, results: list, lock) -> None:
-    """Probe one target back to back until the deadline (the scheduler does this on a clock)."""
-    from probes.session import run_session
-
-    while time.monotonic() < until:
-        r = run_session(target, scenario, kind="probe", agent="demo")
-        recorder.record(r)
-        with lock:
-            results.append(r)
+def put_json(url: str, body: dict) -> None:
+    req = urllib.request.Request(url, data=orjson.dumps(body), method="PUT",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        resp.read()
 
 
-def run_demo(cfg, *, seconds: float, store: str | None) -> int:
+DEMO_SCENARIO = Scenario(name="default", turns=2, utterance_s=0.5, trailing_silence_s=0.5,
+                         pause_s=0.1)
+
+
+def run_demo(cfg, *, seconds: float, store: str | None, load_s: float = 10.0,
+             report: str | None = "voicepulse-demo.html") -> int:
+    """Probe service with a regression half way through, a short load run, summary, report."""
+    from loadtests.plan import LoadConfig, Plan, sink_dict
+    from loadtests.run import run_load
+    from scheduler.presets import demo_service_config
+    from scheduler.service import ProbeService
+    from scheduler.source import TelemetrySource
+    from telemetry.query import open_query
     from telemetry.recorder import Recorder
     from telemetry.sinks import build_sink
-    from voicepulse.cli import query_summary
     from voicepulse.config import sim_target
     from voicepulse.render import summary_table
 
-    total = 3
-    os.environ.setdefault("SIM_API_KEY", "demo-key")
+    total = 6
+    # skipped runs are counted and shown by the service; its per-skip warning is noise here
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    os.environ.setdefault("SIM_API_KEY", "local-simulator")
+    store_path = store or cfg.store
+    query_store = None if cfg.sinks else store_path
+    started_ns = time.time_ns()
     step(1, total, "starting the reference simulator (profiles sim-fast and sim-slow)")
     with SimulatorProcess() as sim:
         click.echo(f"      simulator at {sim.ws_url}, control API at {sim.control_url}")
-        targets = [sim_target(m, sim.realtime_url()) for m in DEMO_MODELS]
-        scenario = dataclasses.replace(cfg.scenario(None), turns=2)
-        store_path = store or cfg.store
+        targets = {m: sim_target(m, sim.realtime_url()) for m in DEMO_MODELS}
         where = "InfluxDB" if cfg.sinks else f"the embedded store {store_path}"
-        step(2, total, f"probing {', '.join(t.name for t in targets)} for {seconds:.0f} s "
-                       f"into {where}")
-        sink = build_sink(cfg.sinks, store_path=store_path, outbox_dir=cfg.outbox)
-        recorder = Recorder(sink)
-        results: list = []
-        lock = threading.Lock()
-        started = time.time()
-        until = time.monotonic() + seconds
-        workers = [threading.Thread(target=probe_loop, args=(t, scenario, until, recorder,
-                                                             results, lock), daemon=True)
-                   for t in targets]
-        for w in workers:
-            w.start()
-        shown = 0
-        while any(w.is_alive() for w in workers):
-            time.sleep(0.5)
-            with lock:
-                new = results[shown:]
-                shown = len(results)
-            for r in new:
-                ttfa = [t.ttfa_ms for t in r.turns if t.ttfa_ms is not None]
-                figure = f"ttfa {min(ttfa):.0f}-{max(ttfa):.0f} ms" if ttfa else r.error[:60]
-                colour = "green" if r.ok else "red"
-                click.echo(f"      {r.target:<9} {paint(r.outcome, colour):<8} {figure}")
-        recorder.close(timeout=15.0)
-    step(3, total, "summary of this run, from the store")
-    rows = query_summary(cfg, store_path if not cfg.sinks else None,
-                         since_s=time.time() - started + 1, kind="probe")
+        service_cfg = demo_service_config(list(targets), seconds, every_s=4.0)
+        step(2, total, f"probe service: {', '.join(targets)} every 4 s for {seconds:.0f} s "
+                       f"into {where}; alert rules: availability SLO burn rate, TTFA regression")
+        events: list = []
+        recorder = Recorder(build_sink(cfg.sinks, store_path=store_path, outbox_dir=cfg.outbox))
+        query = open_query(store_path=query_store, influx=cfg.sinks[0] if cfg.sinks else None)
+        service = ProbeService(service_cfg, targets, {"default": DEMO_SCENARIO}, recorder,
+                               TelemetrySource(query), extra_listeners=[events.append]).start()
+        try:
+            watch_service(service, events, seconds, inject_at=seconds / 2,
+                          inject=lambda: put_json(f"{sim.control_url}/profile",
+                                                  {"model": "sim-fast", "ttfa_scale": 2.0}))
+        finally:
+            service.stop(timeout=10.0, close_recorder=False)
+            recorder.close(timeout=15.0)
+
+        step(3, total, f"load test: open model, 2 sessions/s for {load_s:.0f} s against sim-slow")
+        plan = Plan(target=targets["sim-slow"], scenario=DEMO_SCENARIO,
+                    load=LoadConfig(rate=2.0, duration_s=load_s, drain_s=15.0),
+                    sinks=[sink_dict(s) for s in cfg.sinks],
+                    store=None if cfg.sinks else str(Path(store_path).resolve()),
+                    outbox=str(Path(cfg.outbox).resolve()))
+        summary = run_load(plan)
+        click.echo("\n".join("      " + line for line in summary.table().splitlines()))
+
+    step(4, total, "summary of the probes, from the store")
+    rows = query.summary(start_ns=started_ns, kind="probe")
     click.echo(summary_table(rows))
+    step(5, total, "alerts")
+    fired = [e for e in events if getattr(e, "state", "") == "firing"]
+    for e in events:
+        click.echo(f"      {e.state:<9} {e.rule} ({e.target}): {e.message}")
+    if not fired:
+        click.echo("      no alert fired")
+    if report:
+        from reports import build_report, load_summary_extras
+
+        step(6, total, "HTML report")
+        out = build_report(query, report, start_ns=started_ns, end_ns=time.time_ns() + 1,
+                           title="VoicePulse demo", **load_summary_extras(summary))
+        click.echo(f"      wrote {out}")
+    query.close()
     click.echo(f"\nsee it again with: voicepulse results --store {store_path} --since 1h")
-    return 0 if results else 1
+    return 0 if rows else 1
+
+
+def watch_service(service, events: list, seconds: float, *, inject_at: float, inject) -> None:
+    """Show each probe and alert as it happens; inject the regression at `inject_at`."""
+    t0 = time.monotonic()
+    injected = False
+    seen: dict[str, int] = {}
+    shown_events = 0
+    while (elapsed := time.monotonic() - t0) < seconds:
+        if not injected and elapsed >= inject_at:
+            inject()
+            injected = True
+            click.echo(paint(f"      t={elapsed:4.0f}s  regression injected: sim-fast TTFA "
+                             "x2 via the simulator's control API", "yellow"))
+        for state in service.target_states().values():
+            if state.runs != seen.get(state.target) and state.last:
+                seen[state.target] = state.runs
+                last = state.last
+                ok = last["outcome"] == "ok"
+                figure = (f"ttfa {last['ttfa_ms']:.0f} ms" if ok and last["ttfa_ms"] is not None
+                          else last["error"][:60])
+                click.echo(f"      t={elapsed:4.0f}s  {state.target:<9} "
+                           f"{paint(last['outcome'], 'green' if ok else 'red'):<8} {figure}")
+        for e in events[shown_events:]:
+            click.echo(paint(f"      t={elapsed:4.0f}s  alert {e.state}: {e.rule} ({e.target})",
+                             "red" if e.state == "firing" else "blue"))
+        shown_events = len(events)
+        time.sleep(0.25)

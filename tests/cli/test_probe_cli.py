@@ -85,8 +85,18 @@ def test_probe_unset_key_variable_is_a_config_error(tmp_path):
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    out = vp("demo", "--duration", "8s", "--store", str(tmp_path / "demo.db"), cwd=tmp_path,
-             timeout=120)
+    """The README's first command: service probes, an injected regression that fires, a load
+    run, the summary and a report, all in about a minute."""
+    out = vp("demo", "--store", str(tmp_path / "demo.db"), cwd=tmp_path, timeout=150,
+             env={"NO_COLOR": "1"})
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "sim-fast" in out.stdout and "sim-slow" in out.stdout
-    assert "summary" in out.stdout
+    text = out.stdout
+    assert "regression injected" in text
+    alerts = text[text.index("[5/6] alerts"):]
+    assert "firing    sim-fast-ttfa-regression (sim-fast)" in alerts
+    assert "sim-slow-ttfa-regression" not in alerts  # the stable target stays quiet
+    summary = text[text.index("[4/6]"):text.index("[5/6]")]
+    assert "sim-fast" in summary and "sim-slow" in summary
+    assert "arrivals due" in text  # the load run's summary
+    assert (tmp_path / "voicepulse-demo.html").stat().st_size > 100_000
+    assert "Traceback" not in out.stderr

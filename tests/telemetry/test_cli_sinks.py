@@ -62,7 +62,7 @@ outbox: {tmp_path}/outbox
     assert res.returncode == 0, res.stderr
     assert "sim-fast" in res.stdout and "100.0 %" in res.stdout
 
-    demo = vp("demo", "--config", str(cfg), "--duration", "4s", cwd=tmp_path)
+    demo = vp("demo", "--config", str(cfg), "--duration", "4s", "--load", "3s", cwd=tmp_path)
     assert demo.returncode == 0, demo.stderr + demo.stdout
     (n,) = influxd.rows("SELECT count(ok) FROM session", "cli")
     assert n["count"] > 1
