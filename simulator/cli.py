@@ -32,11 +32,9 @@ async def run(host: str, port: int, control_port: int, state: SimState,
     from . import audio
 
     audio.reply_clip("pcm16", state.profiles.for_model(None).delta_ms)  # pre-encode before ready
-    # Fewer, cheaper GC passes: start-up objects never need scanning again, and young-generation
-    # passes over thousands of live sessions would show up as delta lateness.
+    # Start-up objects (the pre-encoded audio, modules) never need scanning by the GC again.
     gc.collect()
     gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
     sim = SimServer(state)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
