@@ -56,8 +56,10 @@ def _usage(message: str):
 @click.option("--run-id", default=None, metavar="ID", help="Run id (stored with every point).")
 @click.option("--summary-json", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Also write the end-of-run summary as JSON.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE", help="Also write a self-contained HTML report of this run.")
 def load(target, config_path, scenario, rate, users, stages, shape, duration, processes, master,
-         worker, master_host, web, thresholds, run_id, summary_json) -> None:
+         worker, master_host, web, thresholds, run_id, summary_json, report_path) -> None:
     """Load-test TARGET with concurrent voice sessions (Locust), then print percentiles from
     exactly merged HDR histograms, errors, arrivals and the generator's own health.
 
@@ -88,7 +90,9 @@ def load(target, config_path, scenario, rate, users, stages, shape, duration, pr
                       thresholds, run_id, summary_json)
     _check_key(plan.target)
     import tempfile
+    import time
 
+    started_ns = time.time_ns()
     with tempfile.TemporaryDirectory(prefix="voicepulse-load-") as tmp:
         path = summary_json or os.path.join(tmp, "summary.json")
         plan.summary_json = os.path.abspath(path)
@@ -102,7 +106,25 @@ def load(target, config_path, scenario, rate, users, stages, shape, duration, pr
                    err=True)
         sys.exit(1)
     click.echo(summary.table())
+    if report_path:
+        write_report(config_path, summary, report_path, started_ns)
     sys.exit(0 if summary.passed and not summary.aborted else 1)
+
+
+def write_report(config_path, summary, path: str, started_ns: int) -> None:
+    """The run's HTML report, read back from the store it was written to."""
+    import time
+
+    from reports import build_report, load_summary_extras
+    from voicepulse.cli import load_or_default, open_query
+
+    query = open_query(load_or_default(config_path))
+    try:
+        out = build_report(query, path, start_ns=started_ns, end_ns=time.time_ns() + 1,
+                           run_id=summary.run_id, **load_summary_extras(summary))
+    finally:
+        query.close()
+    click.echo(f"report: {out}")
 
 
 def _run_with_progress(lrun, argv, limit, plan) -> int:

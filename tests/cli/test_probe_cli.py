@@ -100,3 +100,16 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "arrivals due" in text  # the load run's summary
     assert (tmp_path / "voicepulse-demo.html").stat().st_size > 100_000
     assert "Traceback" not in out.stderr
+
+
+def test_load_writes_a_report_when_asked(simulator, tmp_path):
+    cfg = tmp_path / "voicepulse.yaml"
+    cfg.write_text(f"targets:\n  sim-fast: {{url: '{simulator.realtime_url()}', model: sim-fast, "
+                   f"api_key_env: SIM_API_KEY}}\nstore: {tmp_path / 'load.db'}\n")
+    out = vp("load", "sim-fast", "--config", str(cfg), "--rate", "2", "--duration", "3s",
+             "--run-id", "report-run", "--report", str(tmp_path / "run.html"),
+             env={"SIM_API_KEY": "k"}, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    html = (tmp_path / "run.html").read_text()
+    assert "report-run" in html and "<script src" not in html
+    assert "sim-fast" in html
