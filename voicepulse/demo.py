@@ -1,86 +1,30 @@
 """`voicepulse demo`: the whole pipeline on embedded defaults, bounded in time.
 
 It starts the reference simulator in a child process (its own CPU and GIL, so the probes'
-timing is not disturbed by the server), probes two simulated targets with different latency
-profiles, stores every result and prints the summary a user would later get from
-`voicepulse results`.
+timing is not disturbed by the server), runs the probe service against two simulated targets
+with different latency profiles, makes one of them slower half way through so the regression
+alert fires, runs a short load test, then prints the summary a user would later get from
+`voicepulse results` and writes an HTML report.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import click
-import orjson
 
 from probes.spec import Scenario
+from simulator.process import SimProcess
 from voicepulse.term import paint
 
 DEMO_MODELS = ("sim-fast", "sim-slow")
 
 
-class SimulatorProcess:
-    """The simulator as a child process on free loopback ports."""
-
-    def __init__(self, *args: str, start_timeout: float = 15.0):
-        cmd = [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", "0",
-               "--control-port", "0", *args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1)
-        self.ws_url = self.control_url = None
-        deadline = time.monotonic() + start_timeout
-        lines: list[str] = []
-        while time.monotonic() < deadline and not (self.ws_url and self.control_url):
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line.rstrip())
-            if m := re.match(r"listening (ws\S+)", line):
-                self.ws_url = m.group(1)
-            if m := re.match(r"control (http\S+)", line):
-                self.control_url = m.group(1)
-        if not (self.ws_url and self.control_url):
-            self.stop()
-            raise RuntimeError("the simulator did not start: " + " | ".join(lines[-5:]))
-        # keep draining its output so a chatty simulator never blocks on a full pipe
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-
-    def realtime_url(self) -> str:
-        return f"{self.ws_url}/v1/realtime"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-
 def step(n: int, total: int, text: str) -> None:
     click.echo(paint(f"[{n}/{total}] ", "bold") + text, nl=True)
-
-
-def put_json(url: str, body: dict) -> None:
-    req = urllib.request.Request(url, data=orjson.dumps(body), method="PUT",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        resp.read()
 
 
 DEMO_SCENARIO = Scenario(name="default", turns=2, utterance_s=0.5, trailing_silence_s=0.5,
@@ -109,7 +53,7 @@ def run_demo(cfg, *, seconds: float, store: str | None, load_s: float = 10.0,
     query_store = None if cfg.sinks else store_path
     started_ns = time.time_ns()
     step(1, total, "starting the reference simulator (profiles sim-fast and sim-slow)")
-    with SimulatorProcess() as sim:
+    with SimProcess() as sim:
         click.echo(f"      simulator at {sim.ws_url}, control API at {sim.control_url}")
         targets = {m: sim_target(m, sim.realtime_url()) for m in DEMO_MODELS}
         where = "InfluxDB" if cfg.sinks else f"the embedded store {store_path}"
@@ -123,8 +67,7 @@ def run_demo(cfg, *, seconds: float, store: str | None, load_s: float = 10.0,
                                TelemetrySource(query), extra_listeners=[events.append]).start()
         try:
             watch_service(service, events, seconds, inject_at=seconds / 2,
-                          inject=lambda: put_json(f"{sim.control_url}/profile",
-                                                  {"model": "sim-fast", "ttfa_scale": 2.0}))
+                          inject=lambda: sim.set_profile(model="sim-fast", ttfa_scale=2.0))
         finally:
             service.stop(timeout=10.0, close_recorder=False)
             recorder.close(timeout=15.0)

@@ -11,7 +11,7 @@ import sys
 import orjson
 import pytest
 
-from voicepulse.demo import SimulatorProcess
+from simulator.process import SimProcess
 
 
 def vp(*args: str, timeout: float = 90, env: dict | None = None, cwd=None):
@@ -21,7 +21,7 @@ def vp(*args: str, timeout: float = 90, env: dict | None = None, cwd=None):
 
 @pytest.fixture(scope="module")
 def simulator():
-    with SimulatorProcess() as sim:
+    with SimProcess() as sim:
         yield sim
 
 

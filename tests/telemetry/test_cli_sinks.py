@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from voicepulse.demo import SimulatorProcess
+from simulator.process import SimProcess
 
 pytestmark = pytest.mark.system
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,7 +27,7 @@ def vp(*args, cwd, timeout=120):
 
 @pytest.fixture(scope="module")
 def simulator():
-    with SimulatorProcess() as sim:
+    with SimProcess() as sim:
         yield sim
 
 
