@@ -116,8 +116,11 @@ def tree_sample(pid: int) -> dict:
     for p in procs:
         try:
             with p.oneshot():
+                cmd = p.cmdline()
+                role = next((a for a in cmd if a in ("--worker", "--master", "serve", "load")),
+                            " ".join(cmd[1:3]))
                 rows.append((p.pid, p.memory_info().rss / 2**20, p.num_fds(), p.num_threads(),
-                             " ".join(p.cmdline()[1:4])))
+                             f"pid {p.pid} {role}"))
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return {"procs": rows}
