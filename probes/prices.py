@@ -48,6 +48,13 @@ PRICES: dict[str, Price] = {
     "gpt-4o-realtime-preview": Price(5.0, 2.50, 20.0, 40.0, 2.50, 80.0),
     "gpt-4o-realtime-preview-2024-10-01": Price(5.0, 2.50, 20.0, 100.0, 20.0, 200.0),
     "gpt-4o-mini-realtime-preview": Price(0.60, 0.30, 2.40, 10.0, 0.30, 20.0),
+    # Gemini Live, paid tier (protocol reference gemini-live.md §6, quoted by third parties from
+    # ai.google.dev/gemini-api/docs/pricing, not checked against it): CONFIGURABLE, override per
+    # target (`prices:`) or with PRICES.update(). No cached-input discount is published for Live:
+    # cached = uncached. No prices are known for gemini-3.1/3.8 Live: they cost None until set.
+    "gemini-2.5-flash-native-audio*": Price(0.50, 0.50, 2.00, 3.00, 3.00, 12.00),
+    "gemini-live-2.5-flash*": Price(0.50, 0.50, 2.00, 3.00, 3.00, 12.00),  # Vertex names
+    "gemini-2.0-flash-live*": Price(0.35, 0.35, 1.50, 2.10, 2.10, 8.50),  # shut down 2025-12-09
     # the simulator's models: free, but priced (0 is a price, None is not)
     "sim-*": FREE,
 }
@@ -59,6 +66,8 @@ def price_for(model: str, table: dict[str, Price] | None = None) -> Price | None
     """The price of `model`: exact name, else the longest table name it starts with
     (`gpt-realtime-2025-08-28` -> `gpt-realtime`, a dated snapshot), `*` suffixes are prefixes."""
     table = PRICES if table is None else table
+    if "/" in model and model not in table:  # Gemini `models/M`, Vertex `projects/.../models/M`
+        model = model.rsplit("/", 1)[-1]
     if model in table:
         return table[model]
     best: tuple[int, Price] | None = None

@@ -85,6 +85,8 @@ CONFIG = "config"
 CLIENT_ERROR = "client_error"
 CLIENT_OVERLOAD = "client_overload"
 SESSION_EXPIRED = "session_expired"
+#: Outcome when the server announced a close (Gemini `goAway`) and then closed the connection.
+GO_AWAY = "go_away"
 
 #: Per-turn bounds on what a server can make us keep (a flood ends the turn, not the process).
 MAX_TEXT_CHARS = 64 * 1024  # transcript / input transcript text kept per turn; the rest counted
@@ -379,7 +381,10 @@ class _Session:
             code, reason = sent.code, sent.reason
         self.closed_code, self.closed_reason = code, reason
         if not self.closing:
-            self.fail(ws_closed(code), reason or "connection closed by the server")
+            if self.res.go_away:  # announced (Gemini goAway): its own outcome, not a drop
+                self.fail(GO_AWAY, f"closed {code} after goAway: {reason or 'no reason'}")
+            else:
+                self.fail(ws_closed(code), reason or "connection closed by the server")
         self.wake.set()
 
     def fail(self, outcome: str, message: str) -> None:
@@ -551,9 +556,13 @@ class _Session:
         ws = self.ws
         assert ws is not None
         opened = perf_counter_ns()
+        setup_first = getattr(self.dialect, "setup_first", False)  # Gemini: setup, then ready
+        if setup_first:
+            self._send_all(self.dialect.configure())
         self._wait(lambda: self.ready_ns is not None, opened + int(self.t.ready * _NS), "ready")
         self.res.ready_ms = (self.ready_ns - start) / 1e6
-        self._send_all(self.dialect.configure())
+        if not setup_first:
+            self._send_all(self.dialect.configure())
         if self.dialect.waits_for_configured:
             self._wait(
                 lambda: self.configured_ns is not None,

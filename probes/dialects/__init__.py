@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from probes.dialects.base import Dialect, DialectError
+from probes.dialects.gemini_live import GeminiLive
 from probes.dialects.openai_realtime import OpenAIRealtime
 
-__all__ = ["Dialect", "DialectError", "OpenAIRealtime", "dialect_for"]
+__all__ = ["Dialect", "DialectError", "GeminiLive", "OpenAIRealtime", "dialect_for"]
 
 
 def dialect_for(target, turn_mode: str = "server_vad") -> Dialect:
     """The dialect for a probes.spec.Target. Raises ValueError for a provider we cannot speak."""
     if target.provider in ("openai", "azure"):
         return OpenAIRealtime.for_target(target, turn_mode)
-    raise ValueError(f"provider {target.provider!r} has no dialect yet (openai, azure)")
+    if target.provider == "gemini":  # Gemini API, or Vertex AI by its URL (see gemini_live.py)
+        return GeminiLive.for_target(target, turn_mode)
+    raise ValueError(f"provider {target.provider!r} has no dialect (openai, azure, gemini)")
