@@ -293,13 +293,6 @@ def test_no_canary_in_any_output(tmp_path, influxd, influx_factory):
     assert not leaks, "\n".join(leaks)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "`voicepulse serve -v` sets the root logger to DEBUG, and websockets.client then logs every "
-    "handshake request line and header: `> Authorization: Bearer <API key>` and the request "
-    "target with its query string. Fix in voicepulse/cmd_service.py serve(): after "
-    "logging.basicConfig add `logging.getLogger(\"websockets\").setLevel(logging.INFO)` (same for "
-    "`voicepulse load`/the Locust worker), or in probes/session.py pass "
-    "`logger=logging.getLogger(\"voicepulse.ws\")` with propagate off / a NullHandler to connect()."))
 def test_verbose_serve_logs_no_key(tmp_path):
     out = Outputs()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VP_")}

@@ -18,8 +18,8 @@ from tests.hostile.hostile_server import ROOT, HostileProcess
 
 pytestmark = pytest.mark.timeout(120)
 
-# tiny-deltas is left out here: it trips the engine race shown in test_hostile_wire.py
-MODES = ("garbage-json", "deep-nesting", "unknown-events", "never-done", "slowloris", "oversized")
+MODES = ("garbage-json", "deep-nesting", "unknown-events", "tiny-deltas", "never-done", "slowloris",
+         "oversized")
 
 
 def env() -> dict:
@@ -79,6 +79,7 @@ probes:
     assert set(outs["garbage-json"]) == {"protocol"}
     assert set(outs["deep-nesting"]) == {"protocol"}
     assert set(outs["unknown-events"]) == {"timeout:first_audio"}
+    assert set(outs["tiny-deltas"]) == {"timeout:response_done"}
     assert set(outs["never-done"]) == {"timeout:response_done"}
     assert set(outs["slowloris"]) == {"timeout:connect"}
     assert set(outs["oversized"]) == {"ws_closed_1009"}
