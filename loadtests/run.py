@@ -9,10 +9,12 @@ which Locust forwards to every worker, local or remote.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import IO
 
 import orjson
 
@@ -46,8 +48,18 @@ def locust_argv(plan: Plan | None, *, processes: int | None = None, master: bool
     if master:  # remote workers connect to :5557 on every interface (Locust's default)
         return argv + ["--master", "--expect-workers", str(expect_workers or processes or 1)]
     if processes:
-        argv += ["--processes", str(processes)]
+        # local workers: the master listens on loopback only, on a free port, so two runs on
+        # one machine never collide on Locust's default 5557
+        port = str(free_port())
+        argv += ["--processes", str(processes), "--master-bind-host", "127.0.0.1",
+                 "--master-bind-port", port, "--master-port", port]
     return argv
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def child_env() -> dict[str, str]:
@@ -62,9 +74,11 @@ def time_limit_s(plan: Plan) -> float:
     return lc.profile().duration_s + lc.drain_s + 60.0
 
 
-def run_locust(argv: list[str], timeout_s: float, *, quiet: bool = False) -> int:
-    """Run Locust; its stdout goes to our stderr (our stdout is the summary). Bounded."""
-    out = subprocess.DEVNULL if quiet else sys.stderr
+def run_locust(argv: list[str], timeout_s: float, *, quiet: bool = False,
+               log: IO[bytes] | None = None) -> int:
+    """Run Locust; its output goes to our stderr (our stdout is the summary), to `log` when
+    given, or nowhere when quiet. Bounded."""
+    out = log if log is not None else subprocess.DEVNULL if quiet else sys.stderr
     proc = subprocess.Popen(argv, env=child_env(), stdout=out, stderr=out, cwd=ROOT)
     try:
         return proc.wait(timeout=timeout_s)
@@ -97,12 +111,17 @@ def run_load(plan: Plan, *, processes: int | None = None, quiet: bool = True,
         keep = plan.summary_json
         path = keep or os.path.join(tmp, "summary.json")
         plan.summary_json = path
-        try:
-            rc = run_locust(locust_argv(plan, processes=processes),
-                            timeout_s or time_limit_s(plan), quiet=quiet)
-        finally:
-            plan.summary_json = keep
-        summary = read_summary(path)
-        if summary is None:
-            raise RuntimeError(f"the load test ended without a summary (locust exit status {rc})")
+        with tempfile.TemporaryFile() as log:
+            try:
+                rc = run_locust(locust_argv(plan, processes=processes),
+                                timeout_s or time_limit_s(plan), quiet=quiet,
+                                log=log if quiet else None)
+            finally:
+                plan.summary_json = keep
+            summary = read_summary(path)
+            if summary is None:
+                log.seek(0)
+                tail = log.read().decode(errors="replace")[-3000:]
+                raise RuntimeError(f"the load test ended without a summary (locust exit status "
+                                   f"{rc}){': ' + tail if tail else ''}")
         return summary
