@@ -119,6 +119,11 @@ def tree_sample(pid: int) -> dict:
                 cmd = p.cmdline()
                 role = next((a for a in cmd if a in ("--worker", "--master", "serve", "load")),
                             " ".join(cmd[1:3]))
+                if "locust" in cmd and role not in ("--worker", "--master"):
+                    # `locust --processes N` forks its workers: same argv as the master
+                    parent = p.parent()
+                    role = ("locust worker (forked)" if parent is not None
+                            and "locust" in parent.cmdline() else "locust master")
                 rows.append((p.pid, p.memory_info().rss / 2**20, p.num_fds(), p.num_threads(),
                              f"pid {p.pid} {role}"))
         except (psutil.NoSuchProcess, psutil.AccessDenied):
