@@ -1,7 +1,8 @@
 """`voicepulse sim` / `python -m simulator`: run the reference realtime simulator.
 
-Prints exactly `listening ws://HOST:PORT` and `control http://HOST:PORT` (flushed) once both
-servers accept connections, then serves until SIGTERM/SIGINT or --duration.
+Prints exactly `listening ws://HOST:PORT` (`wss://` with --tls, preceded by `cert PATH`, the
+certificate clients must trust) and `control http://HOST:PORT` (flushed) once both servers accept
+connections, then serves until SIGTERM/SIGINT or --duration.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import shutil
 import signal
 import sys
 
@@ -28,7 +31,7 @@ def _url(scheme: str, sock) -> str:
 
 
 async def run(host: str, port: int, control_port: int, state: SimState,
-              duration: float | None) -> None:
+              duration: float | None, tls: tuple[str, str] | None = None) -> None:
     from . import audio
 
     audio.reply_clip("pcm16", state.profiles.for_model(None).delta_ms)  # pre-encode before ready
@@ -40,10 +43,17 @@ async def run(host: str, port: int, control_port: int, state: SimState,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with ws_serve(sim, host, port) as server:
+    ctx = None
+    if tls is not None:
+        from .tls import server_context
+
+        ctx = server_context(*tls)
+    async with ws_serve(sim, host, port, ssl=ctx) as server:
         control = await control_serve(state, host, control_port)
         ws_sock = next(iter(server.sockets))
-        sys.stdout.write(f"listening {_url('ws', ws_sock)}\n")
+        if tls is not None:
+            sys.stdout.write(f"cert {tls[0]}\n")
+        sys.stdout.write(f"listening {_url('wss' if ctx else 'ws', ws_sock)}\n")
         sys.stdout.write(f"control {_url('http', control.sockets[0])}\n")
         sys.stdout.flush()
         try:
@@ -90,15 +100,28 @@ async def run(host: str, port: int, control_port: int, state: SimState,
 @click.option("--seed", type=int, default=None, help="Seed for the latency and fault dice.")
 @click.option("--duration", type=float, default=None,
               help="Stop by itself after this many seconds.")
+@click.option("--tls", is_flag=True,
+              help="Serve wss:// (needed by the google-genai SDK) with a self-signed certificate "
+                   "generated at start-up (or --cert/--key); prints 'cert PATH' to trust.")
+@click.option("--cert", "cert_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="With --tls: serve this PEM certificate (chain) instead of a generated one.")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="With --tls: the PEM private key of --cert.")
+@click.option("--go-away-lead-s", type=float, default=60.0, show_default=True,
+              help="Gemini: send goAway this many seconds before a connection's lifetime "
+                   "(profile session_max_s, or a session_expiry fault) ends it with close 1008.")
 @click.option("--log-level", default="WARNING", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), help="Log level (stderr).")
 def main(host, port, control_port, profiles_file, api_keys, beta, reader, truth_file, delta_ms, speed,
-         ttfa_ms, reply_s, seed, duration, log_level):
-    """Reference simulator of realtime voice APIs (OpenAI Realtime GA/beta, Azure shapes).
+         ttfa_ms, reply_s, seed, duration, tls, cert_file, key_file, go_away_lead_s, log_level):
+    """Reference simulator of realtime voice APIs (OpenAI Realtime GA/beta, Azure shapes,
+    Gemini Live).
 
-    Serves ws://HOST:PORT/v1/realtime?model=M, /openai/v1/realtime?model=M and
-    /openai/realtime?deployment=D&api-version=V. The model name picks the profile (built-in:
-    sim-fast, sim-slow, default). See docs/simulator.md.
+    Serves ws://HOST:PORT/v1/realtime?model=M, /openai/v1/realtime?model=M,
+    /openai/realtime?deployment=D&api-version=V and Gemini Live at
+    /ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent (any of v1,
+    v1beta, v1alpha; wss with --tls). The model name picks the profile (built-in: sim-fast,
+    sim-slow, default). See docs/simulator.md and docs/gemini.md.
     """
     logging.basicConfig(level=log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -119,11 +142,27 @@ def main(host, port, control_port, profiles_file, api_keys, beta, reader, truth_
             book.load_file(profiles_file)
     except ProfileError as e:
         raise click.UsageError(str(e)) from None
-    state = SimState(book, SimOptions(list(api_keys), beta, reader, seed), TruthLog(truth_file))
+    tls_pair = None
+    generated_dir = None
+    if (cert_file or key_file) and not (cert_file and key_file and tls):
+        raise click.UsageError("--cert and --key go together, with --tls")
+    if tls:
+        if cert_file:
+            tls_pair = (cert_file, key_file)
+        else:
+            from .tls import generate_self_signed
+
+            tls_pair = generate_self_signed()
+            generated_dir = os.path.dirname(tls_pair[0])
+    state = SimState(book, SimOptions(list(api_keys), beta, reader, seed, go_away_lead_s),
+                     TruthLog(truth_file))
     try:
-        asyncio.run(run(host, port, control_port, state, duration))
+        asyncio.run(run(host, port, control_port, state, duration, tls_pair))
     except OSError as e:
         raise click.ClickException(f"cannot listen: {e}") from None
+    finally:
+        if generated_dir:  # the generated key never outlives the simulator
+            shutil.rmtree(generated_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ class SimProcess:
         self.proc: subprocess.Popen | None = None
         self.ws_url = ""  # ws://127.0.0.1:PORT (append the path, e.g. /v1/realtime?model=M)
         self.control_url = ""  # http://127.0.0.1:PORT
+        self.cert = ""  # with --tls: the certificate to trust (the `cert PATH` line)
         self.host = "127.0.0.1"
         self.port = 0
         self.pid = 0
@@ -65,6 +66,8 @@ class SimProcess:
                         self.ws_url = line.split(" ", 1)[1].strip()
                     elif line.startswith("control "):
                         self.control_url = line.split(" ", 1)[1].strip()
+                    elif line.startswith("cert "):
+                        self.cert = line.split(" ", 1)[1].strip()
         except BaseException:
             self.stop()
             raise
@@ -115,6 +118,11 @@ class SimProcess:
     def realtime_url(self) -> str:
         """The OpenAI Realtime endpoint, for a target's `url` (the model goes in `model`)."""
         return f"{self.ws_url}/v1/realtime"
+
+    def gemini_url(self, version: str = "v1beta") -> str:
+        """The Gemini Live endpoint (the model goes in the setup message)."""
+        return (f"{self.ws_url}/ws/google.ai.generativelanguage.{version}.GenerativeService."
+                "BidiGenerateContent")
 
     def url(self, model: str = "sim-fast", path: str = "/v1/realtime") -> str:
         return f"{self.ws_url}{path}?model={model}"

@@ -4,8 +4,11 @@ connection. Endpoints (OpenAI Realtime shapes):
 - `/v1/realtime?model=M`                      OpenAI (GA; beta with `OpenAI-Beta: realtime=v1`)
 - `/openai/v1/realtime?model=DEPLOYMENT`      Azure GA v1
 - `/openai/realtime?deployment=D&api-version=V`  Azure preview (beta shape)
-
-Room is left for more protocols (e.g. Gemini Live) as further path routes in `route()`.
+- `/ws/google.ai.generativelanguage.{v1,v1beta,v1alpha}.GenerativeService.BidiGenerateContent`
+  (and `...Constrained`; leading slashes collapsed) and the Vertex
+  `/ws/google.cloud.aiplatform.{v1,v1beta1}.LlmBidiService/BidiGenerateContent`: Gemini Live
+  (gemini_session.py), key by `?key=` / `?access_token=` or `x-goog-api-key` /
+  `Authorization: Bearer|Token`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from websockets.http11 import Request, Response
 
 from .channel import MAX_MESSAGE
 from .faults import SESSION_KINDS, TURN_KINDS, UPGRADE_KINDS, FaultBoard
+from .gemini_session import PATH_RE as GEMINI_PATH_RE
+from .gemini_session import GeminiConnInfo, GeminiSession
 from .openai_session import ConnInfo, OpenAISession, abort_rst
 from .profiles import ProfileBook
 from .truth import Lateness, SessionTruth, TruthLog
@@ -48,6 +53,7 @@ class SimOptions:
     beta: str = "on"  # on | retired
     reader: str = "fast"  # fast (own frame reader after the handshake) | websockets
     seed: int | None = None
+    go_away_lead_s: float = 60.0  # Gemini: goAway this long before the connection lifetime ends
 
 
 class SimState:
@@ -117,13 +123,85 @@ def route(path: str) -> tuple[str | None, bool | None, str]:
     return None, None, "not found"
 
 
+def gemini_route(path: str) -> str | None:
+    """The API version of a Gemini Live path (leading slashes collapsed), else None."""
+    p = urlsplit("/" + path.lstrip("/")).path  # `//ws/...` would otherwise parse as a host
+    m = GEMINI_PATH_RE.match(p)
+    return None if m is None else (m.group(1) or m.group(3))
+
+
+def gemini_key(request: Request) -> str | None:
+    q = {k: v[0] for k, v in parse_qs(urlsplit("/" + request.path.lstrip("/")).query).items()}
+    for k in ("key", "access_token"):
+        if q.get(k):
+            return q[k]
+    key = request.headers.get("x-goog-api-key")
+    if key and key.strip():
+        return key.strip()
+    auth = request.headers.get("Authorization") or ""
+    for scheme in ("bearer ", "token "):
+        if auth.lower().startswith(scheme):
+            return auth[len(scheme):].strip() or None
+    return None
+
+
+def gemini_error(status: int, message: str, extra: dict | None = None) -> Response:
+    status_name = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                   404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
+                   503: "UNAVAILABLE"}.get(status, "UNKNOWN")
+    return json_response(status, {"error": {"code": status, "message": message,
+                                            "status": status_name}}, extra)
+
+
 class SimServer:
     def __init__(self, state: SimState):
         self.state = state
 
+    async def gemini_request(self, connection: ServerConnection, request: Request, version: str,
+                             t0: int):
+        """Upgrade of a Gemini Live path: upgrade-time faults and the key; the model (and so
+        the profile and the session's faults) is only known from the setup message."""
+        st = self.state
+        profile = st.profiles.for_model(None)
+        path = urlsplit("/" + request.path.lstrip("/")).path
+        truth = SessionTruth(None, "", path, "gemini", t0)
+        connection.sim_info = None
+        faults = st.faults.pick(profile, "", UPGRADE_KINDS)
+        truth.faults = [f.record() for f in faults]
+        delay_ms = profile.connect_delay_ms.sample(st.rng)
+        delay_ms += sum(float(f.params["delay_ms"]) for f in faults if f.kind == "slow_handshake")
+        if delay_ms > 0:
+            await asyncio.sleep(delay_ms / 1000)
+        for f in faults:
+            if f.kind == "refuse":
+                truth.outcome = "refused"
+                st.truth.session(truth)
+                abort_rst(connection)
+                return gemini_error(503, "refused")
+        for f in faults:
+            if f.kind == "http_status":
+                status = int(f.params["status"])
+                truth.outcome = f"http_{status}"
+                st.truth.session(truth)
+                return gemini_error(status, "The service is currently unavailable.",
+                                    {"Retry-After": "1"} if status in (429, 503) else None)
+        key = gemini_key(request)
+        if key is None or (st.options.api_keys and key not in st.options.api_keys):
+            truth.outcome = "http_401"
+            st.truth.session(truth)
+            return gemini_error(401, "API key not valid. Please pass a valid API key."
+                                if key else "Method doesn't allow unregistered callers. Please "
+                                "use an API key.")
+        connection.sim_info = GeminiConnInfo(path, version, profile, truth)
+        connection.sim_shape = "gemini"
+        return None
+
     async def process_request(self, connection: ServerConnection, request: Request):
         st = self.state
         t0 = time.monotonic_ns()
+        version = gemini_route(request.path)
+        if version is not None:
+            return await self.gemini_request(connection, request, version, t0)
         model, forced_beta, err = route(request.path)
         if model is None:
             status = 404 if err == "not found" else 400
@@ -193,7 +271,10 @@ class SimServer:
                 await ws.close(4000, "invalid_request_error.beta_api_shape_disabled")
                 info.truth.close_code = 4000
                 return
-            await OpenAISession(st, ws, info).run()
+            if ws.sim_shape == "gemini":
+                await GeminiSession(st, ws, info).run()
+            else:
+                await OpenAISession(st, ws, info).run()
         except Exception:
             log.exception("simulator: session crashed")
         finally:
@@ -203,9 +284,9 @@ class SimServer:
             st.truth.session(info.truth)
 
 
-def ws_serve(sim: SimServer, host: str, port: int):
-    """The websockets server (an async context manager)."""
-    return serve(sim.handler, host, port, process_request=sim.process_request,
+def ws_serve(sim: SimServer, host: str, port: int, ssl=None):
+    """The websockets server (an async context manager); `ssl` (a server SSLContext) for wss."""
+    return serve(sim.handler, host, port, process_request=sim.process_request, ssl=ssl,
                  compression=None, max_size=MAX_MESSAGE, max_queue=64, ping_interval=None,
                  close_timeout=2, subprotocols=["realtime"],
                  select_subprotocol=_select_subprotocol, logger=logging.getLogger("simulator.ws"))
