@@ -91,8 +91,10 @@ def config_check(file: str) -> None:
 @click.option("--store", type=click.Path(dir_okay=False),
               help="Embedded store file to record into (default from config, else voicepulse.db).")
 @click.option("--no-store", is_flag=True, help="Measure only; record nothing.")
+@click.option("--ca-file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="PEM CA/certificate to trust for wss:// (e.g. the simulator's --tls cert).")
 def probe(target, config_path, url, model, provider, api_key_env, scenario, turns, turn_mode,
-          as_json, store, no_store) -> None:
+          as_json, store, no_store, ca_file) -> None:
     """Run one scripted voice session against TARGET and print what each step took.
 
     \b
@@ -134,6 +136,8 @@ def probe(target, config_path, url, model, provider, api_key_env, scenario, turn
     if tgt.api_key_env and not os.environ.get(tgt.api_key_env):
         where = f"targets.{tgt.name}.api_key_env" if not url else "--api-key-env"
         raise ConfigErrorExit(f"{cfg.file}: {where}: environment variable {tgt.api_key_env} is not set")
+    if ca_file:
+        tgt = dataclasses.replace(tgt, ca_file=ca_file)
     if turns:
         sc = dataclasses.replace(sc, turns=turns)
     if turn_mode:
