@@ -421,7 +421,8 @@ def _cut_audio(frame: bytes) -> tuple[bytes, int]:
     The long base64 is only scanned by memchr, never tokenised by the JSON parser; the rest of
     the frame is still fully parsed (and validated). Any doubt returns the frame unchanged.
     """
-    d = frame.find(_P_DATA)
+    i = frame.find(b'"inline')  # only an inlineData part's data, never e.g. a tool argument
+    d = frame.find(_P_DATA, i) if i >= 0 else -1
     if d < 0:
         return frame, -1
     q1 = d + 6

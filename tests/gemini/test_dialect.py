@@ -241,3 +241,10 @@ def test_binary_frame_with_non_ascii_text_and_escaped_audio():
                              "modelTurn": {"parts": [{"inlineData": {"data": "AAAA" * 100}}]}}}
     raw = orjson.dumps(msg)
     assert dialect().parse(raw) == (AudioDelta(300), TranscriptDelta('héllo "quoted"'))
+
+
+def test_long_data_argument_of_a_tool_call_is_not_taken_for_audio():
+    args = {"data": "x" * 400}
+    msg = {"toolCall": {"functionCalls": [{"id": "fc-1", "name": "store", "args": args}]}}
+    for evs in parse_all(dialect(), msg):
+        assert evs == (ToolCall("fc-1", "store", orjson.dumps(args).decode()),)
