@@ -130,3 +130,27 @@ def test_unknown_key_is_http_401():
     with SimProcess(["--api-key", "right-key-123"]) as sim:
         res = run_session(target(sim), Scenario(turns=1, utterance_s=0.5), api_key="wrong-key-456")
     assert res.outcome == "http_401" and "wrong-key-456" not in res.error
+
+
+def test_50_greenlets_gevent_patched_p99_within_5ms(gsim):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("gevent_gemini.py")
+    out = subprocess.run([sys.executable, str(script), gsim.gemini_url(), "sim-fast", "50", "2", "20"],
+                         capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    assert data["patched"] and data["max_os_threads"] < 10
+    sessions = data["sessions"]
+    assert len(sessions) == 50 and all(s["outcome"] == "ok" for s in sessions), [
+        s["error"] for s in sessions if s["error"]]
+    errs = []
+    for s in sessions:
+        truth = truth_turns(gsim, s["server_session_id"])
+        assert len(truth) == len(s["turns"]) == 2
+        errs += [(m["first_audio_ns"] - tt["first_audio_ns"]) / 1e6 for m, tt in zip(s["turns"], truth, strict=True)]
+    print(f"gemini 50 greenlets: |err| p99 {_p99(errs):.3f} ms")
+    assert _p99(errs) <= 5.0, sorted(errs)[-5:]
