@@ -78,8 +78,8 @@ def test_dialect_for_target_and_unknown_provider():
     t = Target("x", "ws://127.0.0.1:1/v1/realtime", "sim-fast", voice="marin", beta=True)
     d = dialect_for(t, "manual")
     assert isinstance(d, OpenAIRealtime) and d.beta and d.turn_mode == "manual"
-    with pytest.raises(ValueError, match="gemini"):
-        dialect_for(Target("g", "wss://x", "m", provider="gemini"))
+    with pytest.raises(ValueError, match="nope"):
+        dialect_for(Target("g", "wss://x", "m", provider="nope"))
     with pytest.raises(ValueError, match="turn_mode"):
         ga(turn_mode="push_to_talk")
 
