@@ -219,8 +219,9 @@ def demo(duration, load_duration, report_path, store, config_path) -> None:
     """Run the whole pipeline on embedded defaults, in about a minute.
 
     \b
-    1. start the reference simulator with two profiles (sim-fast, sim-slow);
-    2. run the probe service against both, with SLO burn-rate and regression alert rules,
+    1. start the reference simulator: OpenAI Realtime with two profiles (sim-fast, sim-slow)
+       and a Gemini Live endpoint (gemini-sim);
+    2. run the probe service against all three, with SLO burn-rate and regression alert rules,
        and make sim-fast's TTFA twice as long half way through;
     3. run a short open-model load test against sim-slow;
     4-6. print the probe summary and the alerts that fired, and write an HTML report.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from probes.spec import Scenario
+from probes.spec import Scenario, Target
 from simulator.process import SimProcess
 from voicepulse.term import paint
 
@@ -52,10 +52,14 @@ def run_demo(cfg, *, seconds: float, store: str | None, load_s: float = 10.0,
     store_path = store or cfg.store
     query_store = None if cfg.sinks else store_path
     started_ns = time.time_ns()
-    step(1, total, "starting the reference simulator (profiles sim-fast and sim-slow)")
+    step(1, total, "starting the reference simulator (OpenAI Realtime profiles sim-fast and "
+                   "sim-slow, and a Gemini Live endpoint)")
     with SimProcess() as sim:
         click.echo(f"      simulator at {sim.ws_url}, control API at {sim.control_url}")
         targets = {m: sim_target(m, sim.realtime_url()) for m in DEMO_MODELS}
+        # the same simulator speaking Gemini Live, with its default latency profile
+        targets["gemini-sim"] = Target(name="gemini-sim", url=sim.gemini_url(), model="sim-live",
+                                       provider="gemini", api_key_env="SIM_API_KEY")
         where = "InfluxDB" if cfg.sinks else f"the embedded store {store_path}"
         service_cfg = demo_service_config(list(targets), seconds, every_s=4.0)
         step(2, total, f"probe service: {', '.join(targets)} every 4 s for {seconds:.0f} s "

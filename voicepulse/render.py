@@ -101,13 +101,13 @@ def probe_timeline(r: SessionResult) -> str:
 
 def summary_table(rows) -> str:
     """Per-target summary (success ratio, TTFA p50/p95, turn p95, errors by class)."""
-    headers = ["target", "model", "sessions", "success", "ttfa p50", "ttfa p95", "turn p95",
+    headers = ["target", "provider", "model", "sessions", "success", "ttfa p50", "ttfa p95", "turn p95",
                "errors by class"]
     body = []
     for s in rows:
         errors = ", ".join(f"{k} {v}" for k, v in sorted(s.errors.items())) or "-"
         body.append([
-            s.target, s.model, str(s.sessions), f"{100 * s.success_ratio:.1f} %",
+            s.target, s.provider, s.model, str(s.sessions), f"{100 * s.success_ratio:.1f} %",
             ms(s.ttfa_p50, 1), ms(s.ttfa_p95, 1), ms(s.turn_p95, 1), errors,
         ])
     return table(headers, body)
