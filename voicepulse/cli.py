@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from pathlib import Path
 
@@ -11,17 +10,9 @@ import click
 import orjson
 
 from voicepulse.configkit import ConfigError, parse_duration
+from voicepulse.errors import ConfigErrorExit
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-class ConfigErrorExit(click.ClickException):
-    """A bad config or option: one line on stderr, exit status 2, nothing started."""
-
-    exit_code = 2
-
-    def show(self, file=None) -> None:
-        click.echo(f"voicepulse: {self.message}", err=True)
 
 
 @click.group(context_settings=CONTEXT)
@@ -48,8 +39,6 @@ def load_or_default(config_path: str | None):
             return cfgmod.load_config(config_path)
         if Path("voicepulse.yaml").is_file():
             return cfgmod.load_config("voicepulse.yaml")
-        # the built-in targets are the local simulator, which wants any non-empty key
-        os.environ.setdefault("SIM_API_KEY", "local-simulator")
         return cfgmod.default_config()
     except ConfigError as exc:
         raise ConfigErrorExit(str(exc)) from None
@@ -133,9 +122,12 @@ def probe(target, config_path, url, model, provider, api_key_env, scenario, turn
         sc = cfg.scenario(scenario)
     except ConfigError as exc:
         raise ConfigErrorExit(str(exc)) from None
-    if tgt.api_key_env and not os.environ.get(tgt.api_key_env):
-        where = f"targets.{tgt.name}.api_key_env" if not url else "--api-key-env"
-        raise ConfigErrorExit(f"{cfg.file}: {where}: environment variable {tgt.api_key_env} is not set")
+    try:
+        cfgmod.require_env(cfg, [] if url else [tgt])
+        if url:
+            cfgmod.require_key(tgt, "--api-key-env", "")
+    except ConfigError as exc:
+        raise ConfigErrorExit(str(exc)) from None
     if ca_file:
         tgt = dataclasses.replace(tgt, ca_file=ca_file)
     if turns:

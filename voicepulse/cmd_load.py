@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from urllib.parse import urlsplit
 
 import click
 
@@ -16,7 +15,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _usage(message: str):
-    from voicepulse.cli import ConfigErrorExit
+    from voicepulse.errors import ConfigErrorExit
 
     return ConfigErrorExit(message)
 
@@ -88,7 +87,7 @@ def load(target, config_path, scenario, rate, users, stages, shape, duration, pr
         raise _usage("--master-host is for --worker")
     plan = build_plan(target, config_path, scenario, rate, users, stages, shape, duration,
                       thresholds, run_id, summary_json)
-    _check_key(plan.target)
+    _require_env(config_path, plan.target)
     import tempfile
     import time
 
@@ -205,13 +204,13 @@ def build_plan(target, config_path, scenario, rate, users, stages, shape, durati
                 outbox=os.path.abspath(cfg.outbox), summary_json=summary_json)
 
 
-def _check_key(tgt) -> None:
-    """The API key's variable must be set; the built-in simulator accepts any key."""
-    env = tgt.api_key_env
-    if not env or os.environ.get(env):
-        return
-    host = urlsplit(tgt.url).hostname or ""
-    if env == "SIM_API_KEY" and host in ("127.0.0.1", "::1", "localhost"):
-        os.environ[env] = "simulator"
-        return
-    raise _usage(f"targets.{tgt.name}.api_key_env: environment variable {env} is not set")
+def _require_env(config_path, target) -> None:
+    """The sinks' and the target's secrets are in the environment before anything starts."""
+    from voicepulse import config as cfgmod
+    from voicepulse.cli import load_or_default
+
+    cfg = load_or_default(config_path)
+    try:
+        cfgmod.require_env(cfg, [target])
+    except ConfigError as exc:
+        raise _usage(str(exc)) from None

@@ -16,25 +16,19 @@ import time
 
 import click
 
+from voicepulse import config as cfgmod
 from voicepulse.configkit import ConfigError, parse_duration
+from voicepulse.errors import ConfigErrorExit
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 log = logging.getLogger("voicepulse.serve")
 
 
-class ConfigExit(click.ClickException):
-    """A bad config or option: one line on stderr, exit status 2, nothing started."""
-
-    exit_code = 2
-
-    def show(self, file=None) -> None:
-        click.echo(f"voicepulse: {self.message}", err=True)
+ConfigExit = ConfigErrorExit
 
 
 def _load(config_path: str | None):
     from pathlib import Path
-
-    from voicepulse import config as cfgmod
 
     try:
         if config_path:
@@ -107,6 +101,10 @@ def serve(config_path, duration, store, status_port, verbose) -> None:
     # in `Authorization`) and urllib3 every request URL (query strings); keep them at INFO.
     for noisy in ("websockets", "urllib3", "influxdb_client"):
         logging.getLogger(noisy).setLevel(logging.INFO)
+    try:
+        cfgmod.require_env(cfg, [cfg.targets[t] for t in {j.target for j in cfg.service.probes}])
+    except ConfigError as exc:
+        raise ConfigExit(str(exc)) from None
     svc_cfg = cfg.service
     if status_port is not None:
         svc_cfg.status_port = status_port
@@ -153,8 +151,6 @@ def serve(config_path, duration, store, status_port, verbose) -> None:
 
 
 def _reload(service, path: str) -> None:
-    from voicepulse import config as cfgmod
-
     try:
         cfg = cfgmod.load_config(path)
         if cfg.service is None or not cfg.service.probes:

@@ -7,9 +7,11 @@ message that names the file, the key and what was expected.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -71,6 +73,8 @@ def load_config(path: str | Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(file, "", "file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(file, "", f"not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(file, "", f"cannot read the file ({exc.strerror})") from None
     try:
@@ -99,6 +103,36 @@ def parse_config(data: Any, file: str, base_dir: Path | None = None) -> Config:
     cfg.load = _section_parser("config_load", "parse_load")(root)
     root.done()
     return cfg
+
+
+#: The local simulator accepts any non-empty key: this placeholder stands in when unset.
+SIM_PLACEHOLDER_KEY = "local-simulator"
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def require_key(target: Target, file: str, key: str) -> None:
+    """A target's key variable must be set before anything starts; the one exception is the
+    simulator's SIM_API_KEY on a loopback URL, which gets a placeholder (any key works there)."""
+    var = target.api_key_env
+    if not var or os.environ.get(var):
+        return
+    if var == "SIM_API_KEY" and (urlsplit(target.url).hostname or "") in LOOPBACK_HOSTS:
+        os.environ[var] = SIM_PLACEHOLDER_KEY
+        return
+    raise ConfigError(file, key, f"environment variable {var} is not set")
+
+
+def require_env(cfg: Config, targets: list[Target]) -> None:
+    """Every secret the run will need is in the environment: the sinks' token, user and password
+    variables and the targets' key variables. Checked at start, so nothing half-starts."""
+    for i, sink in enumerate(cfg.sinks):
+        for key in ("token_env", "username_env", "password_env"):
+            var = getattr(sink, key, None)
+            if var and not os.environ.get(var):
+                raise ConfigError(cfg.file, f"sinks[{i}].{key}",
+                                  f"environment variable {var} is not set")
+    for t in targets:
+        require_key(t, cfg.file, f"targets.{t.name}.api_key_env")
 
 
 def _section_parser(module: str, name: str):

@@ -7,6 +7,7 @@ and calls `done()` last, so an unknown key is an error rather than a silently ig
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -104,6 +105,8 @@ class Section:
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error(name, f"expected a number, got {_show(value)}")
+        if not math.isfinite(value):
+            raise self.error(name, f"expected a finite number, got {_show(value)}")
         self._check_range(name, value, min, max, positive)
         return float(value)
 
