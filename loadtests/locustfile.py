@@ -5,7 +5,7 @@
     locust -f loadtests/locustfile.py --headless --processes 4 --vp-rate 50
     locust -f loadtests/locustfile.py --master ...  /  --worker --master-host H
 
-`voicepulse load` passes the whole run as --vp-plan JSON; see docs/load.md.
+`voicepulse load` passes the whole run as --vp-plan JSON; see README.md ("Load testing").
 """
 
 import os

@@ -45,7 +45,7 @@ def render_link(template: str, event: AlertEvent) -> str:
 
 
 def webhook_payload(event: AlertEvent, link_template: str = "") -> dict:
-    """The documented generic payload (docs/service.md, "Webhook payload")."""
+    """The documented generic payload (README.md ("Probe service and alerts"), "Webhook payload")."""
     return {
         "version": 1,
         "rule": event.rule,

@@ -395,7 +395,7 @@ class ProbeService:
             return dict(self._state)
 
     def status(self) -> dict:
-        """The /status document (see docs/service.md)."""
+        """The /status document (see README.md ("Probe service and alerts"))."""
         now = time.time()
         targets = {}
         for job_id, st in self.target_states().items():

@@ -121,7 +121,7 @@ def main(host, port, control_port, profiles_file, api_keys, beta, reader, truth_
     /openai/realtime?deployment=D&api-version=V and Gemini Live at
     /ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent (any of v1,
     v1beta, v1alpha; wss with --tls). The model name picks the profile (built-in: sim-fast,
-    sim-slow, default). See docs/simulator.md and docs/gemini.md.
+    sim-slow, default). See README.md ("Simulator") and README.md ("Gemini Live").
     """
     logging.basicConfig(level=log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

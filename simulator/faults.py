@@ -3,7 +3,7 @@
 A fault has a `kind`, a `probability` (default 1), a scope `per` ("session" or "turn"), an optional
 time window (`start_s` after it was posted, for `duration_s`), an optional `count` (apply at most N
 times, e.g. "the next session"), an optional `models` filter, and kind-specific parameters.
-Faults come from POST /faults or from a profile's `faults:` list. See docs/simulator.md.
+Faults come from POST /faults or from a profile's `faults:` list. See README.md ("Simulator").
 """
 
 from __future__ import annotations

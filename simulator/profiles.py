@@ -3,7 +3,7 @@
 A profile says how a simulated model behaves: how long before the first audio (TTFA), how long the
 reply is, how fast and how evenly it is delivered, connect/ready delays, barge-in delay, the text
 returned by input transcription, and faults that ride with the model. Profiles come from built-ins,
-a YAML file (--profiles) and run-time changes (PUT /profile); see docs/simulator.md.
+a YAML file (--profiles) and run-time changes (PUT /profile); see README.md ("Simulator").
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 thread sends the oldest pending lines in batches and deletes them only once the server accepted
 them. Retries are safe because InfluxDB overwrites an identical series+timestamp point.
 
-Policy (defaults in brackets; docs/telemetry.md explains them):
+Policy (defaults in brackets; README.md ("Storage") explains them):
 - transient failure (connection error, 429, 5xx): retry the same batch after exponential backoff
   with jitter [0.5 s doubling to 30 s, times a random 0.5..1.0], or after the server's
   Retry-After when it sends one (capped at 300 s). Counted in `retried`.

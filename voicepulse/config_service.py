@@ -1,5 +1,5 @@
 """Parses the probe-service sections of voicepulse.yaml: agent, probes, slos, alerts, notifiers,
-time_scale, status and service (docs/service.md is the reference).
+time_scale, status and service (README.md ("Probe service and alerts") is the reference).
 
 Every error names the file and the key (`voicepulse.yaml: probes[0].cron: ...`), so a bad
 schedule or a missing webhook env var stops `serve` before anything starts.

@@ -2,7 +2,7 @@
 
     python -m tests.hostile.session_mem URL [first_audio_s response_done_s]
 
-Used by the resource-bound tests and docs/operating.md: the peak RSS growth of a process that
+Used by the resource-bound tests and README.md ("Operating VoicePulse"): the peak RSS growth of a process that
 runs exactly one session against URL (a hostile server or the simulator).
 """
 

@@ -1,7 +1,7 @@
 """`voicepulse load` itself under a pseudo-terminal (tmux) and piped: the live block, plain lines.
 
 Skipped until `voicepulse load` draws voicepulse.progress (the lead wires it; see
-docs/report.md). The progress renderer itself is tested with a script in test_progress.py.
+README.md ("Reports")). The progress renderer itself is tested with a script in test_progress.py.
 """
 
 from __future__ import annotations
