@@ -37,7 +37,7 @@ import numpy as np
 import orjson
 from websockets.exceptions import ConnectionClosed
 
-from . import audio, markers
+from . import audio, markers, pacing
 from .channel import MAX_MESSAGE, FastChannel, WebsocketsChannel, frame_header
 from .faults import SESSION_KINDS, TURN_KINDS, Fault
 from .openai_session import abort_rst, rand_id, tokens_for_text
@@ -609,8 +609,7 @@ class GeminiSession:
         for j, w in enumerate(words):
             per_delta[j * n // len(words)].append(w)
         slot = [first_ns, int(delta_ms * 1e6 / prof.speed)]
-        jitter = prof.delta_jitter_ms
-        jitter_on = not (jitter.dist == "fixed" and jitter.value == 0)
+        jitter = pacing.jitter_of(prof)
         clip = audio.reply_clip("pcm16", delta_ms)
         head = b'{"serverContent":{"modelTurn":{"parts":[{"inlineData":{"mimeType":"' + OUT_MIME + b'","data":"'
         tail = b'"}}]}}}'
@@ -619,20 +618,11 @@ class GeminiSession:
         for i in range(n):
             if i in r.faults and not await self.fault_point(r, i, slot):
                 return
-            deadline = slot[0] + i * slot[1]
-            if jitter_on:
-                deadline += int(max(0.0, jitter.sample(self.rng)) * 1e6)
-            wait = deadline - time.monotonic_ns()
-            if wait > 0:
-                await asyncio.sleep(wait / 1e9)
+            deadline = await pacing.until_due(i, slot, jitter, self.rng)
             chunk_ms = delta_ms if i < n - 1 else reply_ms - (n - 1) * delta_ms
             b64 = clip.chunk(offset + i) if chunk_ms == delta_ms else clip.partial(offset + i, chunk_ms)
             t = await self.chan.write(head + b64 + tail)
-            if tr.first_audio_ns is None:
-                tr.first_audio_ns = t
-            lateness.add((t - deadline) // 1000)
-            tr.deltas += 1
-            tr.reply_audio_ms += chunk_ms
+            pacing.audio_sent(tr, lateness, t, deadline, chunk_ms)
             if per_delta[i] and self.out_transcription:
                 t2 = await self.send({"serverContent": {"outputTranscription": {
                     "text": " ".join(per_delta[i]) + " "}}})

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import orjson
 from websockets.exceptions import ConnectionClosed
 
-from . import audio, markers
+from . import audio, markers, pacing
 from .channel import MAX_MESSAGE, FastChannel, WebsocketsChannel
 from .faults import SESSION_KINDS, TURN_KINDS, Fault
 from .session_config import ConfigReject, SessionConfig
@@ -702,8 +702,7 @@ class OpenAISession:
         for j, w in enumerate(words):
             per_delta[j * n // len(words)].append(w)
         slot = [first_ns, int(delta_ms * 1e6 / prof.speed)]
-        jitter = prof.delta_jitter_ms
-        jitter_on = not (jitter.dist == "fixed" and jitter.value == 0)
+        jitter = pacing.jitter_of(prof)
         clip = audio.reply_clip(self.cfg.output_format, delta_ms)
         rate, width = audio.FORMATS[self.cfg.output_format]
         head = (b'{"type":"' + (names.text_delta if resp.text_only else names.audio_delta).encode()
@@ -716,12 +715,7 @@ class OpenAISession:
         for i in range(n):
             if i in resp.faults and not await self.fault_point(resp, i, slot):
                 return
-            deadline = slot[0] + i * slot[1]
-            if jitter_on:
-                deadline += int(max(0.0, jitter.sample(self.rng)) * 1e6)
-            wait = deadline - time.monotonic_ns()
-            if wait > 0:
-                await asyncio.sleep(wait / 1e9)
+            deadline = await pacing.until_due(i, slot, jitter, self.rng)
             chunk_ms = delta_ms if i < n - 1 else reply_ms - (n - 1) * delta_ms
             if resp.text_only:
                 payload = orjson.dumps(" ".join(per_delta[i]) + " ")[1:-1] if per_delta[i] else b""
@@ -736,11 +730,7 @@ class OpenAISession:
                                                                                       chunk_ms)
                 frame = b"".join((head, self.eid().encode(), mid, b64, tail))
                 t = await self.write(frame)
-                if tr.first_audio_ns is None:
-                    tr.first_audio_ns = t
-                lateness.add((t - deadline) // 1000)
-                tr.deltas += 1
-                tr.reply_audio_ms += chunk_ms
+                pacing.audio_sent(tr, lateness, t, deadline, chunk_ms)
                 if per_delta[i]:
                     t2 = await self.send({"type": names.transcript_delta, "response_id": rid,
                                           "item_id": item_id, "output_index": 0,
