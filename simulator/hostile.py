@@ -18,9 +18,9 @@ Modes (MODES below): every WebSocket mode first plays `session.created`, waits f
     wrong-types       a known event with fields of the wrong type (response.done response="x")
     truncated         half of a valid response.done frame
     deep-nesting      a known event nested 100 000 levels deep
-    huge-string       a transcript delta of 900 KB (under the client's 1 MiB frame limit)
+    huge-string       once audio arrives: a transcript delta of 900 KB (under the 1 MiB limit)
     oversized         one 2 MiB frame (over the client's frame limit)
-    bad-base64        audio deltas whose base64 is invalid, then a valid response.done
+    bad-base64        once audio arrives: invalid base64 audio deltas, then a response.done
     unknown-events    an endless stream of unknown event types (never a response.done)
     tiny-deltas       an endless stream of 4-byte audio deltas (never a response.done)
     never-done        once audio arrives: response.created and one audio delta, then silence
@@ -149,6 +149,14 @@ class Hostile:
             if isinstance(msg, str) and '"session.update"' in msg:
                 return
 
+    async def _await_audio(self, ws: ServerConnection, deadline: float) -> None:
+        """Reply only once the user has started talking, so the reply lands in the client's
+        turn (a reply sent before the turn began would belong to no turn at all)."""
+        while time.monotonic() < deadline:
+            msg = await asyncio.wait_for(ws.recv(), timeout=max(deadline - time.monotonic(), 0.01))
+            if isinstance(msg, str) and "input_audio_buffer" in msg:
+                return
+
     async def _drain(self, ws: ServerConnection, deadline: float) -> None:
         while time.monotonic() < deadline:
             await asyncio.wait_for(ws.recv(), timeout=max(deadline - time.monotonic(), 0.01))
@@ -177,6 +185,7 @@ class Hostile:
             await self._send(ws, _dumps({"type": "rate_limits.updated", "rate_limits": []}))
             await self._send(ws, bad_frame(mode))
         elif mode == "huge-string":
+            await self._await_audio(ws, deadline)
             await self._send(ws, _dumps({"type": "response.output_audio_transcript.delta",
                                          "delta": "A" * 900_000}))
             await self._send(ws, _dumps(_response_done()))
@@ -184,6 +193,7 @@ class Hostile:
             await self._send(ws, _dumps({"type": "response.output_audio.delta",
                                          "delta": "A" * (2 * 2**20)}))
         elif mode == "bad-base64":
+            await self._await_audio(ws, deadline)
             for d in ("!!!!not*base64", "A", "====", "\u00e9\u00e9\u00e9\u00e9" * 100):
                 await self._send(ws, _dumps({"type": "response.output_audio.delta", "delta": d}))
             await self._send(ws, _dumps(_response_done()))
@@ -195,12 +205,7 @@ class Hostile:
             await self._send(ws, _dumps({"type": "response.created", "response": {"id": "r"}}))
             await self._flood(ws, (delta for _ in _count()), deadline)
         elif mode == "never-done":
-            # reply once the user has started talking, so the audio lands in the turn
-            while time.monotonic() < deadline:
-                msg = await asyncio.wait_for(ws.recv(),
-                                             timeout=max(deadline - time.monotonic(), 0.01))
-                if isinstance(msg, str) and "input_audio_buffer" in msg:
-                    break
+            await self._await_audio(ws, deadline)
             await self._send(ws, _dumps({"type": "response.created", "response": {"id": "r"}}))
             audio = base64.b64encode(b"\0" * 4800).decode()
             await self._send(ws, _dumps({"type": "response.output_audio.delta", "delta": audio}))

@@ -268,13 +268,16 @@ def test_status_endpoint_mid_run(run) -> None:
     assert reg["last_hour"]["success_ratio"] == 1.0 and reg["last_hour"]["ttfa_p95_ms"] > 0
     out = st["targets"]["probe:vp-out:default"]
     assert out["last"]["outcome"] == "http_503" and out["last_hour"]["success_ratio"] < 1
-    assert any(a["rule"].startswith("out-availability:page") and a["state"] == "firing"
-               for a in st["alerts"])
+    paging = [a["rule"] for a in st["alerts"]
+              if a["rule"].startswith("out-availability:page") and a["state"] == "firing"]
+    assert paging
     assert st["outbox"]["pending"] == 0
     m = run["metrics_mid"]
     assert "# TYPE voicepulse_probe_runs_total counter" in m
-    assert 'voicepulse_alert_firing{rule="out-availability:page-1h",target="vp-out",' \
-           'severity="page"} 1' in m
+    # the page that is firing (page-1h or page-6h: with 2.5 s probes the 1h pair's scaled short
+    # window of 1.7 s may hold no probe at the snapshot) shows as firing in the metrics too
+    for rule in paging:
+        assert f'voicepulse_alert_firing{{rule="{rule}",target="vp-out",severity="page"}} 1' in m
     assert "secret" not in orjson.dumps(st).decode() and "secret" not in m
 
 
