@@ -165,6 +165,7 @@ class Reply:
     input_ms: float = 0.0
     in_text: int = 0  # input text tokens (instructions + clientContent text)
     text: list = field(default_factory=list)
+    input_index: int | None = None  # the user input answered (markers.py counts them)
 
 
 class GeminiSession:
@@ -188,6 +189,8 @@ class GeminiSession:
         self.input: InputTurn | None = None
         self.active: Reply | None = None
         self.turn_index = 0
+        self.user_inputs = 0  # user inputs so far (audio turns + user text turns)
+        self.transcribed = 0  # user audio turns whose transcription was started
         self.turn_faults: list[Fault] = []
         self.closing = False
         self.tasks: set[asyncio.Task] = set()
@@ -360,8 +363,10 @@ class GeminiSession:
         if key == "realtimeInput" and isinstance(body, dict):
             await self.on_realtime_input(body, t)
         elif key == "clientContent" and isinstance(body, dict):
-            texts = [str(p.get("text", "")) for turn in body.get("turns") or [] if isinstance(turn, dict)
+            turns = [turn for turn in body.get("turns") or [] if isinstance(turn, dict)]
+            texts = [str(p.get("text", "")) for turn in turns
                      for p in turn.get("parts") or [] if isinstance(p, dict)]
+            self.user_inputs += sum(1 for turn in turns if turn.get("role", "user") == "user")
             if self.active is not None:
                 self.interrupt(t)
             if body.get("turnComplete"):
@@ -401,6 +406,7 @@ class GeminiSession:
             turn = self.input or InputTurn(start_ms=self.turn_start_ms)
             self.input = None
             turn.end_ms = self.total_ms
+            self.user_inputs += 1
             self.start_reply(t, "activityEnd", turn=turn, commit_ns=t)
         if body.get("audioStreamEnd"):
             if self.manual:
@@ -411,6 +417,7 @@ class GeminiSession:
                 self.vad.in_speech = False
                 self.end_of_speech(t)
         if isinstance(body.get("text"), str):
+            self.user_inputs += 1
             if self.active is not None:
                 self.interrupt(t)
             self.start_reply(t, "text", text_chars=len(body["text"]))
@@ -453,6 +460,7 @@ class GeminiSession:
         turn = self.input or InputTurn(start_ms=self.turn_start_ms)
         self.input = None
         turn.end_ms = audio_end_ms if audio_end_ms is not None else self.total_ms
+        self.user_inputs += 1
         self.start_reply(t, "vad", turn=turn, stopped_ns=t)
 
     # ---- replies ----------------------------------------------------------------------------
@@ -489,6 +497,8 @@ class GeminiSession:
             self.turn_start_ms = end
         tr.input_audio_ms = int(input_ms)
         r = Reply(tr, trigger_ns, input_ms=input_ms)
+        if trigger != "toolResponse" and self.user_inputs:
+            r.input_index = self.user_inputs - 1
         r.in_text = tokens_for_text(self.instructions) + math.ceil(text_chars / 4)
         faults = list(self.turn_faults)
         faults += self.state.faults.pick(self.profile, self.model, TURN_KINDS, per="turn")
@@ -498,13 +508,19 @@ class GeminiSession:
         self.active = r
         r.task = self._spawn(self.run_reply(r))
         if self.in_transcription and turn is not None:
-            self._spawn(self.transcribe(tr))
+            self._spawn(self.transcribe(tr, self.transcribed))
+            self.transcribed += 1
 
-    async def transcribe(self, tr: TurnTruth) -> None:
+    async def transcribe(self, tr: TurnTruth, k: int) -> None:
+        """Transcribe user audio turn k (0-based over transcribed turns), with the profile's WER
+        seeded per session and turn as the OpenAI session does."""
         delay = self.profile.transcription_delay_ms.sample(self.rng)
         if delay > 0:
             await asyncio.sleep(delay / 1000)
-        text = markers.find_transcript(self.instructions) or self.profile.transcript or "simulated speech"
+        prof = self.profile
+        text = markers.transcript_for(self.instructions, k) or prof.transcript or "simulated speech"
+        if prof.wer > 0:
+            text = markers.inject_wer(text, prof.wer, f"{self.id}:{tr.turn_index}")
         tr.transcript = text
         try:
             await self.send({"serverContent": {"inputTranscription": {"text": text, "finished": True}}})
@@ -584,7 +600,8 @@ class GeminiSession:
         ttfa_ms = prof.ttfa_ms.sample(self.rng) * prof.ttfa_scale
         tr.injected_ttfa_ms = round(ttfa_ms, 3)
         first_ns = r.trigger_ns + int(ttfa_ms * 1e6)
-        call = markers.find_call(self.instructions) if tr.trigger != "toolResponse" else None
+        call = None if tr.trigger == "toolResponse" else markers.call_for(self.instructions,
+                                                                          r.input_index)
         if call is not None and call.name in self.tools:
             wait = first_ns - time.monotonic_ns()
             if wait > 0:

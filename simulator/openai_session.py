@@ -103,6 +103,9 @@ class Response:
     item_id: str | None = None
     sent_text: list = field(default_factory=list)
     input: InputTurn | None = None
+    input_index: int | None = None  # the user input answered (markers.py counts them)
+    after_tool: bool = False  # follows a function_call_output: never calls
+    user_text: str | None = None  # the latest user text item's text, for its call markers
 
 
 @dataclass(slots=True)
@@ -146,7 +149,9 @@ class OpenAISession:
         self.input: InputTurn | None = None  # audio turn in progress
         self.pending: InputTurn | None = None  # committed, not yet answered
         self.pending_text_chars = 0
-        self.pending_marker: markers.CallMarker | None = None
+        self.pending_user_text: str | None = None  # latest user text item not yet answered
+        self.user_inputs = 0  # user inputs so far (audio turns + user message items)
+        self.transcribed = 0  # user audio turns whose transcription was started
         self.last_item_id: str | None = None
         self.last_item_type: str | None = None
         self.active: Response | None = None
@@ -432,8 +437,10 @@ class OpenAISession:
                 "content": [{"type": "input_audio", "transcript": None}]}
         await self.item_added(item, prev)
         self.pending = turn
+        self.user_inputs += 1
         if self.cfg.transcription is not None:
-            self._spawn(self.transcribe(turn, self.turn_index))
+            self._spawn(self.transcribe(turn, self.transcribed))
+            self.transcribed += 1
 
     async def item_added(self, item: dict, prev: str | None) -> None:
         self.last_item_id, self.last_item_type = item["id"], item.get("type")
@@ -446,11 +453,12 @@ class OpenAISession:
             await self.send({"type": "conversation.item.created", "previous_item_id": prev,
                              "item": item})
 
-    async def transcribe(self, turn: InputTurn, turn_index: int) -> None:
+    async def transcribe(self, turn: InputTurn, k: int) -> None:
+        """Transcribe user audio turn k (0-based over transcribed turns): the k-th marker."""
         delay = self.profile.transcription_delay_ms.sample(self.rng)
         if delay > 0:
             await asyncio.sleep(delay / 1000)
-        text = (markers.find_transcript(self.cfg.instructions) or self.profile.transcript
+        text = (markers.transcript_for(self.cfg.instructions, k) or self.profile.transcript
                 or "simulated speech")
         if self.profile.wer > 0:
             text = markers.inject_wer(text, self.profile.wer, f"{self.id}:{turn.item_id}")
@@ -494,7 +502,8 @@ class OpenAISession:
             text = " ".join(t for t in texts if isinstance(t, str))
             self.pending_text_chars += len(text)
             if item.get("role") == "user":
-                self.pending_marker = markers.find_call(text)
+                self.pending_user_text = text
+                self.user_inputs += 1
         elif item["type"] == "function_call_output":
             self.pending_text_chars += len(str(item.get("output", "")))
             self.last_tool_output_ns = t
@@ -558,14 +567,18 @@ class OpenAISession:
         self.turn_index += 1
         if trigger == "response.create":
             tr.response_create_ns = trigger_ns
-        if self.last_item_type == "function_call_output":
+        after_tool = self.last_item_type == "function_call_output"
+        if after_tool:
             tr.tool_output_ns = self.last_tool_output_ns
         if turn is not None:
             tr.speech_start_ns, tr.speech_end_ns = turn.speech_start_ns, turn.speech_end_ns
             tr.speech_stopped_ns, tr.commit_ns = turn.speech_stopped_ns, turn.commit_ns
             tr.audio_start_ms, tr.audio_end_ms = turn.audio_start_ms, turn.audio_end_ms
             tr.input_audio_ms = turn.audio_ms
-        resp = Response(rid, tr, text_only, instructions, tools, trigger_ns, event_id, input=turn)
+        resp = Response(rid, tr, text_only, instructions, tools, trigger_ns, event_id, input=turn,
+                        input_index=self.user_inputs - 1 if self.user_inputs else None,
+                        after_tool=after_tool, user_text=self.pending_user_text)
+        self.pending_user_text = None
         resp.input_text_tokens = tokens_for_text(instructions) + math.ceil(
             self.pending_text_chars / 4)
         self.pending_text_chars = 0
@@ -578,11 +591,12 @@ class OpenAISession:
         resp.task = self._spawn(self.run_response(resp))
 
     def _tool_call(self, resp: Response) -> markers.CallMarker | None:
-        if self.last_item_type == "function_call_output":
-            self.pending_marker = None
+        """The call this response makes: a marker in the latest user text item, else in the
+        instructions, for its user input; none after a function_call_output."""
+        if resp.after_tool:
             return None
-        marker, self.pending_marker = self.pending_marker, None
-        marker = marker or markers.find_call(resp.instructions)
+        k = resp.input_index
+        marker = markers.call_for(resp.user_text, k) or markers.call_for(resp.instructions, k)
         if marker is None:
             return None
         declared = {t.get("name") for t in resp.tools if isinstance(t, dict)}
