@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from loadtests.profile import Profile, Stage, shape_stages
+from probes.script import Repeat, Say, Script, Silence, ToolResult, WaitReply, parse_script
 from probes.spec import Scenario, Target, Timeouts
 
 DEFAULT_URL = "ws://127.0.0.1:8765/v1/realtime"
@@ -63,6 +64,8 @@ class LoadConfig:
         return Profile.constant(self.level, self.duration_s)
 
     def session_estimate_s(self, sc: Scenario) -> float:
+        if sc.script is not None:
+            return 0.2 + script_estimate_s(sc.script, sc.trailing_silence_s, self.expected_reply_s)
         per_turn = sc.utterance_s + sc.trailing_silence_s + self.expected_reply_s + sc.pause_s
         return 0.2 + sc.turns * per_turn
 
@@ -104,6 +107,9 @@ class Plan:
         d = orjson.loads(text)
         sc = dict(d["scenario"])
         sc["timeouts"] = Timeouts(**sc.get("timeouts") or {})
+        if sc.get("script"):  # shipped as its YAML source: parse it again here
+            sc["script"] = parse_script(sc["script"]["source"], sc["script"]["expect"],
+                                        base_dir=sc["script"]["base_dir"])
         ld = dict(d.get("load") or {})
         if ld.get("stages"):
             ld["stages"] = [Stage(**s) for s in ld["stages"]]
@@ -141,3 +147,27 @@ def _fix_slot_defaults(obj) -> None:
     for f in dataclasses.fields(obj):
         if type(getattr(obj, f.name)).__name__ == "member_descriptor":
             setattr(obj, f.name, f.default)
+
+
+def script_estimate_s(script: Script, trailing_s: float, reply_s: float) -> float:
+    """A scripted session's rough length for slot sizing: speech (espeak at ~2.5 words/s),
+    silences, tool delays and one reply per wait_reply; a repeat until expiry counts its max."""
+    def walk(steps) -> float:
+        total = 0.0
+        for st in steps:
+            say = getattr(st, "say", st)
+            if isinstance(say, Say):
+                words = len((say.text or "").split())
+                total += (say.duration_s if say.source == "synthetic" else words / 2.5 + 0.5)
+                total += trailing_s
+            elif isinstance(st, Silence):
+                total += st.ms / 1000
+            elif isinstance(st, ToolResult):
+                total += st.delay_ms / 1000
+            elif isinstance(st, WaitReply):
+                total += reply_s
+            elif isinstance(st, Repeat):
+                total += st.max_s if st.times is None else st.times * walk(st.steps)
+        return total
+
+    return walk(script.steps)

@@ -257,6 +257,13 @@ def utterance(
     return _pack(pcm, n_speech, rate=rate, codec=codec, chunk_ms=chunk_ms, speech_s=speech_s)
 
 
+@lru_cache(maxsize=64)
+def silent(duration_s: float, *, rate: int = DEFAULT_RATE, codec: str = "pcm16",
+           chunk_ms: int = 100) -> Utterance:
+    """Digital silence, chunked like an utterance (no speech chunks): an open mic."""
+    return _pack(silence(duration_s, rate), 0, rate=rate, codec=codec, chunk_ms=chunk_ms)
+
+
 # ---- real speech: speech detection, resampling, trimming -------------------------------------
 
 

@@ -49,6 +49,7 @@ TURN_METRICS = (
     "send_lag_p99_ms",
     "send_lag_max_ms",
     "barge_in_ms",
+    "barge_in_audio_ms",
     "tool_ms",
     "tool_result_ms",
     "wer",
@@ -131,11 +132,13 @@ class TurnResult:
     send_lag_p99_ms: float | None = None
     send_lag_max_ms: float | None = None
     # scenario metrics (None when the scenario had no such step)
-    barge_in_ms: float | None = None
+    barge_in_ms: float | None = None  # user speaks over the reply -> the server stops it
+    barge_in_audio_ms: float | None = None  # reply audio that still arrived after the user spoke
     tool_ms: float | None = None
     tool_result_ms: float | None = None
     wer: float | None = None
-    checks: dict[str, bool] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)  # scenario checks: name -> passed
+    notes: str = ""  # why checks failed, in words
     # usage and price
     usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = None
@@ -147,6 +150,8 @@ class TurnResult:
     speech_sent_ns: int | None = None
     first_audio_ns: int | None = None
     response_done_ns: int | None = None
+    barge_in_ns: int | None = None  # when the speech over this reply was due to start
+    tool_result_sent_ns: int | None = None
 
     def metrics(self) -> dict[str, float | int]:
         """The numeric metrics that were measured, under their storage names."""
@@ -166,6 +171,7 @@ class TurnResult:
             "send_lag_p99_ms": self.send_lag_p99_ms,
             "send_lag_max_ms": self.send_lag_max_ms,
             "barge_in_ms": self.barge_in_ms,
+            "barge_in_audio_ms": self.barge_in_audio_ms,
             "tool_ms": self.tool_ms,
             "tool_result_ms": self.tool_result_ms,
             "wer": self.wer,
@@ -202,6 +208,10 @@ class SessionResult:
     send_lag_p99_ms: float | None = None
     unknown_events: int = 0
     go_away: bool = False
+    # a scenario that expects the provider's session limit (`expect: session_expired`): how the
+    # session ended (session_expired / go_away; the outcome stays ok) and ready -> that end
+    ended_by: str = ""
+    expiry_s: float | None = None
     connect_start_ns: int | None = None  # perf_counter_ns of connect start
     start_lag_ms: float | None = None  # connect start - intended start (load model), if given
 

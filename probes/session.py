@@ -22,6 +22,8 @@ in `SessionResult.outcome` as one of the stable error classes; run_session never
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import logging
 import os
 import re
@@ -37,7 +39,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.frames import Opcode
 from websockets.sync.client import ClientConnection, connect
 
-from probes import audio, playback, prices, rxstamp
+from probes import audio, playback, prices, rxstamp, wer
 from probes.dialects import dialect_for
 from probes.dialects.base import (
     AudioDelta,
@@ -79,7 +81,8 @@ SEND_BLOCK_TIMEOUT_S = 10.0
 #: Outcome when the caller's `stop` event ended the session (not a target failure).
 STOPPED = "stopped"
 #: Outcome when the spec cannot be used as given: the API key's environment variable is unset,
-#: the URL is not ws(s)://host, the ca_file cannot be loaded (nothing was sent).
+#: the URL is not ws(s)://host, the ca_file cannot be loaded, a say step's audio cannot be made
+#: (nothing was sent).
 CONFIG = "config"
 #: Outcome for a bug in the engine itself (reported, never raised into a load generator).
 CLIENT_ERROR = "client_error"
@@ -116,13 +119,12 @@ def run_session(
     "config"). intended_start_ns (perf_counter_ns) is when the load model wanted this session
     to start: if it is still ahead the call waits for it, and the lateness is `start_lag_ms`.
     `stop` ends the session early (outcome "stopped"). Raises ValueError only for a spec the
-    engine cannot run at all (unknown turn mode or provider, scripted steps).
+    engine cannot run at all (unknown turn mode or provider).
     """
-    if scenario.steps:
-        raise ValueError("scripted steps (issue 10) are not supported by this engine yet")
     if scenario.turn_mode not in TURN_MODES:
         raise ValueError(f"turn_mode must be one of {TURN_MODES}, not {scenario.turn_mode!r}")
-    dialect = dialect_for(target, scenario.turn_mode)
+    target = effective_target(target, scenario)
+    dialect = dialect_for(target, scenario.turn_mode, interrupt_response=scenario.interrupt_response)
     res = SessionResult(
         target=target.name,
         provider=target.provider,
@@ -176,6 +178,21 @@ class _Turn:
         "lags_ns",
         "responses",
         "text_chars",
+        # scripted scenarios (probes/play.py): the reply to the latest trigger (speech end, tool
+        # result, text), barge-in marks, expected transcript, checks
+        "usage",
+        "reply_from_ns",
+        "reply_audio_ns",
+        "reply_done_ns",
+        "reply_done",
+        "tool_sent_ns",
+        "tool_audio_ns",
+        "barge_ns",
+        "stopped_ns",
+        "barge_bytes",
+        "expected_text",
+        "checks",
+        "notes",
     )
 
     def __init__(self, index: int) -> None:
@@ -195,6 +212,24 @@ class _Turn:
         self.lags_ns: list[int] = []
         self.responses = 0
         self.text_chars = 0  # transcript characters received (kept up to MAX_TEXT_CHARS)
+        self.usage = Usage()  # summed over the turn's responses (a tool call makes two)
+        self.reply_from_ns: int | None = None  # what the reply's phase deadlines count from
+        self.reply_audio_ns: int | None = None
+        self.reply_done_ns: int | None = None
+        self.reply_done: ResponseDone | None = None
+        self.tool_sent_ns: int | None = None
+        self.tool_audio_ns: int | None = None  # first audio after the tool result was sent
+        self.barge_ns: int | None = None  # the user started speaking over this reply
+        self.stopped_ns: int | None = None  # the server stopped it (cancelled / interrupted)
+        self.barge_bytes = 0  # reply audio that arrived after barge_ns
+        self.expected_text: str | None = None  # what was said, when known (WER reference)
+        self.checks: dict[str, bool] = {}
+        self.notes: list[str] = []  # why a check failed, in words
+
+    def trigger(self, from_ns: int) -> None:
+        """A new reply is asked for (called before the message that asks for it is sent)."""
+        self.reply_from_ns = from_ns
+        self.reply_audio_ns = self.reply_done_ns = self.reply_done = None
 
 
 class _Conn(ClientConnection):
@@ -269,11 +304,48 @@ def prepare(target: Target, scenario: Scenario) -> None:
 
     run_session does this itself before connecting; a load generator calls it once before the
     run so no session renders audio (tens of ms of numpy) while others are being timed, which
-    under gevent would stall every greenlet in the process.
+    under gevent would stall every greenlet in the process. Raises audio.AudioSourceError for
+    a say step whose WAV or espeak-ng cannot be used.
     """
-    dialect = dialect_for(target, scenario.turn_mode)
+    _render(dialect_for(effective_target(target, scenario), scenario.turn_mode), scenario)
+
+
+def _render(dialect: Dialect, scenario: Scenario) -> None:
+    if scenario.script is not None:
+        from probes.play import render
+
+        render(dialect, scenario)
+        return
     for i in range(scenario.turns):
         _append_messages(dialect, _utterance(dialect, scenario, i))
+
+
+#: outcomes that mean "the session reached the provider's session limit" (`expect:`)
+_EXPIRY_OUTCOMES = {"session_expired": (SESSION_EXPIRED, GO_AWAY)}
+
+
+def _expected_end(expect: str | None, outcome: str) -> bool:
+    return expect is not None and outcome in _EXPIRY_OUTCOMES.get(expect, ())
+
+
+def effective_target(target: Target, scenario: Scenario) -> Target:
+    """The target as this scenario talks to it: its instructions, tools and transcription,
+    plus the simulator's steering hints when the target asks for them."""
+    changes: dict = {}
+    if scenario.instructions is not None:
+        changes["instructions"] = scenario.instructions
+    if scenario.tools is not None:
+        changes["tools"] = scenario.tools
+    if scenario.transcription_model is not None:
+        changes["transcription_model"] = scenario.transcription_model
+    if target.simulator_hints and scenario.script is not None:
+        from probes.play import simulator_hints
+
+        hints = simulator_hints(scenario.script)
+        if hints:
+            base = changes.get("instructions", target.instructions) or ""
+            changes["instructions"] = f"{base} {hints}".strip()
+    return dataclasses.replace(target, **changes) if changes else target
 
 
 class _Failure(Exception):
@@ -307,6 +379,10 @@ class _Session:
         self.ready_ns: int | None = None
         self.configured_ns: int | None = None
         self.turn = _Turn(-1)  # frames before the first turn land here
+        self.next_turn: _Turn | None = None  # a turn begun while self.turn's reply still runs
+        self.awaiting_transcript: collections.deque[_Turn] = collections.deque()
+        self.ended_ns: int | None = None  # session_expired notice or close, whichever came first
+        self.audio_free_ns = 0  # when the audio sent so far has played out (the mic's clock)
         self.session_deadline = 0
 
     # ---- receiver side (runs in the connection's receive thread/greenlet) --------------
@@ -324,11 +400,18 @@ class _Session:
                 if turn.first_audio_ns is None:
                     turn.first_audio_ns = t
                     self.wake.set()
+                if turn.reply_audio_ns is None:
+                    turn.reply_audio_ns = t
+                    if turn.tool_sent_ns is not None and turn.tool_audio_ns is None:
+                        turn.tool_audio_ns = t
+                    self.wake.set()
                 if len(turn.audio_t) >= MAX_DELTAS:
                     self.fail("protocol", f"more than {MAX_DELTAS} audio deltas in one turn")
                     return
                 turn.audio_t.append(t)
                 turn.audio_n.append(ev.nbytes)
+                if turn.barge_ns is not None and t >= turn.barge_ns:
+                    turn.barge_bytes += ev.nbytes
             elif cls is TranscriptDelta or cls is TextDelta:
                 if turn.first_text_ns is None:
                     turn.first_text_ns = t
@@ -336,23 +419,36 @@ class _Session:
                     turn.transcript.append(ev.text[: MAX_TEXT_CHARS - turn.text_chars])
                 turn.text_chars += len(ev.text)
             elif cls is ResponseDone:
-                turn.done = ev
-                turn.done_ns = t
+                turn.done = turn.reply_done = ev
+                turn.done_ns = turn.reply_done_ns = t
+                turn.usage.add(ev.usage)
+                if ev.status == "cancelled" and turn.barge_ns is not None and turn.stopped_ns is None:
+                    turn.stopped_ns = t
+                if self.next_turn is not None:  # the reply a barge-in spoke over has ended
+                    self.turn = turn = self.next_turn
+                    self.next_turn = None
                 self.wake.set()
             elif cls is SpeechStopped:
-                if turn.speech_stopped_ns is None:
-                    turn.speech_stopped_ns = t
+                st = self.next_turn or turn  # speech over a reply belongs to the next turn
+                if st.speech_stopped_ns is None:
+                    st.speech_stopped_ns = t
             elif cls is ResponseCreated:
                 turn.responses += 1
             elif cls is InputTranscript:
-                if ev.final and len(turn.input_transcript) < 16:
-                    turn.input_transcript.append(ev.text[:MAX_TEXT_CHARS])
+                # transcripts come in speech order, maybe after the next turn began: the oldest
+                # turn still waiting for one gets it
+                it = self.awaiting_transcript.popleft() if (
+                    ev.final and self.awaiting_transcript) else (self.next_turn or turn)
+                if ev.final and len(it.input_transcript) < 16:
+                    it.input_transcript.append(ev.text[:MAX_TEXT_CHARS])
+                    self.wake.set()
             elif cls is ToolCall:
                 if len(turn.tool_calls) < 64:
                     turn.tool_calls.append((t, ev))
                 self.wake.set()
             elif cls is ServerError:
                 if ev.code == SESSION_EXPIRED:
+                    self.ended_ns = self.ended_ns or t
                     self.fail(SESSION_EXPIRED, ev.message)
                 else:
                     self.fail(server_error(ev.code), ev.message)
@@ -367,7 +463,8 @@ class _Session:
             elif cls is GoAway:
                 self.res.go_away = True
             elif cls is Interrupted:
-                pass
+                if turn.barge_ns is not None and turn.stopped_ns is None:
+                    turn.stopped_ns = t
             elif cls is Unknown:
                 pass
 
@@ -380,6 +477,7 @@ class _Session:
         elif sent is not None:
             code, reason = sent.code, sent.reason
         self.closed_code, self.closed_reason = code, reason
+        self.ended_ns = self.ended_ns or perf_counter_ns()
         if not self.closing:
             if self.res.go_away:  # announced (Gemini goAway): its own outcome, not a drop
                 self.fail(GO_AWAY, f"closed {code} after goAway: {reason or 'no reason'}")
@@ -398,8 +496,11 @@ class _Session:
         res = self.res
         # render before the clock starts: cached after the first session, but the first one's
         # numpy work must not count as connect time or start lag
-        for i in range(self.scenario.turns):
-            _append_messages(self.dialect, _utterance(self.dialect, self.scenario, i))
+        try:
+            _render(self.dialect, self.scenario)
+        except audio.AudioSourceError as e:  # a WAV that is not audio, espeak-ng failing
+            return self._end(CONFIG, str(e))
+        script = self.scenario.script
         if intended_start_ns is not None:
             ahead = intended_start_ns - perf_counter_ns()
             if ahead > 0 and not self._sleep(ahead / _NS):
@@ -409,20 +510,34 @@ class _Session:
         res.connect_start_ns = start
         if intended_start_ns is not None:
             res.start_lag_ms = (start - intended_start_ns) / 1e6
-        self.session_deadline = start + int(self.t.session * _NS)
+        session_s = self.t.session
+        if script is not None:  # a long-call scenario runs until its repeat's max, not less
+            session_s = max(session_s, script.longest_s() + self.t.response_done)
+        self.session_deadline = start + int(session_s * _NS)
         try:
             self._connect(start)
             self._setup(start)
-            for i in range(self.scenario.turns):
-                if i:
-                    pause = self.scenario.pause_s
-                    if pause > 0 and not self._sleep(pause):
-                        raise _Failure(STOPPED, "stopped between turns")
-                self._turn(i)
+            if script is not None:
+                from probes.play import play
+
+                play(self, script)
+            else:
+                for i in range(self.scenario.turns):
+                    if i:
+                        pause = self.scenario.pause_s
+                        if pause > 0 and not self._sleep(pause):
+                            raise _Failure(STOPPED, "stopped between turns")
+                    self._turn(i)
             self.closing = True  # all turns done: a close from here on is the normal end
         except _Failure as f:
             outcome, msg = f.args
-            self._end(outcome, msg)
+            if script is not None and _expected_end(script.expect, outcome):
+                self.closing = True
+                res.ended_by = outcome
+                if self.ready_ns is not None and self.ended_ns is not None:
+                    res.expiry_s = (self.ended_ns - self.ready_ns) / _NS
+            else:
+                self._end(outcome, msg)
         else:
             if self.failure is not None:
                 self._end(*self.failure)
@@ -592,22 +707,35 @@ class _Session:
         raise _Failure(ws_closed(self.closed_code), "connection closed while sending") from None
 
     def _turn(self, index: int) -> None:
-        sc = self.scenario
-        manual = sc.turn_mode == "manual"
-        utt = _utterance(self.dialect, sc, index)
-        msgs = _append_messages(self.dialect, utt)
-        last = utt.speech_chunks - 1
+        utt = _utterance(self.dialect, self.scenario, index)
         turn = _Turn(index)
         self.turn = turn
+        self._speak(turn, utt)
+        self._await_reply(turn, turn.speech_end_ns)
+
+    def _speak(self, turn: _Turn, utt: audio.Utterance, t0: int | None = None,
+               user_turn: bool = True) -> None:
+        """Stream one utterance, chunk k due at t0 + k * chunk (t0 = now unless given).
+
+        A user turn sets the turn's E, asks for a reply and joins res.turns (even when
+        streaming fails, so the session's end is counted); a manual one ends with commit +
+        response.create after its speech. Otherwise (silence) it only keeps the mic going."""
+        manual = self.scenario.turn_mode == "manual" and user_turn
+        msgs = _append_messages(self.dialect, utt)
+        last = utt.speech_chunks - 1 if user_turn else -1
         if manual:
             self._send_all(self.dialect.start_activity())
-        chunk_ns = sc.chunk_ms * 1_000_000
+        chunk_ns = utt.chunk_ms * 1_000_000
         lags = turn.lags_ns
         send = self.ws.send
         sleep = time.sleep
         try:
-            t0 = perf_counter_ns()
-            turn.speech_end_ns = t0 + last * chunk_ns
+            # the mic's clock runs on: a stream starts no earlier than the last one's audio ended
+            t0 = max(perf_counter_ns(), self.audio_free_ns) if t0 is None else t0
+            self.audio_free_ns = t0 + len(msgs) * chunk_ns
+            if user_turn:
+                turn.speech_end_ns = t0 + last * chunk_ns
+                turn.trigger(turn.speech_end_ns)
             for k, m in enumerate(msgs):
                 due = t0 + k * chunk_ns
                 now = perf_counter_ns()
@@ -628,16 +756,23 @@ class _Session:
         except ConnectionClosed:
             self._send_failed()
         finally:
-            self.res.turns.append(turn)  # replaced by its TurnResult in _finish_session
-        e = turn.speech_end_ns
+            if user_turn:
+                self.res.turns.append(turn)  # replaced by its TurnResult in _finish_session
+
+    def _await_reply(self, turn: _Turn, e: int) -> None:
+        """Wait for the first audio (or the end) of the reply to the turn's latest trigger,
+        then its end, with phase deadlines from `e`. A failed reply ends the session with its
+        outcome; so does a cancelled one, unless the user spoke over it (barge-in)."""
         self._wait(
-            lambda: turn.first_audio_ns is not None or turn.done_ns is not None,
+            lambda: turn.reply_audio_ns is not None or turn.reply_done_ns is not None,
             e + int(self.t.first_audio * _NS),
             "first_audio",
         )
-        self._wait(lambda: turn.done_ns is not None, e + int(self.t.response_done * _NS), "response_done")
-        done = turn.done
-        if done is not None and done.status in ("failed", "cancelled"):
+        self._wait(lambda: turn.reply_done_ns is not None, e + int(self.t.response_done * _NS),
+                   "response_done")
+        done = turn.reply_done
+        if done is not None and (done.status == "failed" or (
+                done.status == "cancelled" and turn.barge_ns is None)):
             code = done.error_code if done.status == "failed" else (done.reason or "cancelled")
             raise _Failure(response_failed(code), f"response {done.status}: {code}")
 
@@ -689,7 +824,17 @@ class _Session:
                     tr.turn_sent_ms = (t.done_ns - sent) / 1e6
             if t.tool_calls:
                 tr.tool_ms = (t.tool_calls[0][0] - e) / 1e6
+        tr.barge_in_ns, tr.tool_result_sent_ns = t.barge_ns, t.tool_sent_ns
+        if t.tool_sent_ns is not None and t.tool_audio_ns is not None:
+            tr.tool_result_ms = (t.tool_audio_ns - t.tool_sent_ns) / 1e6
         bps = self.dialect.output_format.bytes_per_s
+        if t.barge_ns is not None:
+            tr.checks["reply_stopped"] = t.stopped_ns is not None
+            if t.stopped_ns is not None:
+                tr.barge_in_ms = (t.stopped_ns - t.barge_ns) / 1e6
+            tr.barge_in_audio_ms = t.barge_bytes / bps * 1000
+        tr.checks.update(t.checks)
+        tr.notes = "; ".join(t.notes)[:MAX_TEXT_CHARS]
         n = min(len(t.audio_t), len(t.audio_n))  # consistent even if a receiver were still running
         arrivals = t.audio_t[:n]
         durs = [b / bps for b in t.audio_n[:n]]
@@ -703,17 +848,21 @@ class _Session:
             tr.send_lag_p99_ms = playback.percentile(lags, 99) / 1e6
             tr.send_lag_max_ms = lags[-1] / 1e6
         if t.done is not None:
-            tr.usage = t.done.usage
+            tr.usage = t.usage
             tr.response_status = t.done.status
-            tr.cost_usd = prices.cost_usd(self.target.model, t.done.usage, self.target.prices)
+            tr.cost_usd = prices.cost_usd(self.target.model, t.usage, self.target.prices)
             if t.done.status == "failed":
                 tr.outcome = response_failed(t.done.error_code)
-            elif t.done.status == "cancelled":
+            elif t.done.status == "cancelled" and t.barge_ns is None:
                 tr.outcome = response_failed(t.done.reason or "cancelled")
         else:
             tr.usage = Usage()
         tr.transcript = "".join(t.transcript)
         tr.input_transcript = " ".join(t.input_transcript)
+        if t.expected_text is not None:
+            tr.checks["transcribed"] = bool(t.input_transcript)
+            if t.input_transcript:
+                tr.wer = wer.word_error_rate(t.expected_text, tr.input_transcript)
         return tr
 
     def close(self) -> None:

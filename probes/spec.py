@@ -7,7 +7,28 @@ resolved at connect time, so a spec can be printed, logged or stored safely.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from probes.script import Script
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from 30, 30.5, "30s", "250ms", "5m", "1h", "3d", "1w". Raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int | float):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(value)
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
 
 PROVIDERS = ("openai", "azure", "gemini")
 TURN_MODES = ("server_vad", "semantic_vad", "manual")
@@ -30,6 +51,10 @@ class Target:
     transcription_model: str | None = None  # ask for input transcription when set
     tools: list[dict] = field(default_factory=list)
     prices: dict[str, float] | None = None  # per-1M-token price override for this target's model
+    # the built-in simulator cannot hear: scripted scenarios tell it what was said and which
+    # tool to call through markers in the instructions (simulator/markers.py). Never for a
+    # real provider.
+    simulator_hints: bool = False
 
 
 @dataclass(slots=True)
@@ -57,4 +82,9 @@ class Scenario:
     loudness_dbfs: float = -20.0
     max_send_lag_ms: float = 1000.0  # worse send lag than this marks the session client_overload
     timeouts: Timeouts = field(default_factory=Timeouts)
-    steps: list[dict] | None = None  # scripted steps (voice scenarios); None = plain turns
+    # scripted voice scenarios (probes/script.py); None = `turns` plain question-and-answer turns
+    script: Script | None = None
+    instructions: str | None = None  # replaces the target's instructions for this scenario
+    tools: list[dict] | None = None  # replaces the target's function tools
+    transcription_model: str | None = None  # ask for input transcription (WER needs it)
+    interrupt_response: bool = True  # the server may stop its reply when the user speaks over it

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from probes.script import StepError, parse_script
 from probes.spec import PROVIDERS, TURN_MODES, Scenario, Target, Timeouts
 from voicepulse.configkit import ConfigError, Section
 
@@ -39,8 +40,11 @@ class Config:
     load: Any = None  # loadtests' LoadConfig, when the file has `load:`
 
     def scenario(self, name: str | None) -> Scenario:
+        """A scenario by name, or a scenario file by path (`--scenario scenarios/x.yaml`)."""
         if name is None:
             return self.scenarios.get("default") or Scenario()
+        if name not in self.scenarios and name.endswith((".yaml", ".yml")):
+            return load_scenario_file(Path(name))
         if name not in self.scenarios:
             known = ", ".join(sorted(self.scenarios)) or "none"
             raise ConfigError(self.file, f"scenarios.{name}", f"no such scenario (known: {known})")
@@ -63,11 +67,24 @@ def default_config() -> Config:
 
 
 def sim_target(model: str, url: str = DEFAULT_SIM_URL) -> Target:
-    return Target(name=model, url=url, model=model, provider="openai", api_key_env="SIM_API_KEY")
+    return Target(name=model, url=url, model=model, provider="openai", api_key_env="SIM_API_KEY",
+                  simulator_hints=True)
 
 
 def load_config(path: str | Path) -> Config:
     path = Path(path)
+    return parse_config(_read_yaml(path), str(path), base_dir=path.parent)
+
+
+def load_scenario_file(path: Path, name: str | None = None) -> Scenario:
+    """A scenario file: the same keys as an inline scenario (steps, instructions, tools...)."""
+    s = Section(_read_yaml(path), str(path))
+    name = name or s.str("name", path.stem)
+    s.str("description", "")
+    return _scenario(s, name, path.parent)
+
+
+def _read_yaml(path: Path) -> Any:
     file = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -83,7 +100,7 @@ def load_config(path: str | Path) -> Config:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(file, "", f"not valid YAML{where}") from None
-    return parse_config(data, file, base_dir=path.parent)
+    return data
 
 
 def parse_config(data: Any, file: str, base_dir: Path | None = None) -> Config:
@@ -94,7 +111,13 @@ def parse_config(data: Any, file: str, base_dir: Path | None = None) -> Config:
         cfg.targets[name] = _target(s, name)
     for s in root.sections("scenarios", {}):
         name = s.path.split(".", 1)[1]
-        cfg.scenarios[name] = _scenario(s, name)
+        if s.has("file"):  # `support: {file: scenarios/support-call.yaml}`
+            ref = Path(s.str("file"))
+            path = ref if ref.is_absolute() else (base_dir or Path(".")) / ref
+            s.done()
+            cfg.scenarios[name] = load_scenario_file(path, name)
+        else:
+            cfg.scenarios[name] = _scenario(s, name, base_dir or Path("."))
     cfg.scenarios.setdefault("default", Scenario())
     cfg.sinks = [_sink(s) for s in root.sections("sinks", [])]
     cfg.store = root.str("store", DEFAULT_STORE)
@@ -160,6 +183,7 @@ def _target(s: Section, name: str) -> Target:
         ca_file=s.str("ca_file", None),
         transcription_model=s.str("transcription_model", None),
         tools=s.list("tools", []),
+        simulator_hints=s.bool("simulator_hints", False),
     )
     if s.has("prices"):
         p = s.section("prices")
@@ -169,7 +193,7 @@ def _target(s: Section, name: str) -> Target:
     return t
 
 
-def _scenario(s: Section, name: str) -> Scenario:
+def _scenario(s: Section, name: str, base_dir: Path) -> Scenario:
     d = Scenario()
     sc = Scenario(
         name=name,
@@ -182,7 +206,19 @@ def _scenario(s: Section, name: str) -> Scenario:
         jitter_buffer_ms=s.num("jitter_buffer_ms", d.jitter_buffer_ms, min=0),
         seed=s.int("seed", d.seed),
         loudness_dbfs=s.num("loudness_dbfs", d.loudness_dbfs, min=-60, max=0),
+        instructions=s.str("instructions", None),
+        tools=s.list("tools") if s.has("tools") else None,
+        transcription_model=s.str("transcription_model", None),
+        interrupt_response=s.bool("interrupt_response", True),
     )
+    if s.has("steps"):
+        try:
+            sc.script = parse_script(s.raw("steps"), s.raw("expect", None), base_dir=str(base_dir),
+                                     key=s.key("steps"), expect_key=s.key("expect"))
+        except StepError as e:
+            raise ConfigError(s.file, e.key, e.message) from None
+    elif s.has("expect"):
+        raise s.error("expect", "only goes with steps (a scripted scenario)")
     if s.has("timeouts"):
         t = s.section("timeouts")
         dt = Timeouts()

@@ -13,9 +13,9 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from probes.spec import parse_duration  # noqa: F401  (re-exported: the CLI reads durations too)
+
 _MISSING = object()
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
 
 
 class ConfigError(ValueError):
@@ -24,18 +24,6 @@ class ConfigError(ValueError):
     def __init__(self, file: str, key: str, message: str):
         self.file, self.key, self.message = file, key, message
         super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from 30, 30.5, "30s", "250ms", "5m", "1h", "3d", "1w". Raises ValueError."""
-    if isinstance(value, bool):
-        raise ValueError(value)
-    if isinstance(value, int | float):
-        return float(value)
-    m = _DURATION.match(str(value))
-    if not m:
-        raise ValueError(value)
-    return float(m.group(1)) * _UNIT_S[m.group(2)]
 
 
 def _show(value: Any) -> str:

@@ -9,10 +9,13 @@ from probes.dialects.openai_realtime import OpenAIRealtime
 __all__ = ["Dialect", "DialectError", "GeminiLive", "OpenAIRealtime", "dialect_for"]
 
 
-def dialect_for(target, turn_mode: str = "server_vad") -> Dialect:
-    """The dialect for a probes.spec.Target. Raises ValueError for a provider we cannot speak."""
+def dialect_for(target, turn_mode: str = "server_vad", *, interrupt_response: bool = True) -> Dialect:
+    """The dialect for a probes.spec.Target. Raises ValueError for a provider we cannot speak.
+
+    interrupt_response=False asks the server to finish its reply when the user speaks over it.
+    """
     if target.provider in ("openai", "azure"):
-        return OpenAIRealtime.for_target(target, turn_mode)
+        return OpenAIRealtime.for_target(target, turn_mode, interrupt_response=interrupt_response)
     if target.provider == "gemini":  # Gemini API, or Vertex AI by its URL (see gemini_live.py)
-        return GeminiLive.for_target(target, turn_mode)
+        return GeminiLive.for_target(target, turn_mode, interrupt_response=interrupt_response)
     raise ValueError(f"provider {target.provider!r} has no dialect (openai, azure, gemini)")

@@ -197,6 +197,9 @@ class Dialect(Protocol):
     #: True when the server confirms configuration with a second event (SessionConfigured)
     #: that the engine must wait for before streaming audio.
     waits_for_configured: bool
+    #: True when a function call's response ends (response.done) before the tool result may be
+    #: sent; False when the call pauses the turn until the answer (Gemini toolCall).
+    tool_call_ends_response: bool
 
     def connect_request(self, api_key: str | None) -> ConnectRequest: ...
 

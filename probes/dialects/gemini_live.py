@@ -159,6 +159,7 @@ class GeminiLive:
 
     waits_for_configured = False
     setup_first = True  # the engine sends configure() before waiting for SessionReady
+    tool_call_ends_response = False  # a toolCall pauses the turn; turnComplete comes after the answer
     input_format = INPUT_FORMAT
     output_format = OUTPUT_FORMAT
 
@@ -175,6 +176,7 @@ class GeminiLive:
         output_transcription: bool = True,
         tools: list[dict] | None = None,
         activity_detection: dict | None = None,
+        interrupt_response: bool = True,
     ) -> None:
         if turn_mode not in ("server_vad", "semantic_vad", "manual"):
             raise ValueError(f"turn_mode must be server_vad, semantic_vad or manual, not {turn_mode!r}")
@@ -189,6 +191,7 @@ class GeminiLive:
         self.output_transcription = output_transcription
         self.tools = list(tools or [])
         self.activity_detection = activity_detection
+        self.interrupt_response = interrupt_response
         self.unknown_events = 0
         self.usage: Usage | None = None  # latest usageMetadata of the turn in progress
         self.interrupted = False
@@ -197,7 +200,8 @@ class GeminiLive:
         self.session_id = ""
 
     @classmethod
-    def for_target(cls, target, turn_mode: str = "server_vad") -> GeminiLive:
+    def for_target(cls, target, turn_mode: str = "server_vad", *,
+                   interrupt_response: bool = True) -> GeminiLive:
         return cls(
             url=target.url,
             model=target.model,
@@ -207,6 +211,7 @@ class GeminiLive:
             turn_mode=turn_mode,
             input_transcription=bool(target.transcription_model),
             tools=target.tools,
+            interrupt_response=interrupt_response,
         )
 
     # ---- intents -> messages -----------------------------------------------------------
@@ -247,6 +252,8 @@ class GeminiLive:
         if self.turn_mode != "manual" and self.activity_detection:
             aad.update(self.activity_detection)
         s["realtimeInputConfig"] = {"automaticActivityDetection": aad}
+        if not self.interrupt_response:  # the reply plays on when the user talks over it
+            s["realtimeInputConfig"]["activityHandling"] = "NO_INTERRUPTION"
         if self.input_transcription:
             s["inputAudioTranscription"] = {}
         if self.output_transcription:

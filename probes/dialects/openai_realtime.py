@@ -107,6 +107,7 @@ class OpenAIRealtime:
     """
 
     waits_for_configured = True
+    tool_call_ends_response = True  # response.done follows the call; answer after it
 
     def __init__(
         self,
@@ -152,7 +153,8 @@ class OpenAIRealtime:
         self._call_names: dict[str, str] = {}  # call_id/item_id -> function name (beta lacks it)
 
     @classmethod
-    def for_target(cls, target, turn_mode: str = "server_vad") -> OpenAIRealtime:
+    def for_target(cls, target, turn_mode: str = "server_vad", *,
+                   interrupt_response: bool = True) -> OpenAIRealtime:
         """Build from a probes.spec.Target (duck-typed so the dialect stays spec-agnostic)."""
         return cls(
             url=target.url,
@@ -165,6 +167,7 @@ class OpenAIRealtime:
             input_format=target.input_format,
             output_format=target.output_format,
             turn_mode=turn_mode,
+            turn_detection=None if interrupt_response else {"interrupt_response": False},
             transcription_model=target.transcription_model,
             tools=target.tools,
         )

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from probes.session import run_session
+from probes.session import prepare, run_session
 from probes.spec import Scenario, Target, Timeouts
 from tests.probes.fake_realtime import FakeConfig, FakeRealtime
 
@@ -89,9 +89,18 @@ def test_server_close_after_the_last_turn_is_a_normal_end_but_mid_session_is_not
     assert two.turns[0].outcome == "ok"
 
 
-def test_scripted_steps_are_refused_not_ignored():
-    with pytest.raises(ValueError, match="steps"):
-        run_session(Target("f", "ws://127.0.0.1:9/v1/realtime", "m"), Scenario(steps=[{"say": 1}]))
+def test_a_bad_wav_fails_before_connecting(tmp_path):
+    """A say step's WAV that exists but is not audio ends the session as `config` before
+    anything is sent; prepare(), which a load run calls first, raises it."""
+    from probes.audio import AudioSourceError
+    from probes.script import parse_script
+
+    (tmp_path / "x.wav").write_bytes(b"not a wav at all")
+    sc = Scenario(script=parse_script([{"say": {"wav": "x.wav"}}], base_dir=str(tmp_path)))
+    res = run_session(Target("f", "ws://127.0.0.1:9/v1/realtime", "m"), sc)
+    assert res.outcome == "config" and "x.wav" in res.error and res.connect_ms is None
+    with pytest.raises(AudioSourceError, match="x.wav"):
+        prepare(Target("f", "ws://127.0.0.1:9/v1/realtime", "m"), sc)  # a load run's pre-check
 
 
 def _ws_frame(text: bytes) -> bytes:

@@ -1,0 +1,312 @@
+"""Plays a scripted scenario (probes/script.py) on an open session of the engine.
+
+The engine (probes/session.py) owns the socket, the clock, the receiver and the phase deadlines;
+this module only decides what to send next and what to wait for, step by step:
+
+- `say` / `text` start a user turn (a `_Turn`: everything the receiver hears until the next
+  turn's reply is attributed to it). A turn begun while the previous reply still plays becomes
+  the engine's `next_turn`: the receiver switches to it when that reply ends, so a cancelled
+  reply's last events never land on the turn that interrupted it.
+- `interrupt_after` marks the reply it speaks over with `barge_ns` (when the interrupting speech
+  was due to start, like E an intended time) before streaming; the receiver records when the
+  server stopped the reply and how much audio still came after barge_ns.
+- `expect_tool` / `tool_result` check a function call and answer it; the first audio after the
+  answer gives `tool_result_ms`.
+- `repeat` with `until: session_expired` keeps the call going until the provider ends it; the
+  engine then records that end as the expected one (`ended_by`, `expiry_s`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from time import perf_counter_ns
+
+from probes import audio
+from probes.dialects.base import Dialect
+from probes.results import timeout
+from probes.script import (
+    ExpectTool,
+    InterruptAfter,
+    Repeat,
+    Say,
+    Script,
+    Silence,
+    Text,
+    ToolResult,
+    WaitReply,
+    check_call,
+)
+from probes.session import STOPPED, _append_messages, _Failure, _Session, _Turn
+from probes.spec import Scenario
+
+_NS = 1_000_000_000
+#: how long a finished script waits for input transcripts still on their way (WER)
+TRANSCRIPT_GRACE_S = 3.0
+
+
+# ---- audio for the script's utterances (rendered before the clock starts) ----------------------
+
+
+def say_utterance(dialect: Dialect, sc: Scenario, say: Say, seed: int) -> audio.Utterance:
+    fmt = dialect.input_format
+    trailing = 0.0 if sc.turn_mode == "manual" else sc.trailing_silence_s
+    common = {"rate": fmt.rate, "codec": fmt.codec, "chunk_ms": sc.chunk_ms,
+              "trailing_silence_s": trailing}
+    if say.source == "speak":
+        return audio.spoken(say.text, voice=say.voice, wpm=say.wpm,
+                            loudness_dbfs=sc.loudness_dbfs, **common)
+    if say.source == "wav":
+        return audio.from_wav(say.path, **common)
+    return audio.utterance(say.duration_s, trailing, rate=fmt.rate, codec=fmt.codec,
+                           chunk_ms=sc.chunk_ms, seed=seed, loudness_dbfs=sc.loudness_dbfs)
+
+
+def silence_utterance(dialect: Dialect, sc: Scenario, ms: float) -> audio.Utterance:
+    fmt = dialect.input_format
+    return audio.silent(ms / 1000, rate=fmt.rate, codec=fmt.codec, chunk_ms=sc.chunk_ms)
+
+
+def _utterances(script: Script) -> list[Say]:
+    return script.says()
+
+
+def render(dialect: Dialect, sc: Scenario) -> None:
+    """Render and encode every utterance and silence of the script (all cached)."""
+    for i, say in enumerate(_utterances(sc.script)):
+        _append_messages(dialect, say_utterance(dialect, sc, say, sc.seed + i))
+    for ms in _silences(sc.script.steps):
+        _append_messages(dialect, silence_utterance(dialect, sc, ms))
+
+
+def _silences(steps) -> list[float]:
+    out: list[float] = []
+    for s in steps:
+        if isinstance(s, Silence):
+            out.append(s.ms)
+        elif isinstance(s, Repeat):
+            out.extend(_silences(s.steps))
+    return out
+
+
+# ---- simulator hints --------------------------------------------------------------------------
+
+
+def simulator_hints(script: Script) -> str:
+    """Markers that make the built-in simulator "hear" each utterance's known text and call the
+    expected tools on the right user input (simulator/markers.py): `[transcript: ...]` per
+    audio turn in order, `[call@K:NAME {args}]` for the input an expect_tool follows."""
+    transcripts: list[str] = []
+    calls: list[str] = []
+    inputs = -1
+    for step in _flat(script.steps):
+        if isinstance(step, Say | InterruptAfter):
+            say = step.say if isinstance(step, InterruptAfter) else step
+            inputs += 1
+            transcripts.append(_marker_text(say.text or "simulated speech"))
+        elif isinstance(step, Text):
+            inputs += 1
+        elif isinstance(step, ExpectTool) and inputs >= 0:
+            args = {k: "example" for k in step.required}
+            args.update(step.args or {})
+            calls.append(f"[call@{inputs}:{step.name} {json.dumps(args, ensure_ascii=False)}]")
+    if not any(t != "simulated speech" for t in transcripts):
+        transcripts = []
+    return " ".join([f"[transcript: {t}]" for t in transcripts] + calls)
+
+
+def _flat(steps):
+    for s in steps:
+        if isinstance(s, Repeat):
+            yield from _flat(s.steps)
+        else:
+            yield s
+
+
+def _marker_text(text: str) -> str:
+    return " ".join(text.replace("[", "(").replace("]", ")").split())
+
+
+# ---- playing ----------------------------------------------------------------------------------
+
+
+def play(s: _Session, script: Script) -> None:
+    _Player(s, script).run()
+
+
+class _Player:
+    def __init__(self, s: _Session, script: Script) -> None:
+        self.s = s
+        self.sc = s.scenario
+        self.script = script
+        self.seeds = {id(say): self.sc.seed + i for i, say in enumerate(_utterances(script))}
+        self.turn: _Turn | None = None  # the current user turn
+        self.inputs = 0
+        self.calls_seen = 0  # tool calls of the current turn already checked
+        self.call = None  # the ToolCall the next tool_result answers
+        self.transcribing = bool(s.target.transcription_model)
+
+    def run(self) -> None:
+        self.steps(self.script.steps)
+        self._await_transcripts()
+
+    def steps(self, steps) -> None:
+        for step in steps:
+            self.s._check()
+            self.step(step)
+
+    def step(self, step) -> None:
+        if isinstance(step, Say):
+            self.say(step)
+        elif isinstance(step, Silence):
+            self.silence(step.ms)
+        elif isinstance(step, WaitReply):
+            self.wait_reply()
+        elif isinstance(step, InterruptAfter):
+            self.interrupt(step)
+        elif isinstance(step, ExpectTool):
+            self.expect_tool(step)
+        elif isinstance(step, ToolResult):
+            self.tool_result(step)
+        elif isinstance(step, Text):
+            self.text(step.text)
+        elif isinstance(step, Repeat):
+            self.repeat(step)
+
+    # -- user turns ------------------------------------------------------------------------
+
+    def _begin(self, turn: _Turn) -> None:
+        """Make `turn` the one the receiver fills: now, or when the running reply ends."""
+        s = self.s
+        prev = self.turn
+        if prev is not None and prev.reply_from_ns is not None and prev.reply_done_ns is None:
+            s.next_turn = turn
+            if prev.reply_done_ns is not None:  # it ended meanwhile: the receiver may have missed
+                s.turn, s.next_turn = turn, None
+        else:
+            s.turn = turn
+        self.turn = turn
+        self.calls_seen = 0
+        self.call = None
+
+    def _new_turn(self) -> _Turn:
+        turn = _Turn(self.inputs)
+        self.inputs += 1
+        return turn
+
+    def say(self, say: Say, t0: int | None = None) -> None:
+        s = self.s
+        utt = say_utterance(s.dialect, self.sc, say, self.seeds.get(id(say), self.sc.seed))
+        turn = self._new_turn()
+        turn.expected_text = say.text
+        if self.transcribing:
+            s.awaiting_transcript.append(turn)
+        self._begin(turn)
+        s._speak(turn, utt, t0)
+
+    def text(self, text: str) -> None:
+        s = self.s
+        turn = self._new_turn()
+        self._begin(turn)
+        now = perf_counter_ns()
+        turn.speech_end_ns = turn.speech_sent_ns = now  # E of a typed message: when it was sent
+        turn.trigger(now)
+        s.res.turns.append(turn)
+        s._send_all(s.dialect.user_text(text))
+
+    def silence(self, ms: float) -> None:
+        s = self.s
+        s._speak(self.turn or s.turn, silence_utterance(s.dialect, self.sc, ms), user_turn=False)
+
+    def interrupt(self, step: InterruptAfter) -> None:
+        """Speak over the current reply `ms` after its first audio arrived."""
+        s = self.s
+        old = self.turn
+        s._wait(lambda: old.reply_audio_ns is not None or old.reply_done_ns is not None,
+                old.reply_from_ns + int(s.t.first_audio * _NS), "first_audio")
+        if old.reply_audio_ns is not None:
+            at = old.reply_audio_ns + int(step.ms * 1_000_000)
+            ahead = at - perf_counter_ns()
+            if ahead > 0 and not s._sleep(ahead / _NS):
+                raise _Failure(STOPPED, "stopped before the interruption")
+            if old.reply_done_ns is None:  # still playing: this is a barge-in
+                old.barge_ns = at
+                if s.scenario.turn_mode == "manual" and not s.dialect.start_activity():
+                    s._send_all(s.dialect.cancel())  # no server VAD to notice the speech
+            self.say(step.say, t0=at)  # intended, like E: lateness shows as send lag
+        else:  # the reply ended without audio: nothing to speak over
+            old.checks["reply_active"] = False
+            self.say(step.say)
+
+    def wait_reply(self) -> None:
+        turn = self.turn
+        self.s._await_reply(turn, turn.reply_from_ns)
+
+    # -- tools ------------------------------------------------------------------------------
+
+    def expect_tool(self, exp: ExpectTool) -> None:
+        s, turn = self.s, self.turn
+        seen = self.calls_seen
+        s._wait(lambda: len(turn.tool_calls) > seen or turn.reply_done_ns is not None,
+                turn.reply_from_ns + int(s.t.response_done * _NS), "tool")
+        if len(turn.tool_calls) > seen:
+            _t, call = turn.tool_calls[seen]
+            self.calls_seen = seen + 1
+            self.call = call
+            c = check_call(exp, call.name, call.arguments)
+        else:
+            self.call = None
+            c = check_call(exp, None, None)
+        turn.checks["tool_called"] = c.called
+        if self.call is not None:
+            turn.checks["tool_args_json"] = c.json_ok
+            if exp.args or exp.required:
+                turn.checks["tool_args_match"] = c.args_ok
+        if c.problems:
+            turn.notes.extend(c.problems)
+
+    def tool_result(self, r: ToolResult) -> None:
+        s, turn, call = self.s, self.turn, self.call
+        if call is None:  # expect_tool found no call: nothing to answer (already a failed check)
+            return
+        self.call = None
+        if getattr(s.dialect, "tool_call_ends_response", True):
+            # OpenAI: the call's response must be done, or response.create is refused
+            s._wait(lambda: turn.reply_done_ns is not None,
+                    turn.reply_from_ns + int(s.t.response_done * _NS), "response_done")
+        if r.delay_ms > 0 and not s._sleep(r.delay_ms / 1000):
+            raise _Failure(STOPPED, "stopped before the tool result")
+        now = perf_counter_ns()
+        turn.tool_sent_ns = now
+        turn.tool_audio_ns = None
+        turn.trigger(now)
+        s._send_all(s.dialect.tool_result(call.call_id, r.output, call.name))
+
+    # -- long calls ---------------------------------------------------------------------------
+
+    def repeat(self, r: Repeat) -> None:
+        s = self.s
+        start = time.monotonic()
+        i = 0
+        while True:
+            if r.times is not None and i >= r.times:
+                return
+            if r.until is not None and time.monotonic() - start >= r.max_s:
+                raise _Failure(timeout("session_limit"),
+                               f"the session was still open after {r.max_s:g} s of talking "
+                               f"(expected {r.until})")
+            s._check()
+            self.steps(r.steps)
+            i += 1
+
+    def _await_transcripts(self) -> None:
+        """Give input transcripts still on their way a moment (they score WER), without
+        turning a missing one into a session failure: it shows as the `transcribed` check."""
+        s = self.s
+        pending = s.awaiting_transcript
+        deadline = time.monotonic() + TRANSCRIPT_GRACE_S
+        while any(t.expected_text for t in pending) and time.monotonic() < deadline:
+            s._check()
+            s.wake.clear()
+            if any(t.expected_text for t in pending):
+                s.wake.wait(0.05)
