@@ -198,8 +198,8 @@ class _Player:
         s = self.s
         utt = say_utterance(s.dialect, self.sc, say, self.seeds.get(id(say), self.sc.seed))
         turn = self._new_turn()
-        turn.expected_text = say.text
-        if self.transcribing:
+        if self.transcribing:  # the server transcribes what it heard: score it (WER)
+            turn.expected_text = say.text
             s.awaiting_transcript.append(turn)
         self._begin(turn)
         s._speak(turn, utt, t0)

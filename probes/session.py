@@ -124,7 +124,7 @@ def run_session(
     if scenario.turn_mode not in TURN_MODES:
         raise ValueError(f"turn_mode must be one of {TURN_MODES}, not {scenario.turn_mode!r}")
     target = effective_target(target, scenario)
-    dialect = dialect_for(target, scenario.turn_mode, interrupt_response=scenario.interrupt_response)
+    dialect = _dialect(target, scenario)
     res = SessionResult(
         target=target.name,
         provider=target.provider,
@@ -307,7 +307,12 @@ def prepare(target: Target, scenario: Scenario) -> None:
     under gevent would stall every greenlet in the process. Raises audio.AudioSourceError for
     a say step whose WAV or espeak-ng cannot be used.
     """
-    _render(dialect_for(effective_target(target, scenario), scenario.turn_mode), scenario)
+    _render(_dialect(effective_target(target, scenario), scenario), scenario)
+
+
+def _dialect(target: Target, scenario: Scenario) -> Dialect:
+    return dialect_for(target, scenario.turn_mode, interrupt_response=scenario.interrupt_response,
+                       silence_ms=scenario.silence_ms)
 
 
 def _render(dialect: Dialect, scenario: Scenario) -> None:

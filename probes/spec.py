@@ -88,3 +88,4 @@ class Scenario:
     tools: list[dict] | None = None  # replaces the target's function tools
     transcription_model: str | None = None  # ask for input transcription (WER needs it)
     interrupt_response: bool = True  # the server may stop its reply when the user speaks over it
+    silence_ms: int | None = None  # server VAD: the pause that ends a user turn (None: provider's)

@@ -24,7 +24,8 @@ SCHEMA: dict[str, dict[str, str]] = {
     "turn": {
         **{t: "tag" for t in RESULT_TAGS},
         **{m: "field" for m in TURN_METRICS},
-        **{f: "field" for f in ("turn_index", "session_id", "run_id", "error", "response_status")},
+        **{f: "field" for f in ("turn_index", "session_id", "run_id", "error", "response_status",
+                                "checks_failed", "notes")},
     },
     "session": {
         **{t: "tag" for t in RESULT_TAGS},
@@ -45,6 +46,8 @@ SCHEMA: dict[str, dict[str, str]] = {
                 "error",
                 "unknown_events",
                 "go_away",
+                "ended_by",
+                "expiry_s",
             )
         },
     },

@@ -187,6 +187,12 @@ def session_points(r: SessionResult) -> list[Point]:
             fields["error"] = _text(t.error)
         if t.response_status:
             fields["response_status"] = t.response_status
+        for name, passed in t.checks.items():  # scenario checks: check_<name> = 1 passed / 0
+            fields[f"check_{name}"] = int(passed)
+        if t.checks:
+            fields["checks_failed"] = sum(not v for v in t.checks.values())
+        if t.notes:
+            fields["notes"] = _text(t.notes)
         audio_s += t.audio_s or 0.0
         turns_ok += t.outcome == "ok"
         points.append(
@@ -202,7 +208,9 @@ def session_points(r: SessionResult) -> list[Point]:
         "unknown_events": int(r.unknown_events),
         "go_away": bool(r.go_away),
     }
-    for name in ("connect_ms", "ready_ms", "send_lag_p99_ms"):
+    if r.ended_by:  # a long call reached the provider's session limit, as its scenario expected
+        sf["ended_by"] = r.ended_by
+    for name in ("connect_ms", "ready_ms", "send_lag_p99_ms", "expiry_s"):
         v = getattr(r, name)
         if v is not None:
             sf[name] = float(v)

@@ -210,7 +210,12 @@ def _scenario(s: Section, name: str, base_dir: Path) -> Scenario:
         tools=s.list("tools") if s.has("tools") else None,
         transcription_model=s.str("transcription_model", None),
         interrupt_response=s.bool("interrupt_response", True),
+        silence_ms=s.int("silence_ms", None, min=100, max=10_000),
     )
+    if sc.silence_ms is not None and sc.turn_mode != "manual" and (
+            sc.trailing_silence_s * 1000 <= sc.silence_ms):
+        raise s.error("trailing_silence_s", f"must be longer than silence_ms ({sc.silence_ms} ms),"
+                                            " or the server's VAD never ends the turn")
     if s.has("steps"):
         try:
             sc.script = parse_script(s.raw("steps"), s.raw("expect", None), base_dir=str(base_dir),

@@ -55,9 +55,19 @@ def probe_document(r: SessionResult) -> dict:
                     "total": t.usage.total,
                 },
                 "cost_usd": t.cost_usd,
+                "barge_in_ms": t.barge_in_ms,
+                "barge_in_audio_ms": t.barge_in_audio_ms,
+                "tool_ms": t.tool_ms,
+                "tool_result_ms": t.tool_result_ms,
+                "wer": t.wer,
+                "input_transcript": t.input_transcript or None,
+                "checks": t.checks,
+                "notes": t.notes or None,
             }
             for t in r.turns
         ],
+        "ended_by": r.ended_by or None,
+        "expiry_s": r.expiry_s,
     }
 
 
@@ -92,6 +102,13 @@ def probe_timeline(r: SessionResult) -> str:
             ])
         lines.append("")
         lines.extend("  " + line for line in table(headers, rows).splitlines())
+    scenario_lines = [line for t in r.turns for line in _scenario_lines(t)]
+    if scenario_lines:
+        lines.append("")
+        lines.extend(scenario_lines)
+    if r.ended_by:
+        lines.append(f"  the session ended by {r.ended_by} after {r.expiry_s or 0:.1f} s "
+                     "(expected by the scenario)")
     cost = r.cost_usd
     lines.append("")
     lines.append("  latencies are from the intended end of speech; "
@@ -111,3 +128,23 @@ def summary_table(rows) -> str:
             ms(s.ttfa_p50, 1), ms(s.ttfa_p95, 1), ms(s.turn_p95, 1), errors,
         ])
     return table(headers, body)
+
+
+def _scenario_lines(t) -> list[str]:
+    """Barge-in, tool, WER and check results of one turn, when its scenario measured them."""
+    parts = []
+    if t.barge_in_ms is not None:
+        parts.append(f"barge-in stopped in {t.barge_in_ms:.1f} ms "
+                     f"({t.barge_in_audio_ms or 0:.0f} ms of audio after)")
+    elif t.checks.get("reply_stopped") is False:
+        parts.append(paint("barge-in: the reply was not stopped", "yellow"))
+    if t.tool_ms is not None:
+        parts.append(f"tool call {t.tool_ms:.1f} ms"
+                     + (f", result -> audio {t.tool_result_ms:.1f} ms" if t.tool_result_ms else ""))
+    if t.wer is not None:
+        parts.append(f"WER {100 * t.wer:.1f} %")
+    failed = [k for k, v in t.checks.items() if not v and k != "reply_stopped"]
+    if failed:
+        parts.append(paint("failed checks: " + ", ".join(failed), "red")
+                     + (f" ({t.notes})" if t.notes else ""))
+    return [f"  turn {t.index + 1}: " + "; ".join(parts)] if parts else []

@@ -200,8 +200,8 @@ class GeminiLive:
         self.session_id = ""
 
     @classmethod
-    def for_target(cls, target, turn_mode: str = "server_vad", *,
-                   interrupt_response: bool = True) -> GeminiLive:
+    def for_target(cls, target, turn_mode: str = "server_vad", *, interrupt_response: bool = True,
+                   silence_ms: int | None = None) -> GeminiLive:
         return cls(
             url=target.url,
             model=target.model,
@@ -212,6 +212,7 @@ class GeminiLive:
             input_transcription=bool(target.transcription_model),
             tools=target.tools,
             interrupt_response=interrupt_response,
+            activity_detection=None if silence_ms is None else {"silenceDurationMs": int(silence_ms)},
         )
 
     # ---- intents -> messages -----------------------------------------------------------

@@ -153,8 +153,8 @@ class OpenAIRealtime:
         self._call_names: dict[str, str] = {}  # call_id/item_id -> function name (beta lacks it)
 
     @classmethod
-    def for_target(cls, target, turn_mode: str = "server_vad", *,
-                   interrupt_response: bool = True) -> OpenAIRealtime:
+    def for_target(cls, target, turn_mode: str = "server_vad", *, interrupt_response: bool = True,
+                   silence_ms: int | None = None) -> OpenAIRealtime:
         """Build from a probes.spec.Target (duck-typed so the dialect stays spec-agnostic)."""
         return cls(
             url=target.url,
@@ -167,7 +167,7 @@ class OpenAIRealtime:
             input_format=target.input_format,
             output_format=target.output_format,
             turn_mode=turn_mode,
-            turn_detection=None if interrupt_response else {"interrupt_response": False},
+            turn_detection=_vad_overrides(turn_mode, interrupt_response, silence_ms),
             transcription_model=target.transcription_model,
             tools=target.tools,
         )
@@ -427,3 +427,12 @@ def _fast_audio_nbytes(frame: bytes) -> int:
     chars = q2 - q1 - 1
     pad = (frame[q2 - 1] == 0x3D) + (frame[q2 - 2] == 0x3D) if chars >= 2 else 0
     return b64_decoded_len(chars, pad)
+
+
+def _vad_overrides(turn_mode: str, interrupt_response: bool, silence_ms: int | None) -> dict | None:
+    td: dict = {}
+    if not interrupt_response:
+        td["interrupt_response"] = False
+    if silence_ms is not None and turn_mode == "server_vad":  # semantic_vad has no such knob
+        td["silence_duration_ms"] = int(silence_ms)
+    return td or None
