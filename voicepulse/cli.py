@@ -58,6 +58,21 @@ def config_check(file: str) -> None:
     cfg = load_or_default(file)
     click.echo(f"{file}: ok ({len(cfg.targets)} targets, {len(cfg.scenarios)} scenarios, "
                f"{len(cfg.sinks) or 'no'} sinks{'' if cfg.sinks else ', embedded store ' + cfg.store})")
+    for name, sc in cfg.scenarios.items():
+        if sc.script is not None:
+            click.echo(f"  scenario {name}: {scripted_summary(sc.script)}")
+
+
+def scripted_summary(script) -> str:
+    """`7 steps` or `1 step, expects session_expired, may run 65m`: what a scripted scenario
+    will do, so a reviewer sees a long call before it is scheduled."""
+    n = len(script.steps)
+    parts = [f"scripted, {n} step{'' if n == 1 else 's'}"]
+    if script.expect:
+        parts.append(f"expects {script.expect}")
+    if script.longest_s() > 0:
+        parts.append(f"may run {script.longest_s() / 60:g}m")
+    return ", ".join(parts)
 
 
 # -- probe -----------------------------------------------------------------------------------
@@ -216,7 +231,10 @@ def demo(duration, load_duration, report_path, store, config_path) -> None:
     2. run the probe service against all three, with SLO burn-rate and regression alert rules,
        and make sim-fast's TTFA twice as long half way through;
     3. run a short open-model load test against sim-slow;
-    4-6. print the probe summary and the alerts that fired, and write an HTML report.
+    4-5. print the probe summary and the alerts that fired;
+    6. play two voice scenarios against sim-fast (scenarios/): a support call with a tool
+       lookup, and a caller who talks over the answer (barge-in);
+    7. write an HTML report.
     """
     from voicepulse.demo import run_demo
 

@@ -45,7 +45,7 @@ def run_demo(cfg, *, seconds: float, store: str | None, load_s: float = 10.0,
     from voicepulse.config import sim_target
     from voicepulse.render import summary_table
 
-    total = 6
+    total = 7
     # skipped runs are counted and shown by the service; its per-skip warning is noise here
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     os.environ.setdefault("SIM_API_KEY", "local-simulator")
@@ -85,25 +85,68 @@ def run_demo(cfg, *, seconds: float, store: str | None, load_s: float = 10.0,
         summary = run_load(plan)
         click.echo("\n".join("      " + line for line in summary.table().splitlines()))
 
-    step(4, total, "summary of the probes, from the store")
-    rows = query.summary(start_ns=started_ns, kind="probe")
-    click.echo(summary_table(rows))
-    step(5, total, "alerts")
-    fired = [e for e in events if getattr(e, "state", "") == "firing"]
-    for e in events:
-        click.echo(f"      {e.state:<9} {e.rule} ({e.target}): {e.message}")
-    if not fired:
-        click.echo("      no alert fired")
+        step(4, total, "summary of the probes, from the store")
+        rows = query.summary(start_ns=started_ns, kind="probe")
+        click.echo(summary_table(rows))
+        step(5, total, "alerts")
+        fired = [e for e in events if getattr(e, "state", "") == "firing"]
+        for e in events:
+            click.echo(f"      {e.state:<9} {e.rule} ({e.target}): {e.message}")
+        if not fired:
+            click.echo("      no alert fired")
+
+        step(6, total, "voice scenarios against sim-fast: a support call with a tool lookup and "
+                       "a caller who talks over the answer")
+        run_scenarios(cfg, sim, targets["sim-fast"], store_path)
     if report:
         from reports import build_report, load_summary_extras
 
-        step(6, total, "HTML report")
+        step(7, total, "HTML report")
         out = build_report(query, report, start_ns=started_ns, end_ns=time.time_ns() + 1,
                            title="VoicePulse demo", **load_summary_extras(summary))
         click.echo(f"      wrote {out}")
     query.close()
     click.echo(f"\nsee it again with: voicepulse results --store {store_path} --since 1h")
     return 0 if rows else 1
+
+
+#: the example scenarios the demo plays (shipped in the repository's scenarios/ folder)
+DEMO_SCENARIOS = ("support-call.yaml", "interrupting-caller.yaml")
+SCENARIO_DIR = Path(__file__).resolve().parents[1] / "scenarios"
+
+
+def run_scenarios(cfg, sim, target: Target, store_path: str) -> None:
+    """Play the example scenarios at the same time, store them and print their timelines."""
+    import threading
+
+    from probes.session import run_session
+    from telemetry.recorder import Recorder
+    from telemetry.sinks import build_sink
+    from voicepulse.config import load_scenario_file
+    from voicepulse.render import probe_timeline
+
+    files = [SCENARIO_DIR / f for f in DEMO_SCENARIOS if (SCENARIO_DIR / f).is_file()]
+    if not files:
+        click.echo(f"      (no example scenarios in {SCENARIO_DIR}: skipped)")
+        return
+    # the simulator stops a reply ~180 ms after it hears the caller, as real services do
+    sim.set_profile(model=target.model, cancel_delay_ms={"dist": "lognormal", "median": 180,
+                                                         "sigma": 0.15, "floor": 80})
+    results: list = [None] * len(files)
+
+    def play(i: int) -> None:
+        results[i] = run_session(target, load_scenario_file(files[i]), kind="probe")
+
+    threads = [threading.Thread(target=play, args=(i,)) for i in range(len(files))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    recorder = Recorder(build_sink(cfg.sinks, store_path=store_path, outbox_dir=cfg.outbox))
+    for r in results:
+        recorder.record(r)
+        click.echo("\n".join("      " + line for line in probe_timeline(r).splitlines()))
+    recorder.close(timeout=15.0)
 
 
 def watch_service(service, events: list, seconds: float, *, inject_at: float, inject) -> None:

@@ -87,19 +87,25 @@ def test_probe_unset_key_variable_is_a_config_error(tmp_path):
 
 def test_demo_runs_end_to_end(tmp_path):
     """The README's first command: service probes, an injected regression that fires, a load
-    run, the summary and a report, all in about a minute."""
+    run, the summary, two voice scenarios and a report, in about a minute and a half."""
     out = vp("demo", "--store", str(tmp_path / "demo.db"), cwd=tmp_path, timeout=150,
              env={"NO_COLOR": "1"})
     assert out.returncode == 0, out.stdout + out.stderr
     text = out.stdout
     assert "regression injected" in text
-    alerts = text[text.index("[5/6] alerts"):]
+    alerts = text[text.index("[5/7] alerts"):text.index("[6/7]")]
     assert "firing    sim-fast-ttfa-regression (sim-fast)" in alerts
     assert "sim-slow-ttfa-regression" not in alerts  # the stable target stays quiet
-    summary = text[text.index("[4/6]"):text.index("[5/6]")]
+    summary = text[text.index("[4/7]"):text.index("[5/7]")]
     assert "sim-fast" in summary and "sim-slow" in summary
     assert re.search(r"gemini-sim +gemini +sim-live", summary)  # both providers, side by side
     assert "arrivals due" in text  # the load run's summary
+    # the example voice scenarios: a tool lookup, and a barge-in the simulator stops
+    scenarios = text[text.index("[6/7]"):text.index("[7/7]")]
+    assert "scenario support-call)  outcome ok" in scenarios
+    assert re.search(r"tool call \d+\.\d ms, result -> audio \d+\.\d ms; WER 0\.0 %", scenarios)
+    assert "scenario interrupting-caller)  outcome ok" in scenarios
+    assert re.search(r"barge-in stopped in \d+\.\d ms", scenarios)
     assert (tmp_path / "voicepulse-demo.html").stat().st_size > 100_000
     assert "Traceback" not in out.stderr
 
