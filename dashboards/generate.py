@@ -115,6 +115,15 @@ def row(L: Layout, title: str) -> dict:
     return p
 
 
+def collapsed_row(L: Layout, title: str, build) -> dict:
+    """A row shown folded: its panels live inside it (Grafana's layout for collapsed rows), are
+    placed below it, and load only when a user opens it. `build()` returns those panels."""
+    r = row(L, title)
+    r["collapsed"] = True
+    r["panels"] = build()
+    return r
+
+
 def query_var(name: str, label: str, query: str, multi: bool = True, include_all: bool = True,
               refresh: int = 2) -> dict:
     v = {
@@ -359,6 +368,7 @@ def availability() -> dict:
                      f'"alert" WHERE {where(F_TARGET)} GROUP BY "target" ORDER BY time DESC',
                 fmt="table")],
         12, 8, interval=None, options={"showHeader": True}))
+    panels.append(collapsed_row(L, "Voice scenarios", lambda: scenario_panels(L)))
     variables = [
         custom_var("kind", "kind", ["probe", "load"], "probe", include_all=True),
         query_var("target", "target", 'SHOW TAG VALUES FROM "session" WITH KEY = "target"'),
@@ -371,6 +381,48 @@ def availability() -> dict:
         "voicepulse-availability", "VoicePulse / Availability",
         "Is each voice target up, and how fast is it right now? From the scheduled probes "
         "(voicepulse serve).", panels, variables, [alert_annotation()], time_from="now-6h")
+
+
+#: Scenario latencies with a `latency` histogram (telemetry.hdr.TURN_LATENCY_METRICS).
+SCENARIO_LATENCY = (("barge_in_ms", "barge-in"), ("tool_ms", "tool call"),
+                    ("tool_result_ms", "tool result"))
+
+
+def scenario_panels(L: Layout) -> list[dict]:
+    """Scripted scenarios (barge-in, tool calls, transcription, checks); empty for plain probes."""
+    flt = (F_KIND, F_TARGET, F_MODEL, F_AGENT)
+    return [
+        panel(
+            L, "timeseries", "Barge-in and tool-call p95",
+            "Stored per-interval (10 s) p95 from `latency`: barge-in (the user starts speaking "
+            "over a reply -> the server stops it), tool call (end of speech -> function-call "
+            "arguments complete) and tool result (result sent -> first audio after it). Like the "
+            "TTFA panels, a bucket holding several intervals shows their max() (an upper bound), "
+            "never an average of percentiles.",
+            [target(ref, f'SELECT max("p95") AS "{label} p95" FROM "latency" WHERE '
+                         f"{where(*flt, tag_eq('metric', metric))} "
+                         'GROUP BY time($__interval), "target" fill(none)',
+                    alias="$tag_target $col")
+             for ref, (metric, label) in zip("ABC", SCENARIO_LATENCY, strict=True)],
+            12, 8, unit="ms", defaults=ts_defaults()),
+        panel(
+            L, "timeseries", "Word error rate (mean)",
+            "Mean word error rate of the server's input transcription over the turns of each "
+            "bucket (`turn.wer`: 0 = every word heard right; scenarios that say known text).",
+            [target("A", f'SELECT mean("wer") AS "wer" FROM "turn" WHERE {where(*flt)} '
+                         'GROUP BY time($__interval), "target" fill(none)', alias="$tag_target")],
+            12, 8, unit="percentunit", defaults={**ts_defaults(), "min": 0}),
+        panel(
+            L, "timeseries", "Failed scenario checks",
+            "Scenario checks that failed per bucket (sum of `turn.checks_failed`): a tool not "
+            "called or called with wrong arguments, a reply that did not stop when talked over, "
+            "speech not transcribed. The turn's `notes` field says why.",
+            [target("A", f'SELECT sum("checks_failed") AS "failed checks" FROM "turn" WHERE '
+                         f'{where(*flt)} GROUP BY time($__interval), "target" fill(none)',
+                    alias="$tag_target")],
+            12, 8, unit="short", defaults={**ts_defaults(bars=True), "min": 0,
+                                           **thresholds((None, "green"), (1, "red"))}),
+    ]
 
 
 # -- 2. load test run ---------------------------------------------------------------------------

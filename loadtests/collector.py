@@ -14,7 +14,7 @@ import orjson
 
 from loadtests.metrics import Counters, Delta, Window
 from loadtests.plan import Plan
-from loadtests.summary import LoadSummary, WorkerHealth, metric_stats
+from loadtests.summary import LoadSummary, WorkerHealth, metric_stats, scenario_stats
 from loadtests.thresholds import Threshold, Verdict, evaluate, parse_threshold
 from probes.results import SessionResult, TurnResult, Usage
 from telemetry.hdr import LATENCY_TAGS, percentiles_ms
@@ -239,6 +239,7 @@ class Collector:
         arrive_s = prof.duration_s if (self.all_final and not self.aborted) else min(prof.duration_s, dur)
         health = [self.health.get(w, WorkerHealth(w)) for w in sorted(self.workers)]
         over = [h for h in health if h.overloaded]
+        checks, wer = scenario_stats(self.total.scenario)
         msg = ""
         if over:
             msg = ("load generator overloaded (" + "; ".join(f"{h.worker}: {', '.join(h.reasons)}"
@@ -253,4 +254,5 @@ class Collector:
             counters=c.to_dict(), metrics=metric_stats(self.total), health=health,
             thresholds=[v.to_dict() for v in self.verdicts()], overloaded=bool(over),
             overload_message=msg, aborted=self.aborted, complete=self.all_final,
-            achieved_rate=(c.arrivals_started / arrive_s) if arrive_s > 0 else None)
+            achieved_rate=(c.arrivals_started / arrive_s) if arrive_s > 0 else None,
+            checks=checks, wer=wer)

@@ -4,6 +4,9 @@
 Workers keep one open `Delta` and hand it over (encoded) with every report, starting a new one,
 so nothing is counted twice and nothing between reports is lost. The master adds every delta to
 the run total, to the current 10 s interval and to a ring of recent deltas for sliding windows.
+
+Scripted scenarios add per-turn checks and WER (`ScenarioTally`): exact counts, and WER as a
+multiset of values rounded to `WER_STEP`, so means and percentiles merge exactly across workers.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ SESSION_HDR_METRICS = tuple(SESSION_LATENCY_METRICS) + ("session_ms",)
 #: The generator's own health: start lag of each session (actual - intended start), send lag of
 #: each turn (its p99 chunk lag, as the engine reports it) and the event loop's wake-up lag.
 GENERATOR_METRICS = ("start_lag_ms", "send_lag_ms", "loop_lag_ms", "gc_pause_ms")
+#: WER is kept as value -> count at this resolution: 1e-4 is finer than any real WER difference
+#: (1 word in 10,000) and bounds the map to the distinct ratios actually seen.
+WER_STEP = 1e-4
 
 
 @dataclass(slots=True)
@@ -56,11 +62,78 @@ class Counters:
 
 
 @dataclass(slots=True)
+class ScenarioTally:
+    """Scenario checks (name -> [passed, total]) and per-turn WER of scripted sessions.
+
+    WER is a bounded multiset of integers (round(wer / WER_STEP) -> turns): merging adds counts,
+    integer arithmetic is order-free, so the mean and the nearest-rank p95 come out identical
+    however the turns were spread over workers and reports (to within WER_STEP / 2 of the raw
+    values)."""
+
+    checks: dict[str, list[int]] = field(default_factory=dict)
+    wer: dict[int, int] = field(default_factory=dict)  # round(wer / WER_STEP) -> turns
+
+    @property
+    def wer_count(self) -> int:
+        return sum(self.wer.values())
+
+    @property
+    def wer_mean(self) -> float | None:
+        n = self.wer_count
+        return sum(k * c for k, c in self.wer.items()) * WER_STEP / n if n else None
+
+    def __bool__(self) -> bool:
+        return bool(self.checks or self.wer)
+
+    def record_turn(self, checks: dict[str, bool], wer: float | None) -> None:
+        for name, passed in checks.items():
+            c = self.checks.setdefault(name, [0, 0])
+            c[0] += bool(passed)
+            c[1] += 1
+        if wer is not None:
+            k = round(float(wer) / WER_STEP)
+            self.wer[k] = self.wer.get(k, 0) + 1
+
+    def add(self, o: ScenarioTally) -> None:
+        for name, (p, n) in o.checks.items():
+            c = self.checks.setdefault(name, [0, 0])
+            c[0] += p
+            c[1] += n
+        for k, n in o.wer.items():
+            self.wer[k] = self.wer.get(k, 0) + n
+
+    def wer_percentile(self, p: float) -> float | None:
+        """Nearest rank (round(p/100 * n), at least 1), as telemetry.query and HDR use."""
+        n = self.wer_count
+        if not n:
+            return None
+        rank = min(n, max(1, int(p / 100.0 * n + 0.5)))
+        seen = 0
+        for k in sorted(self.wer):
+            seen += self.wer[k]
+            if seen >= rank:
+                return round(k * WER_STEP, 6)
+        return None  # unreachable: the counts add up to n
+
+    def encode(self) -> dict:
+        """msgpack-safe: string map keys only (msgpack's default unpacker refuses int keys)."""
+        return {"checks": {k: list(v) for k, v in self.checks.items()},
+                "wer": [[k, n] for k, n in self.wer.items()]}
+
+    @classmethod
+    def decode(cls, d: dict | None) -> ScenarioTally:
+        d = d or {}
+        return cls(checks={k: [int(p), int(n)] for k, (p, n) in (d.get("checks") or {}).items()},
+                   wer={int(k): int(n) for k, n in d.get("wer") or ()})
+
+
+@dataclass(slots=True)
 class Delta:
     """Everything measured since the last report."""
 
     hist: dict[str, SeriesHistogram] = field(default_factory=dict)
     counters: Counters = field(default_factory=Counters)
+    scenario: ScenarioTally = field(default_factory=ScenarioTally)
 
     def record(self, metric: str, value_ms: float | None) -> None:
         if value_ms is None:
@@ -86,9 +159,12 @@ class Delta:
             for m in TURN_HDR_METRICS:
                 self.record(m, getattr(t, m))
             self.record("send_lag_ms", t.send_lag_p99_ms)
+            if t.checks or t.wer is not None:
+                self.scenario.record_turn(t.checks, t.wer)
 
     def add(self, o: Delta) -> None:
         self.counters.add(o.counters)
+        self.scenario.add(o.scenario)
         for k, h in o.hist.items():
             mine = self.hist.get(k)
             if mine is None:
@@ -103,17 +179,21 @@ class Delta:
 
     def encode(self) -> dict:
         """Plain msgpack-able data: HDR V2 blobs (ascii) plus exact sums, min and max."""
-        return {
+        out = {
             "counters": self.counters.to_dict(),
             "hist": {k: [h.hist.encode().decode("ascii"), h.count, h.sum_ms, h.min_ms, h.max_ms,
                          h.clamped] for k, h in self.hist.items() if h.count},
         }
+        if self.scenario:
+            out["scenario"] = self.scenario.encode()
+        return out
 
     @classmethod
     def decode(cls, d: dict) -> Delta:
         from telemetry.hdr import decode
 
-        out = cls(counters=Counters.from_dict(d.get("counters") or {}))
+        out = cls(counters=Counters.from_dict(d.get("counters") or {}),
+                  scenario=ScenarioTally.decode(d.get("scenario")))
         for k, (blob, count, sum_ms, lo, hi, clamped) in (d.get("hist") or {}).items():
             h = SeriesHistogram(hist=decode(blob), count=int(count), sum_ms=float(sum_ms),
                                 min_ms=float(lo), max_ms=float(hi), clamped=int(clamped))

@@ -1,5 +1,6 @@
 """The end-of-run summary: percentiles per metric from the merged HDR histograms, error classes,
-arrivals (due, started, late, no slot, dropped), generator health and threshold verdicts.
+arrivals (due, started, late, no slot, dropped), generator health and threshold verdicts, and
+for scripted scenarios the checks (passed/total per name) and WER (mean, p95).
 Printed as a table and written as JSON (`--summary-json`)."""
 
 from __future__ import annotations
@@ -7,7 +8,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from loadtests.metrics import GENERATOR_METRICS, SESSION_HDR_METRICS, TURN_HDR_METRICS, Delta
+from loadtests.metrics import (
+    GENERATOR_METRICS,
+    SESSION_HDR_METRICS,
+    TURN_HDR_METRICS,
+    Delta,
+    ScenarioTally,
+)
 from telemetry.hdr import percentiles_ms
 
 PCTS = (50.0, 90.0, 95.0, 99.0, 99.9)
@@ -44,6 +51,15 @@ class WorkerHealth:
 
 
 @dataclass(slots=True)
+class WerStats:
+    """Word error rate of the server's input transcription, over the turns that have one."""
+
+    turns: int
+    mean: float
+    p95: float
+
+
+@dataclass(slots=True)
 class LoadSummary:
     run_id: str
     target: str
@@ -64,6 +80,8 @@ class LoadSummary:
     aborted: str = ""  # the threshold that stopped the run
     complete: bool = True  # every worker sent its final report
     achieved_rate: float | None = None  # started sessions/s over the arrival period
+    checks: dict[str, dict] = field(default_factory=dict)  # name -> {"passed": p, "total": n}
+    wer: WerStats | None = None
 
     @property
     def passed(self) -> bool:
@@ -83,6 +101,7 @@ class LoadSummary:
         d.pop("passed", None)
         d["metrics"] = [MetricStats(**m) for m in d.get("metrics", [])]
         d["health"] = [WorkerHealth(**h) for h in d.get("health", [])]
+        d["wer"] = WerStats(**d["wer"]) if d.get("wer") else None
         return cls(**d)
 
     def table(self) -> str:
@@ -109,6 +128,7 @@ class LoadSummary:
         lines.append(f"arrivals due {c.get('arrivals_due', 0)} started {c.get('arrivals_started', 0)}"
                      f" late {c.get('late_starts', 0)} no-slot {c.get('no_slot', 0)} dropped "
                      f"{c.get('dropped', 0)} cut {c.get('cut', 0)}{ach}")
+        lines.extend(self.scenario_lines())
         lines.append("generator health:")
         for h in self.health:
             def fmt(v, unit):
@@ -129,6 +149,29 @@ class LoadSummary:
                 act = "no data" if t["actual"] is None else f"{t['actual']:.4g}"
                 lines.append(f"  {'PASS' if t['ok'] else 'FAIL'}  {t['expr']:<32} actual {act}")
         return "\n".join(lines)
+
+    def scenario_lines(self) -> list[str]:
+        """The scenario checks block: nothing for a run without scripted checks or WER."""
+        if not self.checks and self.wer is None:
+            return []
+        lines = ["scenario checks:"]
+        for name, c in sorted(self.checks.items()):
+            failed = c["total"] - c["passed"]
+            lines.append(f"  {name:<30}{c['passed']:>6}/{c['total']:<6}"
+                         + (f" FAILED {failed}" if failed else ""))
+        if self.wer is not None:
+            w = self.wer
+            lines.append(f"  {'wer':<30}mean {w.mean:.3f}  p95 {w.p95:.3f}  ({w.turns} turns)")
+        return lines
+
+
+def scenario_stats(t: ScenarioTally) -> tuple[dict[str, dict], WerStats | None]:
+    """The summary's checks and WER from the run's merged tally."""
+    checks = {k: {"passed": p, "total": n} for k, (p, n) in sorted(t.checks.items())}
+    wer = None
+    if t.wer_count:
+        wer = WerStats(t.wer_count, t.wer_mean, t.wer_percentile(95.0))
+    return checks, wer
 
 
 def metric_stats(total: Delta) -> list[MetricStats]:

@@ -1,7 +1,7 @@
 """Everything a report shows, gathered from the query layer (`telemetry.query`) into plain data.
 
-Most of it comes from the query layer's public calls (summary, percentiles_over_time,
-merged_histograms, error_counts, alerts, loadgen). Two things it does not offer yet are built
+Most of it comes from the query layer's public calls (summary, scenario_summary,
+percentiles_over_time, merged_histograms, error_counts, alerts, loadgen). Two things it does not offer yet are built
 here on the same backend primitive (`Query.select`, the backends' row primitive):
 `session_rows` (tags and time of every session: the data's extent, kinds, scenarios and sessions
 per bucket by outcome) and `spectrum` (an HDR percentile spectrum from a merged histogram).
@@ -80,6 +80,7 @@ class ReportData:
     warnings: list[str] = field(default_factory=list)  # e.g. the generator was overloaded
     latency_window: tuple[int, int] | None = None  # where `latency` points were read
     latency_kind: str | None = None
+    scenario: dict = field(default_factory=dict)  # target -> telemetry.query.ScenarioSummary
 
     @property
     def is_load(self) -> bool:
@@ -286,4 +287,6 @@ def collect(
         warnings=list(warnings or ()),
         latency_window=(lat_start, lat_end),
         latency_kind=kind,
+        scenario={s.target: s for s in query.scenario_summary(
+            start_ns=start_ns, end_ns=end_ns, targets=targets, run_id=run_id)},
     )

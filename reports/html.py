@@ -83,6 +83,36 @@ COLUMNS = (
 )
 
 
+def fmt_wer(v: float | None) -> str:
+    return "-" if v is None else f"{100.0 * v:.1f} %"
+
+
+#: Scripted-scenario columns (telemetry.query.ScenarioSummary): (header, data-key). Shown only
+#: when some target in the report has scenario data, so plain probe reports stay as they were.
+SCENARIO_COLUMNS = (
+    ("barge-in p95 ms", "barge_in_p95"),
+    ("tool p95 ms", "tool_p95"),
+    ("WER mean", "wer_mean"),
+    ("checks passed", "checks"),
+)
+
+
+def scenario_cells(s) -> list[dict]:
+    """One target's scenario cells; `s` is its ScenarioSummary, or None (no scenario data)."""
+    if s is None:
+        return [{"key": k, "raw": "", "text": "-", "bad": False, "title": ""}
+                for _h, k in SCENARIO_COLUMNS]
+    cells = [{"key": k, "raw": raw(v), "text": f(v), "bad": False, "title": ""}
+             for k, v, f in (("barge_in_p95", s.barge_in_p95, fmt_ms),
+                             ("tool_p95", s.tool_p95, fmt_ms), ("wer_mean", s.wer_mean, fmt_wer))]
+    total = s.checks_total
+    cells.append({"key": "checks", "raw": f"{s.checks_passed}/{total}" if total else "",
+                  "text": f"{s.checks_passed}/{total}" if total else "-",
+                  "bad": s.checks_passed < total,
+                  "title": ", ".join(f"{n} {r.ok}/{r.total}" for n, r in s.checks.items())})
+    return cells
+
+
 def figure_json(fig) -> str:
     """Plotly JSON safe inside a <script> element."""
     return pio.to_json(fig, validate=False, engine="json").replace("</", "<\\/")
@@ -166,15 +196,19 @@ code { font-family:ui-monospace,SFMono-Regular,Menlo,monospace; font-size:12px; 
 <p class="note">Sessions and percentiles over the whole range, from each turn's own values (exact,
 nearest rank). Latencies are from the intended end of the user's speech. RTF is reply audio
 seconds per second of delivery (above 1 is faster than real time); stalls are underruns of a
-simulated player with a 100 ms jitter buffer.</p>
+simulated player with a 100 ms jitter buffer.{% if scenario_headers %} Scripted scenarios:
+barge-in is the user speaking over a reply until the server stops it, tool is end of speech
+until the function call's arguments are complete, WER is the word error rate of the server's
+input transcription (mean over turns), and checks are the scenario's checks passed / run.{% endif %}</p>
 {% if rows %}
 <table id="summary-table">
-<thead><tr><th class="text">target</th><th class="text">model</th>{% for h in headers %}<th>{{ h }}</th>{% endfor %}<th class="text">errors by class</th></tr></thead>
+<thead><tr><th class="text">target</th><th class="text">model</th>{% for h in headers %}<th>{{ h }}</th>{% endfor %}{% for h in scenario_headers %}<th class="scenario">{{ h }}</th>{% endfor %}<th class="text">errors by class</th></tr></thead>
 <tbody>
 {% for r in rows %}<tr data-target="{{ r.target }}">
 <td data-key="target"><span class="swatch" style="background:{{ r.colour }}"></span>{{ r.target }}</td>
 <td class="text" data-key="model">{{ r.model }}</td>
 {% for c in r.cells %}<td data-key="{{ c.key }}" data-value="{{ c.raw }}"{% if c.bad %} class="bad"{% endif %}>{{ c.text }}</td>{% endfor %}
+{% for c in r.scenario_cells %}<td data-key="{{ c.key }}" data-value="{{ c.raw }}"{% if c.title %} title="{{ c.title }}"{% endif %}{% if c.bad %} class="bad"{% endif %}>{{ c.text }}</td>{% endfor %}
 <td class="errors" data-key="errors" data-value="{{ r.errors_raw }}">{{ r.errors_text }}</td>
 </tr>
 {% endfor %}</tbody>
@@ -225,6 +259,7 @@ def render_html(data: ReportData, verdict: Verdict, generated_ns: int) -> str:
     tmpl = env.from_string(TEMPLATE)
     col = colours(data.targets)
     rows = []
+    show_scenario = bool(data.scenario)
     for s in data.summary:
         cells = []
         for _h, key, f in COLUMNS:
@@ -234,6 +269,7 @@ def render_html(data: ReportData, verdict: Verdict, generated_ns: int) -> str:
         rows.append({
             "target": s.target, "model": s.model, "colour": col.get(s.target, "#333"),
             "cells": cells,
+            "scenario_cells": scenario_cells(data.scenario.get(s.target)) if show_scenario else [],
             "errors_text": ", ".join(f"{k} {v}" for k, v in s.errors.items()) or "-",
             "errors_raw": ";".join(f"{k}={v}" for k, v in s.errors.items()),
         })
@@ -275,6 +311,7 @@ def render_html(data: ReportData, verdict: Verdict, generated_ns: int) -> str:
         checks=verdict.checks,
         generated=utc(generated_ns),
         headers=[h for h, _k, _f in COLUMNS],
+        scenario_headers=[h for h, _k in SCENARIO_COLUMNS] if show_scenario else [],
         rows=rows,
         plots=plots,
         alerts=[{"time": utc(a.time_ns), "rule": a.rule, "target": a.target or "-",
@@ -286,4 +323,4 @@ def render_html(data: ReportData, verdict: Verdict, generated_ns: int) -> str:
     )
 
 
-__all__ = ["render_html", "utc", "safe_value", "COLUMNS"]
+__all__ = ["render_html", "utc", "safe_value", "COLUMNS", "SCENARIO_COLUMNS"]

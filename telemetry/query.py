@@ -63,6 +63,21 @@ class TargetSummary:
 
 
 @dataclass(slots=True)
+class ScenarioSummary:
+    """Per target, what scripted scenarios measured (exact, from the raw `turn` points)."""
+
+    target: str
+    turns: int  # turns with any scenario value
+    barge_in_p95: float | None
+    tool_p95: float | None
+    wer_mean: float | None
+    wer_turns: int
+    checks_passed: int
+    checks_total: int
+    checks: dict[str, Ratio] = field(default_factory=dict)  # check name -> passed / total
+
+
+@dataclass(slots=True)
 class PercentileBucket:
     time_ns: int  # bucket start
     target: str
@@ -154,6 +169,10 @@ class Query:
     ) -> list[tuple]:
         """Rows (time_ns, *columns) in time order; missing columns read as None. Filters: column
         -> value or list of values (tags, or the `run_id` field)."""
+        raise NotImplementedError
+
+    def _field_names(self, measurement: str) -> list[str]:
+        """Every field name the measurement has ever been written with (any time)."""
         raise NotImplementedError
 
     def select(
@@ -268,6 +287,39 @@ class Query:
                 )
             )
         return out
+
+    # -- scripted scenarios ---------------------------------------------------------------------
+    def scenario_summary(
+        self,
+        since_s: float | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        targets: Sequence[str] | None = None,
+        kind: str | None = None,
+        run_id: str | None = None,
+    ) -> list[ScenarioSummary]:
+        """Per target with scenario data: exact barge-in and tool-call p95, mean WER and scenario
+        checks passed/total (the `check_<name>` fields, 1 passed / 0 failed). Targets whose turns
+        carry none of these are left out, so plain probes add nothing."""
+        start, end = window(since_s, start_ns, end_ns)
+        f: Filters = {"target": targets, "kind": kind, "run_id": run_id}
+        names = sorted(n for n in self._field_names("turn") if n.startswith(CHECK_PREFIX))
+        cols = ("target", "barge_in_ms", "tool_ms", "wer", *names)
+        by: dict[str, dict] = {}
+        for _t, target, barge, tool, wer, *checks in self._select("turn", cols, start, end, f):
+            if barge is None and tool is None and wer is None and all(c is None for c in checks):
+                continue
+            s = by.setdefault(target, {"n": 0, "barge": [], "tool": [], "wer": [], "checks": {}})
+            s["n"] += 1
+            for key, v in (("barge", barge), ("tool", tool), ("wer", wer)):
+                if v is not None:
+                    s[key].append(float(v))
+            for name, v in zip(names, checks, strict=True):
+                if v is not None:
+                    r = s["checks"].setdefault(name[len(CHECK_PREFIX):], Ratio(0, 0))
+                    r.total += 1
+                    r.ok += bool(v)
+        return [_scenario_row(t, by[t]) for t in sorted(by)]
 
     # -- latency blobs --------------------------------------------------------------------------
     def merged_histograms(
@@ -436,6 +488,24 @@ class Query:
         ]
 
 
+CHECK_PREFIX = "check_"  # telemetry.points: one check_<name> field (1/0) per scenario check
+
+
+def _scenario_row(target: str, s: dict) -> ScenarioSummary:
+    checks = dict(sorted(s["checks"].items()))
+    return ScenarioSummary(
+        target=target,
+        turns=s["n"],
+        barge_in_p95=nearest_rank(sorted(s["barge"]), 95),
+        tool_p95=nearest_rank(sorted(s["tool"]), 95),
+        wer_mean=sum(s["wer"]) / len(s["wer"]) if s["wer"] else None,
+        wer_turns=len(s["wer"]),
+        checks_passed=sum(r.ok for r in checks.values()),
+        checks_total=sum(r.total for r in checks.values()),
+        checks=checks,
+    )
+
+
 def _values(v: str | Sequence[str] | None) -> list[str] | None:
     if v is None:
         return None
@@ -465,6 +535,9 @@ class EmbeddedQuery(Query):
             where.append(f"{qi(col)} IN ({', '.join('?' * len(vals))})")
             params.extend(vals)
         return self.store.select(measurement, ("time_ns", *columns), " AND ".join(where), params)
+
+    def _field_names(self, measurement):
+        return [k for k, role in self.store.columns(measurement).items() if role == "field"]
 
     def close(self) -> None:
         self.store.close()
@@ -550,6 +623,10 @@ class InfluxQuery(Query):
                     raise QueryError(f"{safe_url(self.url)}/query: {res['error']}")
                 series.extend(res.get("series", []))
         return series
+
+    def _field_names(self, measurement):
+        series = self.influxql(f"SHOW FIELD KEYS FROM {_ql_ident(measurement)}")
+        return sorted({v[0] for s in series for v in s.get("values", [])})
 
     def _select(self, measurement, columns, start_ns, end_ns, filters):
         where = [f"time >= {int(start_ns)}", f"time < {int(end_ns)}"]

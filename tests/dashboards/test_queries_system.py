@@ -3,7 +3,9 @@
 A probe series (`voicepulse serve` against the simulator, with a 30 % HTTP 500 fault and two
 forced HTTP 503s so failures have error classes, and a threshold rule that fires so there is an `alert` point) and a short
 load run (`voicepulse load --processes 2`, the generator's overload bound set so low that it
-flags itself) against the same simulator write into the database at the same time. Then every panel target, template
+flags itself) against the same simulator write into the database at the same time, and so do
+scripted probe sessions (a tool lookup, a barge-in, transcription scored for WER) recorded through
+telemetry's Recorder, for the "Voice scenarios" panels. Then every panel target, template
 variable, annotation and alert-rule query is extracted from the JSON/YAML, interpolated the way
 Grafana does (template variables with values read from the written data; $timeFilter,
 $__interval, $__interval_ms, $__from/$__to) and run. Each must answer without error, with
@@ -17,7 +19,9 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import wave
 from pathlib import Path
 
 import pytest
@@ -67,10 +71,64 @@ LOAD_ARGS = ["sim-fast", "--scenario", "load-demo", "--rate", "3", "--duration",
              "--processes", "2", "--run-id", RUN_ID]
 
 
+TOOLS = [{"type": "function", "name": "lookup_order", "description": "Find an order.",
+          "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
+                         "required": ["order_id"]}}]
+SCRIPT = [
+    {"say": {"wav": "ask.wav", "transcript": "where is my order A1234 please"}},
+    {"expect_tool": {"name": "lookup_order", "args": {"order_id": "A1234"}}},
+    {"tool_result": {"output": {"status": "shipped"}, "delay_ms": 100}},
+    "wait_reply",
+    {"say": 0.6},
+    {"interrupt_after": {"ms": 100, "say": {"duration": 0.5}}},
+    "wait_reply",
+]
+
+
+def _has_scenario_data(r) -> bool:
+    return r.ok and all(any(getattr(t, m) is not None for t in r.turns)
+                        for m in ("barge_in_ms", "tool_ms", "wer"))
+
+
+def _scripted_probes(ws: str, influx_url: str, tmp: Path, box: dict) -> None:
+    """Scripted probe sessions as `voicepulse serve` would record them (sim-fast, agent
+    test-agent), written to influxd through a Recorder; repeated until one carries barge-in,
+    tool and WER values (the 30 % HTTP 500 fault may refuse a session)."""
+    from probes import audio
+    from probes.script import parse_script
+    from probes.session import run_session
+    from probes.spec import Scenario, Target
+    from telemetry.recorder import Recorder
+    from telemetry.sinks import InfluxV1Sink, build_sink
+
+    pcm = audio.speech(1.2, 16000, seed=3)
+    with wave.open(str(tmp / "ask.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm.astype("<i2").tobytes())
+    sc = Scenario(name="support", trailing_silence_s=0.6, tools=TOOLS,
+                  transcription_model="whisper-1",
+                  script=parse_script(SCRIPT, None, base_dir=str(tmp)))
+    tgt = Target("sim-fast", ws + "/v1/realtime", "sim-fast", simulator_hints=True)
+    sink = build_sink([InfluxV1Sink(influx_url, DB)], outbox_dir=str(tmp / "scenario-outbox"))
+    rec = Recorder(sink, interval_s=2.0)
+    try:
+        for _ in range(8):
+            r = run_session(tgt, sc, api_key="k", kind="probe", agent="test-agent")
+            rec.record(r)
+            box.setdefault("results", []).append(r)
+            if _has_scenario_data(r):
+                break
+    finally:
+        box["delivered"] = rec.close(timeout=20)
+
+
 class Written(tuple):
     """(from_ms, to_ms) around the written data, plus each command's output (`outputs`)."""
 
     outputs: dict[str, str]
+    scripted: list  # the scripted probe sessions' SessionResults
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +155,15 @@ def written(influxd):
                                      env=env, cwd=tmp, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True),
         }
+        scripted: dict = {}
+        th = threading.Thread(target=_scripted_probes, args=(sim.ws_url, influxd.url, tmp, scripted),
+                              daemon=True)
+        th.start()
         outputs = {}
         try:
+            th.join(timeout=SERVE_S + 45)
+            assert not th.is_alive() and scripted.get("delivered"), "scripted probes unfinished"
+            assert any(_has_scenario_data(r) for r in scripted["results"]), scripted["results"]
             for name, p in procs.items():
                 out, _ = p.communicate(timeout=SERVE_S + 45)
                 outputs[name] = out
@@ -113,6 +178,7 @@ def written(influxd):
         assert influxd.rows(f'SELECT count(*) FROM "{m}"', DB), f"nothing written to {m}"
     w = Written((t0_ms - 60_000, to_ms))
     w.outputs = outputs
+    w.scripted = scripted["results"]
     return w
 
 
@@ -376,3 +442,46 @@ def test_alert_rules_fire_where_the_raw_data_says(influxd, written):
         expect = {(("target", t),): b > limit for t, b in bad.items()}
         assert firing == expect, (uid, firing, bad)
         assert firing[(("target", "sim-slow"),)], "the forced failures must make it fire"
+
+
+def _buckets(influxd, q: str) -> dict[tuple[str, int], float]:
+    series, err = _run(influxd, q)
+    assert err is None, err
+    return {(s["tags"]["target"], r[0]): r[1] for s in series for r in s["values"]
+            if r[1] is not None}
+
+
+def test_voice_scenario_panels_show_the_scripted_sessions(influxd, written):
+    """The collapsed "Voice scenarios" row: WER mean and failed checks per bucket equal the raw
+    turn points bucketed here; the p95 lines reach the scripted sessions' own values."""
+    from_ms, to_ms = written
+    ctx = _ctx_all(influxd, "availability.json", from_ms, to_ms)
+    ctx.selections["kind"] = g.Selection(["probe"])
+    dash = g.load_dashboards()["availability.json"]
+    (row,) = [p for p in dash["panels"] if p.get("title") == "Voice scenarios"]
+    assert row["type"] == "row" and row["collapsed"] and len(row["panels"]) == 3
+    step_ms = g.panel_interval_ms(from_ms, to_ms, "10s")
+    raw = influxd.rows(f'SELECT "wer", "checks_failed", "target" FROM "turn" WHERE time >= '
+                       f"{from_ms}ms AND time <= {to_ms}ms AND \"kind\" = 'probe'", DB)
+    for title, field, combine in (("Word error rate (mean)", "wer", lambda v: sum(v) / len(v)),
+                                  ("Failed scenario checks", "checks_failed", sum)):
+        want: dict[tuple[str, int], list] = {}
+        for r in raw:
+            if r[field] is not None:
+                t_ms = int(r["time"]) // 1_000_000
+                want.setdefault((r["target"], (t_ms // step_ms) * step_ms * 1_000_000), []).append(r[field])
+        assert want, f"no raw {field}"
+        got = _buckets(influxd, ctx.expand(_panel("availability.json", title)["targets"][0]["query"]))
+        assert got.keys() == want.keys(), title
+        for k, vals in want.items():
+            assert got[k] == pytest.approx(combine(vals)), (title, k)
+    failed = sum(sum(not ok for ok in t.checks.values()) for r in written.scripted for t in r.turns)
+    assert sum(v for (t, _), v in got.items() if t == "sim-fast") == failed
+    latency = _panel("availability.json", "Barge-in and tool-call p95")
+    for tq, metric in zip(latency["targets"], ("barge_in_ms", "tool_ms", "tool_result_ms"), strict=True):
+        got = _buckets(influxd, ctx.expand(tq["query"]))
+        values = [getattr(t, metric) for r in written.scripted for t in r.turns
+                  if getattr(t, metric) is not None]
+        assert values, metric
+        # every bucket holds at most a few values, so its p95 is its largest (HDR: 3 s.f.)
+        assert max(got.values()) == pytest.approx(max(values), rel=1e-3), metric
