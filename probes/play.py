@@ -43,6 +43,8 @@ from probes.spec import Scenario
 _NS = 1_000_000_000
 #: how long a finished script waits for input transcripts still on their way (WER)
 TRANSCRIPT_GRACE_S = 3.0
+#: what a function call the scenario did not expect is answered with
+UNEXPECTED_CALL_OUTPUT = '{"error": "this call was not expected by the test scenario"}'
 
 
 # ---- audio for the script's utterances (rendered before the clock starts) ----------------------
@@ -239,8 +241,23 @@ class _Player:
             self.say(step.say)
 
     def wait_reply(self) -> None:
-        turn = self.turn
-        self.s._await_reply(turn, turn.reply_from_ns)
+        """Wait for the reply. A function call no expect_tool asked for is answered with an
+        error output (and fails the `no_unexpected_tool` check), so the conversation goes on:
+        a Gemini turn would otherwise wait for the answer forever."""
+        s, turn = self.s, self.turn
+        while True:
+            seen = self.calls_seen
+            s._wait(lambda seen=seen: turn.reply_audio_ns is not None
+                    or turn.reply_done_ns is not None or len(turn.tool_calls) > seen,
+                    turn.reply_from_ns + int(s.t.first_audio * _NS), "first_audio")
+            if len(turn.tool_calls) <= seen or turn.reply_audio_ns is not None:
+                break
+            _t, call = turn.tool_calls[seen]
+            self.calls_seen = seen + 1
+            turn.checks["no_unexpected_tool"] = False
+            turn.notes.append(f"unexpected call to {call.name}")
+            self._answer(call, UNEXPECTED_CALL_OUTPUT, 0.0)
+        s._await_reply(turn, turn.reply_from_ns)
 
     # -- tools ------------------------------------------------------------------------------
 
@@ -266,21 +283,25 @@ class _Player:
             turn.notes.extend(c.problems)
 
     def tool_result(self, r: ToolResult) -> None:
-        s, turn, call = self.s, self.turn, self.call
+        call = self.call
         if call is None:  # expect_tool found no call: nothing to answer (already a failed check)
             return
         self.call = None
-        if getattr(s.dialect, "tool_call_ends_response", True):
+        self._answer(call, r.output, r.delay_ms)
+
+    def _answer(self, call, output: str, delay_ms: float) -> None:
+        s, turn = self.s, self.turn
+        if s.dialect.tool_call_ends_response:
             # OpenAI: the call's response must be done, or response.create is refused
             s._wait(lambda: turn.reply_done_ns is not None,
                     turn.reply_from_ns + int(s.t.response_done * _NS), "response_done")
-        if r.delay_ms > 0 and not s._sleep(r.delay_ms / 1000):
+        if delay_ms > 0 and not s._sleep(delay_ms / 1000):
             raise _Failure(STOPPED, "stopped before the tool result")
         now = perf_counter_ns()
         turn.tool_sent_ns = now
         turn.tool_audio_ns = None
         turn.trigger(now)
-        s._send_all(s.dialect.tool_result(call.call_id, r.output, call.name))
+        s._send_all(s.dialect.tool_result(call.call_id, output, call.name))
 
     # -- long calls ---------------------------------------------------------------------------
 

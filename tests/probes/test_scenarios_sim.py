@@ -143,6 +143,21 @@ def test_bad_argument_json_is_flagged_and_the_session_completes(sim):
     assert ask.response_status == "completed" and ask.tool_result_ms is not None
 
 
+def test_gemini_arguments_that_miss_the_schema_are_flagged(sim):
+    """Gemini sends arguments as an object, so they are always JSON; a broken marker makes them
+    empty, which the argument check catches. The conversation still completes."""
+    t = gemini(sim, "sim-fast", instructions='[call!:lookup_order {"order_id": "A1234"}]')
+    res = run_session(t, scripted(SUPPORT, tools=TOOLS), api_key="x")
+    assert res.outcome == "ok", res.error
+    ask, thanks = res.turns
+    assert ask.checks == {"tool_called": True, "tool_args_json": True, "tool_args_match": False}
+    assert "order_id" in ask.notes and ask.tool_result_ms is not None
+    # the plain marker calls on every input: the goodbye's call was not expected, so it was
+    # answered with an error output and the reply still came (Gemini waits for an answer)
+    assert thanks.checks == {"no_unexpected_tool": False}
+    assert thanks.notes == "unexpected call to lookup_order" and thanks.audio_s > 0
+
+
 # ---- WER and real speech ----------------------------------------------------------------------
 
 SCRIPT_50 = ("please book a table for four people at the italian restaurant near the station "
