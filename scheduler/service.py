@@ -6,6 +6,10 @@ One `BackgroundScheduler` runs every probe job (interval or cron, with jitter, `
 evaluates the alert rules. A probe that finds the previous probe of the same target still
 running is skipped and the skip is counted and stored (a `schedule` point), never stacked.
 
+Scripted scenarios go through the same engine call. A long call (a `repeat` until the
+provider's session limit) can run for an hour, so it runs beside its target's other probes
+instead of holding their turn, and shutdown aborts it at once instead of waiting for it.
+
     svc = ProbeService(cfg, targets, scenarios, recorder, source)
     svc.start(); ...; svc.status(); svc.stop(timeout=10)
 """
@@ -53,6 +57,34 @@ def default_runner(target: Target, scenario: Scenario, **kwargs) -> SessionResul
     from probes.session import run_session
 
     return run_session(target, scenario, **kwargs)
+
+
+def is_long_call(scenario: Scenario | None) -> bool:
+    """A scripted scenario that talks until the session limit (its repeat's `max`, up to an
+    hour): its runs are far longer than any probe interval or shutdown bound."""
+    script = getattr(scenario, "script", None)
+    return script is not None and script.longest_s() > 0
+
+
+def scenario_summary(result: SessionResult) -> dict:
+    """What a scripted session's last run showed, for /status: failed checks by name, WER and
+    the scenario timings. Names and numbers only: notes and transcripts stay in the store."""
+    failed = sorted({f"{t.index}:{name}" for t in result.turns
+                     for name, passed in t.checks.items() if not passed})
+    checks = sum(len(t.checks) for t in result.turns)
+    wers = [t.wer for t in result.turns if t.wer is not None]
+
+    def first(metric: str) -> float | None:
+        vals = [getattr(t, metric) for t in result.turns if getattr(t, metric) is not None]
+        return round(vals[0], 3) if vals else None
+
+    return {"turns": len(result.turns), "checks": checks,
+            "checks_failed": len(failed) if checks else None, "failed_checks": failed,
+            "wer": round(sum(wers) / len(wers), 4) if wers else None,
+            "tool_ms": first("tool_ms"), "tool_result_ms": first("tool_result_ms"),
+            "barge_in_ms": first("barge_in_ms"),
+            "ended_by": result.ended_by or None,
+            "expiry_s": None if result.expiry_s is None else round(result.expiry_s, 3)}
 
 
 def make_trigger(job: ProbeJob, scale: float):
@@ -124,6 +156,7 @@ class TargetState:
     aborted: int = 0
     running: int = 0
     max_running: int = 0
+    running_since: float | None = None  # start of the run in progress (a long call's hour)
     last: dict | None = None
     outcomes: dict[str, int] = field(default_factory=dict)
     lateness_ms: deque = field(default_factory=lambda: deque(maxlen=LATENESS_KEEP))
@@ -150,6 +183,7 @@ class ProbeService:
         self.started_at: float | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._aborts: dict[str, threading.Event] = {}  # job id -> the running probe's stop
         self._target_locks: dict[str, threading.Lock] = {}
         self._jobs: dict[str, ProbeJob] = {}
         self._state: dict[str, TargetState] = {}
@@ -186,7 +220,6 @@ class ProbeService:
         for job in self.cfg.probes:
             interval = job_interval_s(job, scale)
             self._jobs[job.job_id] = job
-            self._target_locks.setdefault(job.target, threading.Lock())
             self._state.setdefault(job.job_id, TargetState(job.target, job.scenario))
             self.scheduler.add_job(
                 self._probe, make_trigger(job, scale), args=(job.job_id,), id=job.job_id,
@@ -230,12 +263,13 @@ class ProbeService:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         grace = deadline - min(2.0, timeout / 2)
+        self._abort(long_calls_only=True)  # they would not end within any bound: no waiting
         clean = self._wait_idle(grace)
         if not clean:
             log.warning("stopping: aborting %d running probe(s)", self._running)
-            self._stop.set()
+            self._abort()
             clean = self._wait_idle(deadline)
-        self._stop.set()
+        self._abort()
         close_all(self.notifiers, timeout=max(0.5, min(3.0, deadline - time.monotonic())))
         if self.recorder is not None and close_recorder:
             try:
@@ -243,6 +277,23 @@ class ProbeService:
             except TypeError:
                 self.recorder.close()
         return clean
+
+    def _abort(self, long_calls_only: bool = False) -> None:
+        """Stop running probes (each has its own stop event); without `long_calls_only`, also
+        every probe that starts from now on."""
+        with self._lock:
+            if not long_calls_only:
+                self._stop.set()
+            events = [ev for job_id, ev in self._aborts.items() if not long_calls_only
+                      or is_long_call(self.scenarios.get(self._jobs[job_id].scenario)
+                                      if job_id in self._jobs else None)]
+        for ev in events:
+            ev.set()
+
+    def _lock_key(self, job: ProbeJob) -> str:
+        """Probes of one target take turns, so one probe's traffic never skews another's
+        numbers; a long call would hold that turn for up to an hour, so it takes its own."""
+        return job.job_id if is_long_call(self.scenarios.get(job.scenario)) else job.target
 
     def _wait_idle(self, deadline: float) -> bool:
         with self._idle:
@@ -307,20 +358,26 @@ class ProbeService:
         job = self._jobs.get(job_id)
         if job is None or self._stop.is_set():
             return
-        lock = self._target_locks[job.target]
+        with self._lock:
+            lock = self._target_locks.setdefault(self._lock_key(job), threading.Lock())
         if not lock.acquire(blocking=False):  # another scenario of this target is running
             self._count_skip(job, "skip")
             return
+        abort = threading.Event()
         with self._lock:
             self._running += 1
             st = self._state[job_id]
             st.running += 1
             st.max_running = max(st.max_running, st.running)
+            st.running_since = started
+            self._aborts[job_id] = abort
             target, scenario = self.targets[job.target], self.scenarios[job.scenario]
+        if self._stop.is_set():  # stop() began between the check above and now
+            abort.set()
         try:
             result = self.runner(target, scenario, kind="probe", agent=self.cfg.agent,
-                                 stop=self._stop)
-            if self._stop.is_set() and result.outcome in ABORTED:
+                                 stop=abort)
+            if abort.is_set() and result.outcome in ABORTED:
                 # our own shutdown cut it short: not a measurement of the target, so it must
                 # not count against availability; stored as a `schedule` event instead
                 with self._lock:
@@ -335,6 +392,8 @@ class ProbeService:
             lock.release()
             with self._idle:
                 st.running -= 1
+                st.running_since = None
+                self._aborts.pop(job_id, None)
                 self._running -= 1
                 self._idle.notify_all()
 
@@ -350,6 +409,8 @@ class ProbeService:
             st.last = {"at": result.started_at, "outcome": result.outcome,
                        "error": result.error[:200], "duration_s": round(result.duration_s, 3),
                        "ttfa_ms": ttfa[0] if ttfa else None}
+            if result.scenario and self._is_scripted(job):
+                st.last.update(scenario_summary(result))
         if self.memory is not None:
             self.memory.record(result)
         if self.recorder is not None:
@@ -358,6 +419,9 @@ class ProbeService:
             except Exception:
                 self.write_errors += 1
                 log.exception("recording a probe result failed")
+
+    def _is_scripted(self, job: ProbeJob) -> bool:
+        return getattr(self.scenarios.get(job.scenario), "script", None) is not None
 
     def _write(self, points: list) -> None:
         if self.recorder is None or not hasattr(self.recorder, "write"):
@@ -402,7 +466,7 @@ class ProbeService:
             entry: dict = {
                 "target": st.target, "scenario": st.scenario, "runs": st.runs, "ok": st.ok,
                 "skips": st.skips, "missed": st.missed, "aborted": st.aborted,
-                "running": st.running,
+                "running": st.running, "running_since": st.running_since,
                 "last": st.last, "next_run": None, "outcomes": dict(st.outcomes),
             }
             lat = list(st.lateness_ms)

@@ -54,6 +54,15 @@ def prometheus_text(status: dict) -> str:
            [({"agent": agent, "target": t["target"], "scenario": t["scenario"]},
              t["last"]["ttfa_ms"]) for t in targets
             if t.get("last") and t["last"].get("ttfa_ms") is not None])
+    for key, name, help_ in (
+            ("checks_failed", "voicepulse_probe_last_checks_failed",
+             "Scenario checks that failed in the last scripted probe."),
+            ("wer", "voicepulse_probe_last_wer",
+             "Mean word error rate of the last scripted probe's input transcription.")):
+        metric(name, "gauge", help_,
+               [({"agent": agent, "target": t["target"], "scenario": t["scenario"]},
+                 t["last"][key]) for t in targets
+                if t.get("last") and t["last"].get(key) is not None])
     metric("voicepulse_probe_last_run_timestamp_seconds", "gauge", "Start of the last probe.",
            [({"agent": agent, "target": t["target"], "scenario": t["scenario"]},
              t["last"]["at"]) for t in targets if t.get("last")])

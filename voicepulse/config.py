@@ -76,9 +76,20 @@ def load_config(path: str | Path) -> Config:
     return parse_config(_read_yaml(path), str(path), base_dir=path.parent)
 
 
+SCENARIO_FILE_KEYS = "steps, expect, instructions, tools, timeouts, ..."
+
+
 def load_scenario_file(path: Path, name: str | None = None) -> Scenario:
-    """A scenario file: the same keys as an inline scenario (steps, instructions, tools...)."""
-    s = Section(_read_yaml(path), str(path))
+    """A scenario file: the same keys as an inline scenario (steps, instructions, tools...).
+    Errors name this file and the key in it, not the config that points here."""
+    data = _read_yaml(path)
+    if data is None:
+        raise ConfigError(str(path), "", f"empty scenario file (expected {SCENARIO_FILE_KEYS})")
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "(top level)", "expected a mapping of scenario settings "
+                                                    f"({SCENARIO_FILE_KEYS}), got "
+                                                    f"{type(data).__name__}")
+    s = Section(data, str(path))
     name = name or s.str("name", path.stem)
     s.str("description", "")
     return _scenario(s, name, path.parent)
@@ -112,10 +123,7 @@ def parse_config(data: Any, file: str, base_dir: Path | None = None) -> Config:
     for s in root.sections("scenarios", {}):
         name = s.path.split(".", 1)[1]
         if s.has("file"):  # `support: {file: scenarios/support-call.yaml}`
-            ref = Path(s.str("file"))
-            path = ref if ref.is_absolute() else (base_dir or Path(".")) / ref
-            s.done()
-            cfg.scenarios[name] = load_scenario_file(path, name)
+            cfg.scenarios[name] = _scenario_ref(s, name, base_dir or Path("."))
         else:
             cfg.scenarios[name] = _scenario(s, name, base_dir or Path("."))
     cfg.scenarios.setdefault("default", Scenario())
@@ -191,6 +199,20 @@ def _target(s: Section, name: str) -> Target:
         p.done()
     s.done()
     return t
+
+
+def _scenario_ref(s: Section, name: str, base_dir: Path) -> Scenario:
+    """`scenarios.X.file`: relative to the config file's folder. A missing file is this
+    config's error (its key); anything wrong inside is the scenario file's (its key)."""
+    ref = Path(os.path.expanduser(s.str("file")))
+    path = ref if ref.is_absolute() else base_dir / ref
+    s.done()
+    if not path.is_file():
+        raise s.error("file", f"no such file: {path}")
+    try:
+        return load_scenario_file(path, name)
+    except ConfigError as e:  # say which config entry led here: one file may serve many
+        raise ConfigError(e.file, e.key, f"{e.message} ({s.key('file')} in {s.file})") from None
 
 
 def _scenario(s: Section, name: str, base_dir: Path) -> Scenario:
