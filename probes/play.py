@@ -235,10 +235,17 @@ class _Player:
                 old.barge_ns = at
                 if s.scenario.turn_mode == "manual" and not s.dialect.start_activity():
                     s._send_all(s.dialect.cancel())  # no server VAD to notice the speech
+            else:
+                self._nothing_to_interrupt(old, f"the reply had ended before {step.ms:g} ms")
             self.say(step.say, t0=at)  # intended, like E: lateness shows as send lag
-        else:  # the reply ended without audio: nothing to speak over
-            old.checks["reply_active"] = False
+        else:
+            self._nothing_to_interrupt(old, "the reply had no audio")
             self.say(step.say)
+
+    @staticmethod
+    def _nothing_to_interrupt(turn: _Turn, why: str) -> None:
+        turn.checks["reply_active"] = False
+        turn.notes.append(f"no barge-in: {why}")
 
     def wait_reply(self) -> None:
         """Wait for the reply. A function call no expect_tool asked for is answered with an

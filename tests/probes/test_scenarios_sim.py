@@ -97,6 +97,16 @@ def test_no_barge_in_when_interrupt_response_is_off(sim, make):
         assert answer.first_audio_ns > cut.response_done_ns
 
 
+def test_interrupting_a_reply_that_already_ended_is_not_a_barge_in(sim):
+    steps = [{"say": 0.5}, {"interrupt_after": {"ms": 1500, "say": {"duration": 0.4}}}, "wait_reply"]
+    res = run_session(openai(sim, "sim-fast"), scripted(steps), api_key="x")  # 0.6 s at 4x
+    assert res.outcome == "ok", res.error
+    first, second = res.turns
+    assert first.checks == {"reply_active": False} and first.barge_in_ns is None
+    assert "ended before 1500 ms" in first.notes and first.response_status == "completed"
+    assert second.ttfa_ms is not None
+
+
 # ---- tool calls -------------------------------------------------------------------------------
 
 TOOLS = [{"type": "function", "name": "lookup_order", "description": "Find an order.",
