@@ -12,6 +12,7 @@ COPY loadtests ./loadtests
 COPY scheduler ./scheduler
 COPY simulator ./simulator
 COPY voicepulse ./voicepulse
+COPY reports ./reports
 RUN pip install . \
     && useradd --system --create-home --uid 10001 voicepulse \
     && mkdir -p /var/lib/voicepulse && chown voicepulse /var/lib/voicepulse

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import jsonschema
@@ -115,6 +116,31 @@ def test_example_config_is_valid():
     assert set(cfg.targets) == {"sim-fast", "sim-slow"}
     assert all(t.url.startswith("ws://sim:8765/") for t in cfg.targets.values())
     assert cfg.sinks and cfg.service is not None and cfg.service.probes
+
+
+@pytest.mark.parametrize("service", ["probe", "locust-master", "worker"])
+def test_example_config_loads_with_the_containers_mounts(service, tmp_path):
+    """Rebuild the container's filesystem from the service's bind mounts (copies, so `..` cannot
+    escape to the checkout) and load the config there: every scenario file it names is mounted."""
+    from voicepulse.config import load_config
+
+    svc = SERVICES[service]
+    for v in svc.get("volumes", COMPOSE["x-voicepulse"]["volumes"]):
+        src, dst = v.split(":")[:2]
+        if src.startswith("./"):
+            shutil.copytree(ROOT / src, tmp_path / dst.lstrip("/"))
+    cfg = load_config(tmp_path / "etc" / "voicepulse" / "voicepulse.yaml")
+    assert any(sc.script is not None for sc in cfg.scenarios.values())
+
+
+def test_dockerfile_installs_every_package():
+    """`pip install .` in the image only packages what was copied in."""
+    text = (ROOT / "pyproject.toml").read_text()
+    include = re.search(r"include = \[([^\]]*)\]", text).group(1)
+    packages = [p.strip(' "*') for p in include.split(",")]
+    copied = {line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY ")}
+    assert packages and set(packages) <= copied, set(packages) - copied
 
 
 def _compose_default(arg: str) -> str:
