@@ -20,6 +20,7 @@ and a full model resource name (`projects/P/locations/L/publishers/google/models
 
 from __future__ import annotations
 
+import math
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -74,7 +75,9 @@ def get(d: dict, name: str, default=None):
 
 
 def b64_nbytes(n_chars: int, pad: int) -> int:
-    """Decoded size of base64 (standard or URL-safe), padded or not."""
+    """Decoded size of base64 (standard or URL-safe), padded or not. Padding beyond two
+    characters is junk: counting it would make a string of `=` a negative size."""
+    pad = min(pad, 2)
     return n_chars * 3 // 4 - pad if n_chars % 4 == 0 else n_chars * 3 // 4
 
 
@@ -84,15 +87,17 @@ def is_vertex(url: str) -> bool:
 
 
 def parse_duration_s(s) -> float | None:
-    """A proto Duration ("50s", "1.5s") or a number -> seconds."""
-    if isinstance(s, int | float) and not isinstance(s, bool):
-        return float(s)
+    """A proto Duration ("50s", "1.5s") or a number -> seconds; None when unreadable or not
+    finite (float() takes "1e309" and "NaN", which no deadline can use)."""
     if isinstance(s, str):
-        try:
-            return float(s[:-1] if s.endswith("s") else s)
-        except ValueError:
-            return None
-    return None
+        s = s[:-1] if s.endswith("s") else s
+    elif not isinstance(s, int | float) or isinstance(s, bool):
+        return None
+    try:
+        v = float(s)
+    except (ValueError, OverflowError):
+        return None
+    return v if math.isfinite(v) else None
 
 
 def parse_usage(u: dict | None) -> Usage:
@@ -310,8 +315,8 @@ class GeminiLive:
     # ---- frames -> events --------------------------------------------------------------
 
     def parse(self, frame: bytes | str) -> tuple[Event, ...]:
-        if isinstance(frame, str):
-            frame = frame.encode()
+        if isinstance(frame, str):  # a lone surrogate stays invalid UTF-8 for orjson to reject
+            frame = frame.encode("utf-8", "surrogatepass")
         cut = -1
         if len(frame) >= _FAST_MIN:
             frame, cut = _cut_audio(frame)
@@ -417,7 +422,8 @@ class GeminiLive:
             if self.interrupted:
                 ev.append(ResponseDone("cancelled", usage, reason="interrupted"))
             else:
-                ev.append(ResponseDone("completed", usage, reason=get(sc, "turnCompleteReason")))
+                reason = get(sc, "turnCompleteReason")  # an enum name; str() keeps odd values readable
+                ev.append(ResponseDone("completed", usage, reason=None if reason is None else str(reason)))
             self._new_turn()
         if not ev and not sc:
             ev.append(Ignored("serverContent"))
