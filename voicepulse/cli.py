@@ -87,7 +87,9 @@ def scripted_summary(script) -> str:
               help="Protocol family of --url (default openai).")
 @click.option("--api-key-env", metavar="VAR",
               help="Name of the environment variable holding the API key (never the key itself).")
-@click.option("--scenario", default=None, help="Scenario name from the config (default: default).")
+@click.option("--scenario", default=None,
+              help="Scenario name from the config, or a scenario file (scenarios/support-call.yaml); "
+                   "default: the config's `default` scenario.")
 @click.option("--turns", type=click.IntRange(1, 1000), help="Number of user turns.")
 @click.option("--turn-mode", type=click.Choice(["server_vad", "semantic_vad", "manual"]),
               help="Who ends the user's turn: the server's VAD, or the client (commit).")
@@ -123,8 +125,10 @@ def probe(target, config_path, url, model, provider, api_key_env, scenario, turn
             if not model:
                 raise ConfigErrorExit("--url needs --model")
             tgt = cfgmod.sim_target(model, url)
+            # steering markers only for a simulator on this machine, never a remote provider
             tgt = dataclasses.replace(tgt, name=target or model, provider=provider or "openai",
-                                      api_key_env=api_key_env or tgt.api_key_env)
+                                      api_key_env=api_key_env or tgt.api_key_env,
+                                      simulator_hints=cfgmod.is_loopback(url))
         else:
             name = target or next(iter(cfg.targets), None)
             if name is None:
@@ -145,6 +149,9 @@ def probe(target, config_path, url, model, provider, api_key_env, scenario, turn
         raise ConfigErrorExit(str(exc)) from None
     if ca_file:
         tgt = dataclasses.replace(tgt, ca_file=ca_file)
+    if sc.script is not None and turns:
+        raise ConfigErrorExit(f"--turns does not apply to the scripted scenario {sc.name} "
+                              "(its steps decide the turns)")
     if turns:
         sc = dataclasses.replace(sc, turns=turns)
     if turn_mode:

@@ -25,7 +25,9 @@ def _usage(message: str):
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="voicepulse.yaml (targets, scenarios, sinks, `load:` defaults); default "
                    "./voicepulse.yaml if present, else the built-in simulator targets.")
-@click.option("--scenario", default=None, help="Scenario name from the config (default: default).")
+@click.option("--scenario", default=None,
+              help="Scenario name from the config, or a scenario file (scenarios/support-call.yaml); "
+                   "default: the config's `default` scenario.")
 @click.option("--rate", type=float, default=None, metavar="SESSIONS_PER_S",
               help="Open model (the default): sessions arriving per second, whatever the "
                    "target's speed.")

@@ -141,13 +141,20 @@ SIM_PLACEHOLDER_KEY = "local-simulator"
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
+def is_loopback(url: str) -> bool:
+    try:
+        return (urlsplit(url).hostname or "") in LOOPBACK_HOSTS
+    except ValueError:
+        return False
+
+
 def require_key(target: Target, file: str, key: str) -> None:
     """A target's key variable must be set before anything starts; the one exception is the
     simulator's SIM_API_KEY on a loopback URL, which gets a placeholder (any key works there)."""
     var = target.api_key_env
     if not var or os.environ.get(var):
         return
-    if var == "SIM_API_KEY" and (urlsplit(target.url).hostname or "") in LOOPBACK_HOSTS:
+    if var == "SIM_API_KEY" and is_loopback(target.url):
         os.environ[var] = SIM_PLACEHOLDER_KEY
         return
     raise ConfigError(file, key, f"environment variable {var} is not set")

@@ -121,3 +121,30 @@ def test_load_writes_a_report_when_asked(simulator, tmp_path):
     html = (tmp_path / "run.html").read_text()
     assert "report-run" in html and "<script src" not in html
     assert "sim-fast" in html
+
+
+SCENARIOS = os.path.join(os.path.dirname(__file__), "..", "..", "scenarios")
+
+
+def test_probe_a_scenario_file_by_path(simulator, tmp_path):
+    """`--scenario FILE` with `--url` on loopback: the simulator is steered by the script's
+    hints, so the example support call makes its tool call and the JSON carries the checks."""
+    out = vp("probe", "--url", simulator.realtime_url(), "--model", "sim-fast", "--json",
+             "--scenario", os.path.join(SCENARIOS, "support-call.yaml"),
+             "--store", str(tmp_path / "vp.db"), env={"SIM_API_KEY": "k"}, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr + out.stdout
+    doc = orjson.loads(out.stdout)
+    assert doc["scenario"] == "support-call" and doc["outcome"] == "ok"
+    ask, bye = doc["turns"]
+    assert ask["checks"] == {"tool_called": True, "tool_args_json": True, "tool_args_match": True,
+                             "transcribed": True}
+    assert ask["tool_ms"] > 0 and ask["tool_result_ms"] > 0 and ask["wer"] == 0.0
+    assert bye["tool_ms"] is None and bye["wer"] == 0.0
+
+
+def test_turns_option_is_refused_for_a_scripted_scenario(simulator, tmp_path):
+    out = vp("probe", "--url", simulator.realtime_url(), "--model", "sim-fast", "--turns", "3",
+             "--scenario", os.path.join(SCENARIOS, "interrupting-caller.yaml"),
+             env={"SIM_API_KEY": "k"}, cwd=tmp_path)
+    assert out.returncode == 2
+    assert "--turns does not apply to the scripted scenario interrupting-caller" in out.stderr
