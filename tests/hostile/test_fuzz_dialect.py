@@ -11,15 +11,13 @@ import json
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from probes.dialects import base
 from probes.dialects.base import DialectError
 from probes.dialects.openai_realtime import OpenAIRealtime
-
-SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+from tests.hostile.fuzzkit import SETTINGS, enc, json_values, paths, set_path
 
 EVENT_TYPES = tuple(
     getattr(base, n) for n in (
@@ -70,24 +68,11 @@ VALID = [
                   "output_token_details": {"audio_tokens": 2, "text_tokens": 0}}}},
 ]
 
-json_scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False,
-                allow_infinity=False) | st.text(max_size=40))
-json_values = st.recursive(
-    json_scalars,
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids,
-                                                              max_size=4),
-    max_leaves=20,
-)
 field_names = st.sampled_from(["delta", "response", "session", "error", "item", "usage",
                                "status", "status_details", "id", "call_id", "item_id", "name",
                                "arguments", "transcript", "audio_start_ms", "audio_end_ms",
                                "input_token_details", "output_token_details", "code"]) | st.text(
     max_size=8)
-
-
-def enc(value) -> bytes:
-    """JSON bytes of any value (stdlib json: integers beyond 64 bits included)."""
-    return json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
 def dialect() -> OpenAIRealtime:
@@ -131,28 +116,13 @@ def test_known_types_with_arbitrary_fields(t, fields):
     check(enc(msg))
 
 
-def _set_path(obj, path: list, value):
-    cur = obj
-    for k in path[:-1]:
-        cur = cur[k]
-    cur[path[-1]] = value
-
-
-def _paths(obj, prefix=()):
-    """Every key path inside a nested dict frame."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield [*prefix, k]
-            yield from _paths(v, (*prefix, k))
-
-
 @SETTINGS
 @given(st.data())
 def test_valid_frames_with_one_field_replaced(data):
     """Take a valid frame and replace one (possibly nested) field with any JSON value."""
     msg = json.loads(enc(data.draw(st.sampled_from(VALID))))
-    path = data.draw(st.sampled_from(list(_paths(msg))))
-    _set_path(msg, path, data.draw(json_values))
+    path = data.draw(st.sampled_from(list(paths(msg))))
+    set_path(msg, path, data.draw(json_values))
     check(enc(msg))
 
 
@@ -160,7 +130,7 @@ def test_valid_frames_with_one_field_replaced(data):
 @given(st.data())
 def test_valid_frames_with_a_field_removed(data):
     msg = json.loads(enc(data.draw(st.sampled_from(VALID))))
-    path = data.draw(st.sampled_from(list(_paths(msg))))
+    path = data.draw(st.sampled_from(list(paths(msg))))
     cur = msg
     for k in path[:-1]:
         cur = cur[k]

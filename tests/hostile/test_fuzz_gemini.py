@@ -14,16 +14,15 @@ import math
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from probes.dialects import base
 from probes.dialects.base import DialectError
 from probes.dialects.gemini_live import GeminiLive, snake
 from probes.results import Usage
+from tests.hostile.fuzzkit import SETTINGS, enc, json_values, paths, set_path
 
-SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 #: for the tests whose examples nest several arbitrary JSON values (slow to generate)
 FEWER = settings(SETTINGS, max_examples=100)
 
@@ -84,14 +83,6 @@ _VALID_CAMEL = [
 ]
 VALID = _VALID_CAMEL + [snakify(m) for m in _VALID_CAMEL]
 
-json_scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False,
-                allow_infinity=False) | st.text(max_size=40))
-json_values = st.recursive(
-    json_scalars,
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids,
-                                                              max_size=4),
-    max_leaves=20,
-)
 #: any code point, lone surrogates included (a str frame may hold them; UTF-8 cannot)
 any_text = st.text(st.characters() | st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF),
                    max_size=300)
@@ -104,11 +95,6 @@ field_names = st.sampled_from(["parts", "inlineData", "inline_data", "data", "te
                                "sessionId", "tokenCount", "modality", "promptTokenCount",
                                "responseTokensDetails", "voiceActivityType", "type"]) | st.text(
     max_size=8)
-
-
-def enc(value) -> bytes:
-    """JSON bytes of any value (stdlib json: integers beyond 64 bits included)."""
-    return json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
 def dialect() -> GeminiLive:
@@ -217,28 +203,13 @@ def test_turn_complete_with_arbitrary_siblings(content, usage, snake_case):
     assert events == () or sum(isinstance(e, base.ResponseDone) for e in events) == 1
 
 
-def _set_path(obj, path: list, value):
-    cur = obj
-    for k in path[:-1]:
-        cur = cur[k]
-    cur[path[-1]] = value
-
-
-def _paths(obj, prefix=()):
-    """Every key or index path inside a nested frame (list items included: the parts)."""
-    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
-    for k, v in items:
-        yield [*prefix, k]
-        yield from _paths(v, (*prefix, k))
-
-
 @SETTINGS
 @given(st.data())
 def test_valid_frames_with_one_field_replaced(data):
     """Take a valid frame and replace one (possibly nested) field with any JSON value."""
     msg = json.loads(enc(data.draw(st.sampled_from(VALID))))
-    path = data.draw(st.sampled_from(list(_paths(msg))))
-    _set_path(msg, path, data.draw(json_values))
+    path = data.draw(st.sampled_from(list(paths(msg))))
+    set_path(msg, path, data.draw(json_values))
     check(enc(msg))
 
 
@@ -246,7 +217,7 @@ def test_valid_frames_with_one_field_replaced(data):
 @given(st.data())
 def test_valid_frames_with_a_field_removed(data):
     msg = json.loads(enc(data.draw(st.sampled_from(VALID))))
-    path = data.draw(st.sampled_from(list(_paths(msg))))
+    path = data.draw(st.sampled_from(list(paths(msg))))
     cur = msg
     for k in path[:-1]:
         cur = cur[k]
