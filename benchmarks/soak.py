@@ -210,6 +210,8 @@ def service_soak(args, work: Path, sim_ws: str) -> tuple[list[dict], dict]:
         for k, v in x["outcomes"].items():
             acct["outcomes"][k] = acct["outcomes"].get(k, 0) + v
     acct["write_errors"] = (last_status or {}).get("write_errors")
+    # what the service did to keep its memory flat (scheduler/memory.py)
+    acct["memory"] = (last_status or {}).get("memory")
     acct["running_at_last_status"] = sum(x["running"] for x in t)
     acct["fires_expected"] = round(args.targets * args.minutes * 60 / args.every)
     return samples, acct
@@ -228,34 +230,44 @@ def run_samples(args, pid: int, extra, status_url: str | None = None) -> list[di
     t0 = time.monotonic()
     end = t0 + args.minutes * 60
     n = 0
-    print(f"{'min':>5} {'rss_mb':>8} {'fds':>5} {'threads':>7} {'store_mb':>8} {'outbox_mb':>9}"
+    print(f"{'min':>5} {'rss_mb':>8} {'floor':>6} {'fds':>5} {'threads':>7} {'store_mb':>8} {'outbox_mb':>9}"
           f" {'runs':>6} {'procs':>5}  largest child", flush=True)
     while True:
         n += 1
         due = t0 + n * args.sample
+        # the lowest RSS between samples (polled each second): a spot sample also holds the
+        # audio of the probes then in flight (+-15 MB at 4 targets), the floor is what stays
+        floor = float("inf")
         while time.monotonic() < min(due, end):
             time.sleep(min(1.0, max(min(due, end) - time.monotonic(), 0.01)))
+            s = tree_sample(pid)
+            if s:
+                floor = min(floor, largest(s["procs"])[1])
         s = tree_sample(pid)
         if not s:
             print("the process is gone", flush=True)
             break
         procs = s["procs"]
-        main_p = procs[0]
-        # in load mode the Locust worker is the biggest child; in service mode the process itself
-        big = max(procs[1:], key=lambda r: r[1]) if len(procs) > 1 else main_p
+        big = largest(procs)
         row = {"t_min": (time.monotonic() - t0) / 60, "rss_mb": big[1], "fds": big[2],
+               "floor_mb": min(floor, big[1]),
                "threads": big[3], "total_rss_mb": sum(r[1] for r in procs),
                "procs": len(procs), **extra()}
         if status_url:
             st = fetch_json(status_url) or {}
             row["runs"] = sum(x["runs"] for x in st.get("targets", {}).values())
         samples.append(row)
-        print(f"{row['t_min']:5.1f} {row['rss_mb']:8.1f} {row['fds']:5d} {row['threads']:7d}"
+        print(f"{row['t_min']:5.1f} {row['rss_mb']:8.1f} {row['floor_mb']:6.1f} {row['fds']:5d} {row['threads']:7d}"
               f" {row.get('store_mb', 0):8.2f} {row.get('outbox_mb', 0):9.2f}"
               f" {row.get('runs', '-'):>6} {row['procs']:5d}  {big[4][:40]}", flush=True)
         if time.monotonic() >= end:
             break
     return samples
+
+
+def largest(procs: list[tuple]) -> tuple:
+    """In load mode the Locust worker is the biggest child; in service mode the process itself."""
+    return max(procs[1:], key=lambda r: r[1]) if len(procs) > 1 else procs[0]
 
 
 def load_soak(args, work: Path, sim_ws: str) -> tuple[list[dict], dict]:
@@ -306,9 +318,11 @@ def verdict(samples: list[dict], warmup_min: float) -> tuple[bool, str]:
     mean = sum(rss) / len(rss) if rss else 1.0
     pct = 100 * rss_slope / mean if mean else 0.0
     fd_slope = slope(xs, fds) * 10
+    floor_slope = slope(xs, [s["floor_mb"] for s in warm]) * 10
     ok = pct < 1.0 and (max(fds) - min(fds) <= 2 if fds else True)
     text = (f"RSS slope after warm-up: {rss_slope:+.2f} MB / 10 min ({pct:+.2f} % of "
             f"{mean:.1f} MB; goal < 1 %)\n"
+            f"RSS floor slope (lowest RSS between samples): {floor_slope:+.2f} MB / 10 min\n"
             f"fd slope: {fd_slope:+.2f} / 10 min (range {min(fds) if fds else 0}.."
             f"{max(fds) if fds else 0}; goal: no growth)")
     return ok, text
