@@ -39,3 +39,21 @@ def paths(obj, prefix=()):
     for k, v in items:
         yield [*prefix, k]
         yield from paths(v, (*prefix, k))
+
+
+def one_field_replaced(data, valid: list) -> bytes:
+    """A valid frame with one (possibly nested) field replaced by any JSON value."""
+    msg = json.loads(enc(data.draw(st.sampled_from(valid))))
+    set_path(msg, data.draw(st.sampled_from(list(paths(msg)))), data.draw(json_values))
+    return enc(msg)
+
+
+def one_field_removed(data, valid: list) -> bytes:
+    """A valid frame with one (possibly nested) field or list item removed."""
+    msg = json.loads(enc(data.draw(st.sampled_from(valid))))
+    path = data.draw(st.sampled_from(list(paths(msg))))
+    cur = msg
+    for k in path[:-1]:
+        cur = cur[k]
+    del cur[path[-1]]
+    return enc(msg)

@@ -21,7 +21,13 @@ from probes.dialects import base
 from probes.dialects.base import DialectError
 from probes.dialects.gemini_live import GeminiLive, snake
 from probes.results import Usage
-from tests.hostile.fuzzkit import SETTINGS, enc, json_values, paths, set_path
+from tests.hostile.fuzzkit import (
+    SETTINGS,
+    enc,
+    json_values,
+    one_field_removed,
+    one_field_replaced,
+)
 
 #: for the tests whose examples nest several arbitrary JSON values (slow to generate)
 FEWER = settings(SETTINGS, max_examples=100)
@@ -207,22 +213,13 @@ def test_turn_complete_with_arbitrary_siblings(content, usage, snake_case):
 @given(st.data())
 def test_valid_frames_with_one_field_replaced(data):
     """Take a valid frame and replace one (possibly nested) field with any JSON value."""
-    msg = json.loads(enc(data.draw(st.sampled_from(VALID))))
-    path = data.draw(st.sampled_from(list(paths(msg))))
-    set_path(msg, path, data.draw(json_values))
-    check(enc(msg))
+    check(one_field_replaced(data, VALID))
 
 
 @SETTINGS
 @given(st.data())
 def test_valid_frames_with_a_field_removed(data):
-    msg = json.loads(enc(data.draw(st.sampled_from(VALID))))
-    path = data.draw(st.sampled_from(list(paths(msg))))
-    cur = msg
-    for k in path[:-1]:
-        cur = cur[k]
-    del cur[path[-1]]
-    check(enc(msg))
+    check(one_field_removed(data, VALID))
 
 
 def mutate(draw, frame: bytes) -> bytes:
