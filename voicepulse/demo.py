@@ -123,11 +123,17 @@ def run_scenarios(cfg, sim, target: Target, store_path: str) -> None:
     from telemetry.recorder import Recorder
     from telemetry.sinks import build_sink
     from voicepulse.config import load_scenario_file
+    from voicepulse.configkit import ConfigError
     from voicepulse.render import probe_timeline
 
     files = [SCENARIO_DIR / f for f in DEMO_SCENARIOS if (SCENARIO_DIR / f).is_file()]
     if not files:
         click.echo(f"      (no example scenarios in {SCENARIO_DIR}: skipped)")
+        return
+    try:  # the examples speak through espeak-ng, which a fresh machine may not have
+        scenarios = [load_scenario_file(f) for f in files]
+    except ConfigError as e:
+        click.echo(f"      skipped: {e}")
         return
     # the simulator stops a reply ~180 ms after it hears the caller, as real services do
     sim.set_profile(model=target.model, cancel_delay_ms={"dist": "lognormal", "median": 180,
@@ -135,7 +141,7 @@ def run_scenarios(cfg, sim, target: Target, store_path: str) -> None:
     results: list = [None] * len(files)
 
     def play(i: int) -> None:
-        results[i] = run_session(target, load_scenario_file(files[i]), kind="probe")
+        results[i] = run_session(target, scenarios[i], kind="probe")
 
     threads = [threading.Thread(target=play, args=(i,)) for i in range(len(files))]
     for t in threads:
