@@ -25,6 +25,24 @@ _ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") e
 _MAX_AGE_NS = 60 * 1_000_000_000
 
 _classes: dict[type, type] = {}
+_warm: list[socket.socket] = []
+
+
+def warm() -> None:
+    """Keep one socket with SO_TIMESTAMPNS open for the life of the process.
+
+    Linux turns packet stamping on lazily (a static key flipped from a workqueue when the first
+    socket asks) and off again when the last such socket closes; a packet that arrives while it
+    is off gets stamped when it is *read*, i.e. no better than user space. Holding one socket
+    keeps it on between sessions."""
+    if _warm or not sys.platform.startswith("linux"):
+        return
+    try:
+        keeper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        keeper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        return
+    _warm.append(keeper)
 
 
 def stamping(sock: socket.socket) -> socket.socket:
@@ -36,6 +54,7 @@ def stamping(sock: socket.socket) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     except OSError:
         return sock
+    warm()
     base = type(sock)  # socket.socket, or gevent's when monkey-patched
     cls = _classes.get(base)
     if cls is None:
