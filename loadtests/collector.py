@@ -48,6 +48,14 @@ def _p99(delta: Delta, metric: str) -> float | None:
     return percentiles_ms(h.hist, (99.0,))[99.0]
 
 
+def achieved_rate(total: Delta) -> float | None:
+    """Started sessions/s as they really started: n starts span n - 1 intervals between the
+    first and the last (exactly the intended rate for an on-time constant stream; lower when
+    starts slip). None with fewer than two starts."""
+    n, span_ns = total.counters.arrivals_started, total.last_start_ns - total.first_start_ns
+    return (n - 1) / (span_ns / 1e9) if n >= 2 and span_ns > 0 else None
+
+
 class Collector:
     def __init__(self, plan: Plan, *, clock=time.monotonic, wall=time.time):
         self.plan = plan
@@ -235,8 +243,6 @@ class Collector:
         c = self.total.counters
         dur = (self.t_end or now) - (self.t_start or now)
         prof = lc.profile()
-        # arrivals span the profile, unless the run was cut short (abort, hard stop)
-        arrive_s = prof.duration_s if (self.all_final and not self.aborted) else min(prof.duration_s, dur)
         health = [self.health.get(w, WorkerHealth(w)) for w in sorted(self.workers)]
         over = [h for h in health if h.overloaded]
         checks, wer = scenario_stats(self.total.scenario)
@@ -254,5 +260,5 @@ class Collector:
             counters=c.to_dict(), metrics=metric_stats(self.total), health=health,
             thresholds=[v.to_dict() for v in self.verdicts()], overloaded=bool(over),
             overload_message=msg, aborted=self.aborted, complete=self.all_final,
-            achieved_rate=(c.arrivals_started / arrive_s) if arrive_s > 0 else None,
+            achieved_rate=achieved_rate(self.total),
             checks=checks, wer=wer)

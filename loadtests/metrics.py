@@ -134,6 +134,14 @@ class Delta:
     hist: dict[str, SeriesHistogram] = field(default_factory=dict)
     counters: Counters = field(default_factory=Counters)
     scenario: ScenarioTally = field(default_factory=ScenarioTally)
+    # wall clock (time.time_ns: comparable across worker processes and machines) of the first
+    # and last session started, 0 for none: the achieved rate is measured between them
+    first_start_ns: int = 0
+    last_start_ns: int = 0
+
+    def note_start(self, wall_ns: int) -> None:
+        self.first_start_ns = min(self.first_start_ns or wall_ns, wall_ns)
+        self.last_start_ns = max(self.last_start_ns, wall_ns)
 
     def record(self, metric: str, value_ms: float | None) -> None:
         if value_ms is None:
@@ -165,6 +173,9 @@ class Delta:
     def add(self, o: Delta) -> None:
         self.counters.add(o.counters)
         self.scenario.add(o.scenario)
+        if o.first_start_ns:
+            self.note_start(o.first_start_ns)
+            self.note_start(o.last_start_ns)
         for k, h in o.hist.items():
             mine = self.hist.get(k)
             if mine is None:
@@ -186,6 +197,8 @@ class Delta:
         }
         if self.scenario:
             out["scenario"] = self.scenario.encode()
+        if self.first_start_ns:
+            out["starts_ns"] = [self.first_start_ns, self.last_start_ns]
         return out
 
     @classmethod
@@ -194,6 +207,8 @@ class Delta:
 
         out = cls(counters=Counters.from_dict(d.get("counters") or {}),
                   scenario=ScenarioTally.decode(d.get("scenario")))
+        if d.get("starts_ns"):
+            out.first_start_ns, out.last_start_ns = (int(t) for t in d["starts_ns"])
         for k, (blob, count, sum_ms, lo, hi, clamped) in (d.get("hist") or {}).items():
             h = SeriesHistogram(hist=decode(blob), count=int(count), sum_ms=float(sum_ms),
                                 min_ms=float(lo), max_ms=float(hi), clamped=int(clamped))

@@ -163,6 +163,7 @@ class WorkerState:
         lc = self.plan.load
         c = self.delta.counters
         c.arrivals_started += 1
+        self.delta.note_start(time.time_ns())
         self.in_flight += 1
         lag_ms = (perf_counter_ns() - intended_ns) / 1e6
         r = None

@@ -145,3 +145,22 @@ def test_live_status_figures():
     assert f["ttfa_p50_ms"] == pytest.approx(200.0, rel=1e-3)
     assert f["arrivals_per_s"] == pytest.approx(21 / 5)
     assert f["cpu_pct"] == 12.0
+
+
+def test_achieved_rate_is_measured_between_the_real_first_and_last_start():
+    c = Collector(plan(rate=10.0, duration_s=2.0))
+    c.begin(["a", "b"])
+    t0 = 1_700_000_000 * 10**9
+    for w, starts in (("a", range(0, 20, 2)), ("b", range(1, 20, 2))):  # 20 starts, interleaved
+        d = Delta()
+        for j in starts:  # every start 20 % late on the 10/s schedule: really 100/12 per s
+            d.counters.arrivals_started += 1
+            d.note_start(t0 + int(j * 0.12e9))
+        c.merge(w, {"delta": d.encode(), "final": True})
+    assert c.summary().achieved_rate == pytest.approx(19 / (19 * 0.12))
+    one = Collector(plan())
+    d = Delta()
+    d.counters.arrivals_started = 1
+    d.note_start(t0)
+    one.merge("w", {"delta": d.encode()})
+    assert one.summary().achieved_rate is None  # one start spans no interval
