@@ -38,14 +38,20 @@ class SlowEngine:
             self.running[target.name] = self.running.get(target.name, 0) + 1
             self.max_running = max(self.max_running, self.running[target.name])
         started = time.time()
-        aborted = stop.wait(self.seconds)
+        aborted = self.hold(stop)
         with self.lock:
             self.running[target.name] -= 1
         return SessionResult(target=target.name, provider="openai", model=target.model,
                              scenario=scenario.name, kind=kind, agent=agent, started_at=started,
-                             outcome="timeout:session" if aborted else "ok",
+                             outcome=self.aborted_outcome if aborted else "ok",
                              session_id=f"s{started}", duration_s=time.time() - started,
                              turns=[TurnResult(index=0, ttfa_ms=400.0)])
+
+    aborted_outcome = "timeout:session"
+
+    def hold(self, stop: threading.Event) -> bool:
+        """The session's length; True if the service aborted it."""
+        return stop.wait(self.seconds)
 
 
 def make(tmp_path, engine, probes, **kw):
@@ -57,25 +63,67 @@ def make(tmp_path, engine, probes, **kw):
     return svc, store
 
 
+def wait_for(cond, timeout: float, what: str):
+    """Poll `cond` until it returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not (got := cond()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.01)
+    return got
+
+
+class GatedEngine(SlowEngine):
+    """A session that lasts until the test releases it, or until the service aborts it: then
+    it ends as probes.session does when its `stop` is set."""
+
+    aborted_outcome = "stopped"
+
+    def __init__(self):
+        super().__init__(0.0)
+        self.releases = threading.Semaphore(0)
+
+    def hold(self, stop: threading.Event) -> bool:
+        while not stop.is_set():
+            if self.releases.acquire(timeout=0.01):
+                return False
+        return True
+
+
 def test_slow_target_is_skipped_not_stacked(tmp_path) -> None:
-    engine = SlowEngine(0.9)
+    engine = GatedEngine()
     svc, store = make(tmp_path, engine, [ProbeJob("slow", "default", every_s=0.3),
                                          ProbeJob("slow", "other", every_s=0.3)])
+
+    def skips() -> int:
+        return sum(t["skips"] for t in svc.status()["targets"].values())
+
     svc.start()
-    time.sleep(3.2)
+    clean = False
+    try:
+        for n in (1, 2):  # a probe that outlasts many intervals of both jobs, twice
+            wait_for(lambda n=n: engine.calls == n, 10, f"probe {n} started")
+            before = skips()
+            wait_for(lambda b=before: skips() >= b + 5, 10, "5 more skips while it runs")
+            assert engine.calls == n  # every fire meanwhile was skipped, none stacked
+            engine.releases.release()
+        wait_for(lambda: engine.calls == 3, 10, "the third probe started")
+    finally:
+        clean = svc.stop(timeout=3.0)  # aborts the third
+    assert clean
     status = svc.status()
-    assert svc.stop(timeout=3.0)
     assert engine.max_running == 1  # measured inside the engine, across both jobs of the target
-    skips = sum(t["skips"] for t in status["targets"].values())
     runs = sum(t["runs"] for t in status["targets"].values())
-    print(f"\nslow target: {runs} runs, {skips} skips in 3.2 s (0.9 s probes every 0.3 s x 2)")
-    assert 2 <= runs <= 5 and skips >= 10
+    aborted = sum(t["aborted"] for t in status["targets"].values())
+    print(f"\nslow target: {runs} runs, {skips()} skips, {aborted} aborted")
+    assert (runs, aborted, engine.calls) == (2, 1, 3)
     store = EmbeddedStore(str(tmp_path / "vp.db"))  # stop() closed the recorder's handle
     stored = store.select("schedule", ("target", "event", "skips", "agent"),
                           "event = 'skip'")
-    assert len(stored) >= skips and {r[3] for r in stored} == {"test-agent"}
+    assert len(stored) == skips() >= 10 and {r[3] for r in stored} == {"test-agent"}
     sessions = store.select("session", ("target", "agent", "outcome"))
-    assert len(sessions) == engine.calls and {r[1] for r in sessions} == {"test-agent"}
+    assert len(sessions) == runs and {r[1] for r in sessions} == {"test-agent"}
+    assert {r[2] for r in sessions} == {"ok"}
 
 
 def test_stop_aborts_a_running_probe_within_the_bound(tmp_path) -> None:
