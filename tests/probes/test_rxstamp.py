@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import select
 import socket
 import sys
+import termios
 import time
 
 import pytest
@@ -13,12 +16,52 @@ from probes import rxstamp
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_TIMESTAMPNS")
 
 
+def stamps_at_arrival(timeout: float = 5.0) -> float:
+    """Poll until the kernel stamps packets when they arrive, not when they are read: a
+    datagram is left unread for 20 ms after it is queued, and its stamp must be that much older
+    than the read. Returns the seconds it took; fails at the deadline."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        rx.setsockopt(socket.SOL_SOCKET, rxstamp.SO_TIMESTAMPNS, 1)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            tx.sendto(b"x", rx.getsockname())
+            assert select.select([rx], [], [], 2.0)[0], "a loopback datagram did not arrive"
+            time.sleep(0.02)  # the gap being measured, not a wait for something to happen
+            _, anc, _, _ = rx.recvmsg(16, rxstamp._ANC_SIZE)
+            read = time.time_ns()
+            [(_, _, cdata)] = anc
+            sec, nsec = rxstamp._TIMESPEC.unpack_from(cdata)
+            if read - (sec * 1_000_000_000 + nsec) >= 15_000_000:
+                return time.monotonic() - t0
+        raise AssertionError(f"the kernel still stamps packets at read time after {timeout} s")
+    finally:
+        rx.close()
+        tx.close()
+
+
 @pytest.fixture(autouse=True, scope="module")
 def stamping_on():
-    """The kernel switches packet stamping on asynchronously (rxstamp.warm): give it a moment
-    before the first measurement, or that packet is stamped when read."""
+    """The kernel switches packet stamping on asynchronously (rxstamp.warm): wait until the
+    keeper socket is open and a probe datagram shows stamps taken on arrival."""
     rxstamp.warm()
-    time.sleep(0.05)
+    [keeper] = rxstamp._warm
+    assert keeper.getsockopt(socket.SOL_SOCKET, rxstamp.SO_TIMESTAMPNS) == 1
+    stamps_at_arrival()
+
+
+def queued(sock: socket.socket, n: int, timeout: float = 5.0) -> None:
+    """Wait until `n` bytes sit in the socket's receive queue (FIONREAD), unread."""
+    deadline = time.monotonic() + timeout
+    buf = bytearray(4)
+    while True:
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
+        if int.from_bytes(buf, sys.byteorder) >= n:
+            return
+        assert time.monotonic() < deadline, f"{n} bytes not queued within {timeout} s"
+        time.sleep(0.001)
 
 
 def pair():
@@ -37,7 +80,8 @@ def test_late_reader_gets_the_arrival_time_on_perf_counter():
         assert type(c).__name__ == "StampingSocket"
         sent = time.perf_counter_ns()
         s.sendall(b"hello")
-        time.sleep(0.1)  # the reader is 100 ms late
+        queued(c, 5)
+        time.sleep(0.1)  # the reader is 100 ms late (the delay under test)
         assert c.recv(100) == b"hello"
         read = time.perf_counter_ns()
         assert read - sent >= 100_000_000
@@ -52,10 +96,12 @@ def test_a_read_spanning_two_arrivals_gets_the_later_one():
     c, s = pair()
     try:
         s.sendall(b"a")
-        time.sleep(0.05)
+        queued(c, 1)
+        time.sleep(0.05)  # two arrivals 50 ms apart
         second = time.perf_counter_ns()
         s.sendall(b"b")
-        time.sleep(0.05)
+        queued(c, 2)
+        time.sleep(0.05)  # and a late reader
         assert c.recv(100) == b"ab"
         # never earlier than the last byte's arrival: conservative for every frame in the read
         assert -50_000 <= c.rx_ns - second < 5_000_000
