@@ -19,6 +19,8 @@ from pathlib import Path
 
 from websockets.sync.client import connect
 
+from tests.tools import find_tool, require_tool
+
 FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -39,7 +41,7 @@ FLAGS = (
 
 
 def chromium_binary() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+    return find_tool("chromium")
 
 
 class CDPError(RuntimeError):
@@ -48,9 +50,7 @@ class CDPError(RuntimeError):
 
 class Chrome:
     def __init__(self, width: int = 1400, height: int = 1000, timeout: float = 30.0):
-        binary = chromium_binary()
-        if not binary:
-            raise FileNotFoundError("chromium is not installed (apt-get install -y chromium)")
+        binary = require_tool("chromium")  # skips, or under CI fails, naming chromium
         self.timeout = timeout
         self.profile = tempfile.mkdtemp(prefix="vp-chromium-")
         self.proc = subprocess.Popen(

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.tools import require_tool
+
 from .test_progress import ESC, ROOT, Tmux, _env
 
 CMD_LOAD = ROOT / "voicepulse" / "cmd_load.py"
@@ -47,8 +49,7 @@ def _argv(cfg: Path) -> list[str]:
 def test_voicepulse_load_on_a_tty_shows_the_live_block(sim, tmp_path):
     import shlex
 
-    if not subprocess.run(["which", "tmux"], capture_output=True).returncode == 0:
-        pytest.skip("tmux is not installed")
+    require_tool("tmux")
     cmd = (f"cd {shlex.quote(str(tmp_path))} && SIM_API_KEY=x "
            f"{shlex.join(_argv(_config(tmp_path, sim)))}; echo END-OF-RUN; sleep 60")
     t = Tmux(tmp_path, cmd, _env())

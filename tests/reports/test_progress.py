@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.tools import require_tool
 from voicepulse.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,8 +58,7 @@ class Tmux:
 
 @pytest.fixture
 def tmux_run(tmp_path):
-    if not shutil.which("tmux"):
-        pytest.skip("tmux is not installed (./scripts/test installs it)")
+    require_tool("tmux")
     sessions = []
 
     def run(steps: int, **env: str) -> Tmux:

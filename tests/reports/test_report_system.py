@@ -32,7 +32,6 @@ from telemetry.embedded import EmbeddedStore
 from telemetry.points import Point, to_lines
 from telemetry.query import InfluxQuery, open_query
 
-from .chrome import chromium_binary
 from .pagecheck import inspect
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,10 +86,12 @@ def real_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report-run")
     store = tmp / "run.db"
     os.environ.setdefault("SIM_API_KEY", "report-test-key")
-    with SimProcess() as sim:
+    # seeded: the latency dice (--seed) and each probabilistic fault's own dice (`seed`)
+    with SimProcess(["--seed", "2121"]) as sim:
         # errors with classes: some sim-slow replies fail mid-stream, some upgrades get a 503
-        sim.fault(kind="close_1011", probability=0.25, models=["sim-slow"])
-        sim.fault(kind="http_status", status=503, probability=0.15, models=["sim-fast"])
+        sim.fault(kind="close_1011", probability=0.25, models=["sim-slow"], seed=211)
+        sim.fault(kind="http_status", status=503, probability=0.15, models=["sim-fast"],
+                  seed=212)
         sim.fault(kind="http_status", status=429, count=1, start_s=3.0)  # one for sure
         start_ns = time.time_ns()
         load: dict = {}
@@ -167,8 +168,7 @@ def _check_page(page: dict, query, *, run_id=None, start_ns, end_ns, expect_load
         assert row["cells"]["errors"]["value"] == ";".join(f"{k}={n}" for k, n in s.errors.items())
 
 
-needs_chromium = pytest.mark.skipif(not chromium_binary(),
-                                    reason="chromium is not installed (./scripts/test installs it)")
+needs_chromium = pytest.mark.needs_tool("chromium")
 
 
 @needs_chromium

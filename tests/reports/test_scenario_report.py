@@ -27,7 +27,6 @@ from telemetry.embedded import EmbeddedStore
 from telemetry.query import InfluxQuery, open_query
 from telemetry.recorder import Recorder
 
-from .chrome import chromium_binary
 from .pagecheck import inspect
 from .test_report_system import ARTIFACTS, _copy_to_influx
 
@@ -129,8 +128,7 @@ def test_scenario_summary_from_influxd_matches_the_embedded_store(scenario_store
     assert got and got[0].checks_total > 0
 
 
-needs_chromium = pytest.mark.skipif(not chromium_binary(),
-                                    reason="chromium is not installed (./scripts/test installs it)")
+needs_chromium = pytest.mark.needs_tool("chromium")
 
 
 @needs_chromium

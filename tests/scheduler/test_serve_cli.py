@@ -1,7 +1,9 @@
 """`voicepulse serve` and `voicepulse alerts check` as real processes: SIGTERM during a probe
 exits 0 within the bound with the outbox flushed into a real influxd; SIGHUP reloads (a bad new
 config is reported and the old one keeps running); a bad config fails fast naming file and key;
-`alerts check` evaluates the rules from InfluxDB (InfluxQL via the query layer) and gates CI."""
+`alerts check` evaluates the rules from InfluxDB (InfluxQL via the query layer) and gates CI.
+Only the tests that read InfluxDB start influxd; the others point the sink at a closed port (the
+outbox keeps what they write)."""
 
 from __future__ import annotations
 
@@ -77,25 +79,34 @@ def status(url: str) -> dict:
 
 
 @pytest.fixture
-def setup(tmp_path, influxd):
-    db = f"svc_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
-    influxd.create_database(db)
+def setup(tmp_path):
+    """`write(...)` puts a service config in tmp_path; its sink is `influx` (default: a closed
+    loopback port) and database `db`."""
+    from tests.servers import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     with SimProcess() as sim:
         sim.set_profile(model="vp-long", ttfa_ms=250, reply_s=2.5, speed=1.0)
 
-        def write(p95_bound: int = 5000, name: str = "svc.yaml", influx: str = "") -> Path:
+        def write(p95_bound: int = 5000, name: str = "svc.yaml", influx: str = "",
+                  db: str = "svc") -> Path:
             path = tmp_path / name
             path.write_text(CONFIG.format(url=sim.ws_url + "/v1/realtime",
-                                          influx=influx or influxd.url,
+                                          influx=influx or closed,
                                           db=db, outbox=tmp_path / "outbox",
                                           p95_bound=p95_bound))
             return path
 
-        yield write, db
+        yield write
 
 
 def test_sigterm_during_probe_flushes_outbox_and_exits_0(setup, influxd) -> None:
-    write, db = setup
+    db = f"svc_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+    influxd.create_database(db)
+
+    def write(**kw) -> Path:
+        return setup(influx=influxd.url, db=db, **kw)
+
     cfg = write(p95_bound=1)  # a threshold the data breaks: an alert fires while serving
     proc = cli("serve", "--config", str(cfg), "--duration", "60s")
     try:
@@ -153,19 +164,47 @@ def test_sigterm_during_probe_flushes_outbox_and_exits_0(setup, influxd) -> None
     assert "long-availability:page-1h" in out and "0 firing" in out
 
 
+def wait_status(url: str, pred, timeout: float) -> dict:
+    """/status until `pred(doc)` holds (bounded); the last document in the error."""
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = status(url)
+        if pred(doc):
+            return doc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"/status never matched within {timeout} s: {doc}")
+        time.sleep(0.1)
+
+
 def test_sighup_reload(setup) -> None:
-    write, _ = setup
+    write = setup
     cfg = write()
     proc = cli("serve", "--config", str(cfg), "--duration", "40s")
     try:
         line = read_until(proc, "serving:", 30)
         url = line.strip().rsplit(" ", 1)[-1]
         good = cfg.read_text()
-        cfg.write_text(good.replace("every: 2s", "every: 2s, jiter: 1s"))  # a typo
+        # a typo, in a file that would also rename the agent, add a target and slow the probe
+        bad = (good.replace("agent: ci-agent", "agent: ci-agent-bad")
+               .replace("  - {target: vp-long, every: 2s}",
+                        "  - {target: vp-long, every: 30s, jiter: 1s}\n"
+                        "  - {target: vp-other, every: 2s}")
+               .replace("targets:\n", "targets:\n  vp-other: {url: \"ws://127.0.0.1:9/x\", "
+                        "model: m, api_key_env: SIM_API_KEY}\n"))
+        assert bad.count("jiter") == 1 and "vp-other" in bad
+        cfg.write_text(bad)
         proc.send_signal(signal.SIGHUP)
         err = read_until(proc, "reload failed", 10)
         assert "probes[0].jiter: unknown key" in err
-        assert status(url)["targets"]["probe:vp-long:default"]  # still serving the old one
+        # still serving the old config: its agent, its one job, its 2 s interval, still running
+        before = status(url)
+        assert before["agent"] == "ci-agent"
+        assert set(before["targets"]) == {"probe:vp-long:default"}
+        runs = before["targets"]["probe:vp-long:default"]["runs"]
+        after = wait_status(url, lambda d: d["targets"]["probe:vp-long:default"]["runs"]
+                            >= runs + 2, 20)  # two more runs: every 2 s, not 30 s
+        nxt = after["targets"]["probe:vp-long:default"]["next_run"]
+        assert nxt is not None and nxt - after["now"] <= 2.5, after
         cfg.write_text(good.replace("agent: ci-agent", "agent: ci-agent-2"))
         proc.send_signal(signal.SIGHUP)
         read_until(proc, "config reloaded", 10)
@@ -185,8 +224,7 @@ def test_sighup_reload(setup) -> None:
      "svc.yaml: notifiers[0].url_env: environment variable VP_UNSET_HOOK_VAR is not set"),
 ])
 def test_bad_config_fails_fast(setup, edit, message) -> None:
-    write, _ = setup
-    cfg = write()
+    cfg = setup()
     cfg.write_text(cfg.read_text().replace(*edit))
     t0 = time.monotonic()
     proc = cli("serve", "--config", str(cfg), env={"VP_UNSET_HOOK_VAR": ""})
@@ -200,10 +238,7 @@ def test_bad_config_fails_fast(setup, edit, message) -> None:
 
 def test_alerts_check_with_the_store_down(setup) -> None:
     """An unreachable InfluxDB must not pass a CI gate silently: exit 3, the reason per rule."""
-    from tests.servers import free_port
-
-    write, _ = setup
-    cfg = write(influx=f"http://127.0.0.1:{free_port()}")  # nobody listens there
+    cfg = setup()  # the sink's port is closed: nobody listens there
     chk = cli("alerts", "check", "--config", str(cfg))
     out, err = chk.communicate(timeout=60)
     assert chk.returncode == 3, out + err
