@@ -2,7 +2,9 @@
 
 A fault has a `kind`, a `probability` (default 1), a scope `per` ("session" or "turn"), an optional
 time window (`start_s` after it was posted, for `duration_s`), an optional `count` (apply at most N
-times, e.g. "the next session"), an optional `models` filter, and kind-specific parameters.
+times, e.g. "the next session"), an optional `models` filter, an optional `seed` (its own dice,
+so a test's faults fall the same way whatever else draws from the simulator's random source),
+and kind-specific parameters.
 Faults come from POST /faults or from a profile's `faults:` list. See README.md ("Simulator").
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 # Decided when the upgrade request arrives.
 UPGRADE_KINDS = ("refuse", "slow_handshake", "http_status")
@@ -53,6 +55,8 @@ class Fault:
     params: dict = field(default_factory=dict)
     id: str = ""
     applied: int = 0
+    seed: int | None = None
+    rng: random.Random | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def parse(cls, spec: dict, now_ns: int | None = None, where: str = "fault") -> Fault:
@@ -63,7 +67,7 @@ class Fault:
             raise FaultError(f"{where}.kind: expected one of {', '.join(KINDS)}, got {kind!r}")
         now_ns = time.monotonic_ns() if now_ns is None else now_ns
         known = {"kind", "probability", "per", "start_s", "duration_s", "count", "models", "id",
-                 "action"} | set(_PARAMS.get(kind, {}))
+                 "seed", "action"} | set(_PARAMS.get(kind, {}))
         for k in spec:
             if k not in known:
                 raise FaultError(f"{where}.{k}: unknown key for kind {kind} "
@@ -86,6 +90,9 @@ class Fault:
         if models is not None and (not isinstance(models, list)
                                    or not all(isinstance(m, str) for m in models)):
             raise FaultError(f"{where}.models: expected a list of model names")
+        seed = spec.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise FaultError(f"{where}.seed: expected an integer, got {seed!r}")
         params = dict(_PARAMS.get(kind, {}))
         for k in params:
             if k in spec:
@@ -100,7 +107,8 @@ class Fault:
         start_ns = now_ns + int(start_s * 1e9)
         end_ns = None if dur is None else start_ns + int(dur * 1e9)
         fid = str(spec.get("id") or f"f{next(_ids)}")
-        return cls(kind, float(p), per, start_ns, end_ns, count, models, params, fid)
+        return cls(kind, float(p), per, start_ns, end_ns, count, models, params, fid, seed=seed,
+                   rng=None if seed is None else random.Random(seed))
 
     def active(self, model: str, now_ns: int) -> bool:
         if now_ns < self.start_ns or (self.end_ns is not None and now_ns >= self.end_ns):
@@ -113,7 +121,7 @@ class Fault:
         """Roll the dice; True (and one use consumed) if this fault applies now."""
         if not self.active(model, now_ns):
             return False
-        if self.probability < 1.0 and rng.random() >= self.probability:
+        if self.probability < 1.0 and (self.rng or rng).random() >= self.probability:
             return False
         if self.count is not None:
             self.count -= 1
@@ -124,7 +132,8 @@ class Fault:
         return {"id": self.id, "kind": self.kind, **self.params}
 
     def to_json(self) -> dict:
-        d = asdict(self)
+        d = asdict(replace(self, rng=None))
+        del d["rng"]
         return d
 
 

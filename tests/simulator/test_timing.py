@@ -2,7 +2,10 @@
 
 These assert real-time behaviour on one monotonic clock (the client's perf_counter_ns and the
 simulator's monotonic_ns are both CLOCK_MONOTONIC on Linux). They are exact on a quiet machine;
-on a heavily contended one, the 2 ms truth-vs-arrival bound is the first thing to feel it.
+on a heavily contended one, the 2 ms truth-vs-arrival bound is the first thing to feel it, so
+the cross-process bounds run under tests.timing.bounded: a miss while this process or the
+simulator waited for a CPU longer than the bound is retried once and then reported as "machine
+too busy", a miss on a quiet machine fails as a bug.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from tests.simulator.wire import (
     stream,
     tone_speech,
 )
+from tests.timing import bounded
 
 MS = 1_000_000
 
@@ -125,29 +129,34 @@ def test_truth_matches_arrival_within_2ms(timing_sim):
     """speech_end_ns, speech_stopped_ns, first_audio_ns and response_done_ns against the client."""
     import asyncio
 
-    sid, events, sends = asyncio.run(asyncio.wait_for(
-        _paced_turns(timing_sim.url("truth"), 3), timeout=60))
-    truth = sorted(timing_sim.turns(sid), key=lambda r: r["turn_index"])
-    assert [t["status"] for t in truth] == ["completed"] * 3
+    def measure() -> list[tuple[int, str, float]]:
+        sid, events, sends = asyncio.run(asyncio.wait_for(
+            _paced_turns(timing_sim.url("truth"), 3), timeout=60))
+        truth = sorted(timing_sim.turns(sid), key=lambda r: r["turn_index"])
+        assert [t["status"] for t in truth] == ["completed"] * 3
 
-    def arrivals(typ):
-        return [t for e, t in events if e["type"] == typ]
-    firsts, seen = [], set()
-    for e, t in events:
-        if e["type"] == "response.output_audio.delta" and e["response_id"] not in seen:
-            seen.add(e["response_id"])
-            firsts.append(t)
-    stops, dones = arrivals("input_audio_buffer.speech_stopped"), arrivals("response.done")
-    report = []
-    for i, tr in enumerate(truth):
-        for name, arrived, stamp in (("speech_stopped", stops[i], tr["speech_stopped_ns"]),
-                                     ("first_audio", firsts[i], tr["first_audio_ns"]),
-                                     ("response_done", dones[i], tr["response_done_ns"])):
-            report.append((i, name, (arrived - stamp) / MS))
-        # the last speech chunk (the 6th, holding 500-600 ms) was sent at sends[i][5]
-        report.append((i, "speech_end", (tr["speech_end_ns"] - sends[i][5]) / MS))
-    bad = [r for r in report if not 0 <= r[2] <= 2.0]
-    assert not bad, f"outside [0, 2] ms: {bad}"
+        def arrivals(typ):
+            return [t for e, t in events if e["type"] == typ]
+        firsts, seen = [], set()
+        for e, t in events:
+            if e["type"] == "response.output_audio.delta" and e["response_id"] not in seen:
+                seen.add(e["response_id"])
+                firsts.append(t)
+        stops, dones = arrivals("input_audio_buffer.speech_stopped"), arrivals("response.done")
+        report = []
+        for i, tr in enumerate(truth):
+            for name, arrived, stamp in (("speech_stopped", stops[i], tr["speech_stopped_ns"]),
+                                         ("first_audio", firsts[i], tr["first_audio_ns"]),
+                                         ("response_done", dones[i], tr["response_done_ns"])):
+                report.append((i, name, (arrived - stamp) / MS))
+            # the last speech chunk (the 6th, holding 500-600 ms) was sent at sends[i][5]
+            report.append((i, "speech_end", (tr["speech_end_ns"] - sends[i][5]) / MS))
+        return report
+
+    report = bounded(measure, lambda rep: [r for r in rep if not 0 <= r[2] <= 2.0],
+                     pids=[timing_sim.pid], budget_ms=2.0,
+                     what="truth vs arrival within [0, 2] ms")
+    print(f"\ntruth vs arrival: worst {max(r[2] for r in report):.3f} ms over {len(report)}")
 
 
 async def _one_manual_reply(url: str) -> tuple[int, list[tuple[dict, int]]]:
@@ -187,35 +196,51 @@ def test_deltas_on_absolute_schedule(sim):
     import asyncio
 
     sim.set_profile(model="pace", ttfa_ms=100, reply_s=1.5, delta_ms=60, speed=1.5)
-    t_create, events = asyncio.run(_one_manual_reply(sim.url("pace")))
-    deltas = [t for e, t in events if e["type"] == "response.output_audio.delta"]
-    assert len(deltas) == 25  # 1.5 s in 60 ms deltas
-    interval = 60 / 1.5 * MS
-    offsets = [(t - deltas[0] - i * interval) / MS for i, t in enumerate(deltas)]
-    assert max(abs(o) for o in offsets) <= 3.0, offsets
-    ttfa = (deltas[0] - t_create) / MS
-    assert 100 <= ttfa <= 105
-    [tr] = sim.turns()
-    assert tr["injected_ttfa_ms"] == 100 and tr["deltas"] == 25 and tr["reply_audio_ms"] == 1500
-    assert 0 <= (deltas[0] - tr["first_audio_ns"]) / MS <= 2
+
+    def measure() -> dict:
+        sim.request("DELETE", "/truth")
+        t_create, events = asyncio.run(_one_manual_reply(sim.url("pace")))
+        deltas = [t for e, t in events if e["type"] == "response.output_audio.delta"]
+        assert len(deltas) == 25  # 1.5 s in 60 ms deltas
+        interval = 60 / 1.5 * MS
+        [tr] = sim.turns()
+        assert tr["injected_ttfa_ms"] == 100 and tr["deltas"] == 25
+        assert tr["reply_audio_ms"] == 1500
+        return {"drift": max(abs((t - deltas[0] - i * interval) / MS)
+                             for i, t in enumerate(deltas)),
+                "ttfa": (deltas[0] - t_create) / MS,
+                "first_vs_truth": (deltas[0] - tr["first_audio_ns"]) / MS}
+
+    def misses(m: dict) -> list:
+        bad = [k for k, ok in (("drift", m["drift"] <= 3.0), ("ttfa", 100 <= m["ttfa"] <= 105),
+                               ("first_vs_truth", 0 <= m["first_vs_truth"] <= 2)) if not ok]
+        return [*bad, m] if bad else []
+
+    bounded(measure, misses, pids=[sim.pid], budget_ms=2.0, what="delta schedule and TTFA")
 
 
 def test_profile_change_takes_effect_mid_session(sim):
     sim.set_profile(model="regress", ttfa_ms=120, reply_s=0.3)
-    with open_ws(sim.url("regress")) as ws:
-        manual_session(ws)
-        measured = []
-        for step in range(2):
-            if step == 1:  # "TTFA +150 % from now", on the open session
-                sim.set_profile(model="regress", ttfa_scale=2.5)
-            t0 = time.perf_counter_ns()
-            evs = manual_turn(ws)
-            first = next(t for e, t in evs if e["type"] == "response.output_audio.delta")
-            create_sent = t0  # the append/commit/create burst leaves within a few µs
-            measured.append((first - create_sent) / MS)
-    truth = sim.turns()
-    assert [t["injected_ttfa_ms"] for t in truth] == [120, 300]
-    assert 120 <= measured[0] < 135 and 300 <= measured[1] < 315
+
+    def measure() -> list[float]:
+        sim.request("DELETE", "/truth")
+        sim.set_profile(model="regress", ttfa_scale=1.0)
+        with open_ws(sim.url("regress")) as ws:
+            manual_session(ws)
+            measured = []
+            for step in range(2):
+                if step == 1:  # "TTFA +150 % from now", on the open session
+                    sim.set_profile(model="regress", ttfa_scale=2.5)
+                t0 = time.perf_counter_ns()
+                evs = manual_turn(ws)
+                first = next(t for e, t in evs if e["type"] == "response.output_audio.delta")
+                create_sent = t0  # the append/commit/create burst leaves within a few µs
+                measured.append((first - create_sent) / MS)
+        assert [t["injected_ttfa_ms"] for t in sim.turns()] == [120, 300]
+        return measured
+
+    bounded(measure, lambda m: [] if 120 <= m[0] < 135 and 300 <= m[1] < 315 else m,
+            pids=[sim.pid], budget_ms=2.0, what="TTFA before and after a profile change")
     assert sim.profile("regress")["ttfa_scale"] == 2.5
     assert sim.profile("sim-fast")["ttfa_scale"] == 1.0  # only the named profile changed
 
@@ -223,32 +248,45 @@ def test_profile_change_takes_effect_mid_session(sim):
 @pytest.mark.parametrize("interrupt", [True, False])
 def test_barge_in_cancels_after_profile_delay(sim, interrupt):
     sim.set_profile(model="barge", ttfa_ms=50, reply_s=3.0, cancel_delay_ms=120)
-    with open_ws(sim.url("barge")) as ws:
-        created, _ = recv(ws)
-        send(ws, ga_update(turn_detection={"type": "server_vad", "interrupt_response": interrupt}))
-        recv(ws)
-        rx = Receiver(ws)
-        stream(ws, np.concatenate([tone_speech(0.5), silence(0.3)]), paced=False)
-        rx.wait_for("response.output_audio.delta", count=3)
-        sent = stream(ws, np.concatenate([tone_speech(0.4), silence(0.3)]), paced=True)
-        events = rx.wait_for("response.done", count=2 if interrupt else 1)
+
+    def measure():
+        sim.request("DELETE", "/truth")
+        with open_ws(sim.url("barge")) as ws:
+            created, _ = recv(ws)
+            send(ws, ga_update(turn_detection={"type": "server_vad",
+                                               "interrupt_response": interrupt}))
+            recv(ws)
+            rx = Receiver(ws)
+            stream(ws, np.concatenate([tone_speech(0.5), silence(0.3)]), paced=False)
+            rx.wait_for("response.output_audio.delta", count=3)
+            sent = stream(ws, np.concatenate([tone_speech(0.4), silence(0.3)]), paced=True)
+            events = rx.wait_for("response.done", count=2 if interrupt else 1)
+            if not interrupt:
+                events = rx.wait_for("response.done", count=2, timeout=15)
+        dones = [e["response"] for e, _ in events if e["type"] == "response.done"]
+        truth = sorted(sim.turns(created["session"]["id"]), key=lambda r: r["turn_index"])
+        assert dones[1]["status"] == "completed"  # the interrupting turn got its own answer
         if not interrupt:
-            events = rx.wait_for("response.done", count=2, timeout=15)
-    dones = [e["response"] for e, _ in events if e["type"] == "response.done"]
-    truth = sorted(sim.turns(created["session"]["id"]), key=lambda r: r["turn_index"])
-    if interrupt:
+            assert dones[0]["status"] == "completed" and truth[0]["reply_audio_ms"] == 3000
+            assert truth[0]["barge_in_speech_ns"] is None
+            return {}
         assert dones[0]["status"] == "cancelled"
         assert dones[0]["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
         first = truth[0]
         assert first["status"] == "cancelled" and first["reply_audio_ms"] < 3000
         assert first["barge_in_speech_ns"] is not None
-        delay_ms = (first["cancel_ns"] - first["barge_in_speech_ns"]) / MS
-        assert 120 <= delay_ms < 130
-        # the interrupting speech was the first paced chunk: it arrived right after it was sent
-        assert 0 <= (first["barge_in_speech_ns"] - sent[0]) / MS <= 2
         done_at = next(t for e, t in events if e["type"] == "response.done")
-        assert 0 <= (done_at - first["cancel_ns"]) / MS <= 2
-    else:
-        assert dones[0]["status"] == "completed" and truth[0]["reply_audio_ms"] == 3000
-        assert truth[0]["barge_in_speech_ns"] is None
-    assert dones[1]["status"] == "completed"  # the interrupting turn got its own answer
+        return {"cancel_delay": (first["cancel_ns"] - first["barge_in_speech_ns"]) / MS,
+                # the interrupting speech was the first paced chunk: it arrived right after it
+                # was sent
+                "speech_arrival": (first["barge_in_speech_ns"] - sent[0]) / MS,
+                "done_arrival": (done_at - first["cancel_ns"]) / MS}
+
+    def misses(m: dict) -> list:
+        if not m:
+            return []
+        ok = (120 <= m["cancel_delay"] < 130 and 0 <= m["speech_arrival"] <= 2
+              and 0 <= m["done_arrival"] <= 2)
+        return [] if ok else [m]
+
+    bounded(measure, misses, pids=[sim.pid], budget_ms=2.0, what="barge-in timing")
