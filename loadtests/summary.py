@@ -1,7 +1,10 @@
 """The end-of-run summary: percentiles per metric from the merged HDR histograms, error classes,
 arrivals (due, started, late, no slot, dropped), generator health and threshold verdicts, and
 for scripted scenarios the checks (passed/total per name) and WER (mean, p95).
-Printed as a table and written as JSON (`--summary-json`)."""
+Printed as a table and written as JSON (`--summary-json`).
+
+Every percentile follows telemetry.stats' one rule (nearest rank ceil(p/100 * n)); HDR ones are
+clamped to the metric's exact min and max, so no row shows a p99 above its max."""
 
 from __future__ import annotations
 
@@ -12,10 +15,11 @@ from loadtests.metrics import (
     GENERATOR_METRICS,
     SESSION_HDR_METRICS,
     TURN_HDR_METRICS,
+    WER_STEP,
     Delta,
     ScenarioTally,
 )
-from telemetry.hdr import percentiles_ms
+from telemetry.stats import rank
 
 PCTS = (50.0, 90.0, 95.0, 99.0, 99.9)
 
@@ -35,7 +39,7 @@ class MetricStats:
 
     @classmethod
     def of(cls, name: str, h) -> MetricStats:
-        p = percentiles_ms(h.hist, PCTS)
+        p = h.percentiles_ms(PCTS)
         return cls(name, h.count, h.sum_ms / h.count, h.min_ms, p[50.0], p[90.0], p[95.0],
                    p[99.0], p[99.9], h.max_ms)
 
@@ -170,8 +174,21 @@ def scenario_stats(t: ScenarioTally) -> tuple[dict[str, dict], WerStats | None]:
     checks = {k: {"passed": p, "total": n} for k, (p, n) in sorted(t.checks.items())}
     wer = None
     if t.wer_count:
-        wer = WerStats(t.wer_count, t.wer_mean, t.wer_percentile(95.0))
+        wer = WerStats(t.wer_count, t.wer_mean, tally_percentile(t.wer, t.wer_count, 95.0))
     return checks, wer
+
+
+def tally_percentile(counts: dict[int, int], n: int, p: float) -> float | None:
+    """Nearest-rank percentile (telemetry.stats.rank) of a WER tally: key k counted n times
+    stands for k * WER_STEP."""
+    if not n:
+        return None
+    want, seen = rank(n, p), 0
+    for k in sorted(counts):
+        seen += counts[k]
+        if seen >= want:
+            return round(k * WER_STEP, 6)
+    return None  # unreachable: the counts add up to n
 
 
 def metric_stats(total: Delta) -> list[MetricStats]:

@@ -47,13 +47,25 @@ def rtf(arrivals_ns: list[int], durations_s: list[float]) -> float | None:
     return (sum(durations_s) - durations_s[0]) / (span / 1e9)
 
 
+def rank(n: int, p: float) -> int:
+    """The nearest rank of percentile p (0..100) among n sorted values: ceil(p/100 * n), kept
+    within 1..n. The house's one percentile rule (telemetry/stats.py and the HDR readers in
+    telemetry/hdr.py call this; `probes` imports nothing of ours, so it lives here).
+
+    Example: 7 values, p90: 6.3 -> rank 7, the maximum (rounding would pick the 6th);
+    20 values, p95: exactly 19 -> the 19th. p*n/100 is rounded to 9 decimals before the
+    ceiling so float noise (0.07 * 100 = 7.000000000000001) cannot add a rank.
+    """
+    return min(max(math.ceil(round(p * n / 100.0, 9)), 1), n)
+
+
 def percentile(values: list[float], p: float) -> float | None:
-    """Nearest-rank percentile (p in 0..100) of a small list; None when empty."""
+    """Nearest-rank percentile (p in 0..100, `rank`) of a small list; None when empty. The one
+    implementation for raw values: telemetry.stats.percentile is this function."""
     if not values:
         return None
     s = sorted(values)
-    k = max(math.ceil(p / 100.0 * len(s)) - 1, 0)
-    return s[min(k, len(s) - 1)]
+    return s[rank(len(s), p) - 1]
 
 
 def gaps_ms(arrivals_ns: list[int]) -> list[float]:

@@ -1,7 +1,7 @@
 """Everything a report shows, gathered from the query layer (`telemetry.query`) into plain data.
 
 Most of it comes from the query layer's public calls (summary, scenario_summary,
-percentiles_over_time, merged_histograms, error_counts, alerts, loadgen). Two things it does not offer yet are built
+percentiles_over_time, merged_series, error_counts, alerts, loadgen). Two things it does not offer yet are built
 here on the same backend primitive (`Query.select`, the backends' row primitive):
 `session_rows` (tags and time of every session: the data's extent, kinds, scenarios and sessions
 per bucket by outcome) and `spectrum` (an HDR percentile spectrum from a merged histogram).
@@ -168,16 +168,18 @@ def spectrum_grid(count: int) -> list[float]:
 
 
 def spectrum(hist, target: str, metric: str) -> Spectrum | None:
-    """The percentile spectrum of one merged HDR histogram (µs inside, ms out)."""
-    count = hist.get_total_count()
-    if count == 0:
+    """The percentile spectrum of one merged series (a telemetry.hdr.SeriesHistogram, or a bare
+    HdrHistogram): nearest rank, clamped to the exact min and max, in ms."""
+    from telemetry.hdr import SeriesHistogram
+
+    sh = hist if isinstance(hist, SeriesHistogram) else SeriesHistogram.of(hist)
+    if sh.count == 0:
         return None
-    ps = spectrum_grid(count)
-    d = hist.get_percentile_to_value_dict(ps)
-    vals = [d[p] / 1000.0 for p in ps]
-    mx = hist.get_max_value() / 1000.0
-    vals[-1] = mx  # the curve ends at the recorded maximum
-    return Spectrum(target, metric, count, ps, vals, mx)
+    ps = spectrum_grid(sh.count)
+    d = sh.percentiles_ms(ps)
+    vals = [d[p] for p in ps]
+    vals[-1] = sh.max_ms  # the curve ends at the recorded maximum
+    return Spectrum(target, metric, sh.count, ps, vals, sh.max_ms)
 
 
 def _load_window(query, run_id: str, start: int, end: int, loadgen: list) -> tuple[int, int]:
@@ -244,8 +246,8 @@ def collect(
     }
     spectra = []
     for m in SPECTRUM_METRICS:
-        hists = query.merged_histograms(m, start_ns=lat_start, end_ns=lat_end, targets=targets,
-                                        kind=kind)
+        hists = query.merged_series(m, start_ns=lat_start, end_ns=lat_end, targets=targets,
+                                    kind=kind)
         for target, h in hists.items():
             s = spectrum(h, target, m)
             if s is not None:

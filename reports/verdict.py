@@ -1,31 +1,29 @@
-"""The report's overall verdict: thresholds (as `voicepulse load` takes them), alerts that fired,
-and sessions that failed.
+"""The report's overall verdict: thresholds, alerts that fired, and sessions that failed.
 
-A threshold reads `<metric>.<stat><op><number>` or `<ratio><op><number>`:
-  ttfa_ms.p95<800   turn_ms.p99<=3000   connect_ms.max<500   error_rate<0.01   success_ratio>=0.99
-Percentile stats (p50, p90, p95, p99, p999, max, mean) come from the merged HDR histogram of the
-report's range, per target; every target must pass.
+A threshold is any expression `voicepulse load --threshold` takes (telemetry.stats' one grammar,
+vocabulary and percentile rule), judged from the stored points of the report's range:
+- `METRIC.STAT` (ttfa_ms.p95<800, connect_ms.max<500): the merged `latency` points, per target
+  (HDR, nearest rank, clamped to the points' exact min and max); every target must pass;
+- `error_rate`, `success_ratio`, `sessions`, `sessions_ok`, `errors`: the `session` points, per
+  target; `turn_error_rate`: the `turn` points, per target;
+- `late_starts`, `late_rate`, `arrivals_due`, `arrivals_started`, `start_rate`, `no_slot`,
+  `dropped`: the load run's `loadgen` points (worker `all`), once for the run;
+- `[WINDOW]` (ttfa_ms.p95[60s]<800): the same over the last WINDOW of the data, to the
+  granularity of the stored intervals (points stamped after last - WINDOW).
+`cut` is not stored: only the run's own verdict (`judged`) can say; here it shows "no data".
 """
 
 from __future__ import annotations
 
-import operator
-import re
 from dataclasses import dataclass, field
 
-OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-_RE = re.compile(r"^\s*([a-z_]+)(?:\.(p\d+(?:\.\d+)?|p999|max|mean))?\s*(<=|>=|<|>)\s*"
-                 r"([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?\d+)?)\s*$")
-RATIOS = ("error_rate", "success_ratio")
+from telemetry.stats import Threshold, compare, hist_statistic, parse_threshold
 
+__all__ = ["Check", "Verdict", "evaluate", "parse_threshold"]
 
-@dataclass(slots=True)
-class Threshold:
-    text: str
-    metric: str
-    stat: str | None
-    op: str
-    limit: float
+SESSION_COUNTERS = ("error_rate", "success_ratio", "sessions", "sessions_ok", "errors")
+LOADGEN_COUNTERS = ("late_starts", "late_rate", "arrivals_due", "arrivals_started",
+                    "start_rate", "no_slot", "dropped")
 
 
 @dataclass(slots=True)
@@ -44,28 +42,97 @@ class Verdict:
     checks: list[Check] = field(default_factory=list)
 
 
-def parse_threshold(text: str) -> Threshold:
-    m = _RE.match(text)
-    if not m:
-        raise ValueError(f"threshold {text!r}: expected e.g. ttfa_ms.p95<800 or error_rate<0.01")
-    metric, stat, op, limit = m.groups()
-    if metric in RATIOS:
-        if stat:
-            raise ValueError(f"threshold {text!r}: {metric} takes no statistic")
-    elif not stat:
-        raise ValueError(f"threshold {text!r}: name a statistic, e.g. {metric}.p95")
-    return Threshold(text.strip(), metric, stat, op, float(limit))
-
-
-def _stat(hist, stat: str) -> float | None:
-    if hist is None or hist.get_total_count() == 0:
+def _session_value(metric: str, total: int, ok: int) -> float | None:
+    if metric == "sessions":
+        return float(total)
+    if metric == "sessions_ok":
+        return float(ok)
+    if metric == "errors":
+        return float(total - ok)
+    if not total:
         return None
-    if stat == "max":
-        return hist.get_max_value() / 1000.0
-    if stat == "mean":
-        return hist.get_mean_value() / 1000.0
-    p = 99.9 if stat == "p999" else float(stat[1:])
-    return hist.get_value_at_percentile(p) / 1000.0
+    return (total - ok) / total if metric == "error_rate" else ok / total
+
+
+def _trailing(times: list[int], window_s: float | None) -> tuple[int, int] | None:
+    """[start, end) of the last `window_s` of data stamped `times` (None: none stamped)."""
+    if not times:
+        return None
+    last = max(times)
+    return last - int(window_s * 1e9) + 1, last + 1
+
+
+def _loadgen_value(th: Threshold, rows: list) -> float | None:
+    """A run counter from `loadgen` points: the `all` worker's (every worker's when a run
+    wrote none), summed over the intervals."""
+    rows = [r for r in rows if r.worker == "all"] or rows
+    if not rows:
+        return None
+    total = {k: sum(float(r.values.get(k) or 0) for r in rows)
+             for k in ("late_starts", "arrivals_due", "arrivals_started", "no_slot", "dropped")}
+    if th.metric == "late_rate":
+        started = total["arrivals_started"]
+        return total["late_starts"] / started if started else None
+    if th.metric == "start_rate":
+        times = sorted({r.time_ns for r in rows})
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        interval_s = min(gaps) / 1e9 if gaps else 10.0
+        seconds = th.window_s or len(times) * interval_s
+        return total["arrivals_started"] / seconds
+    return total[th.metric]
+
+
+def _values(th: Threshold, data, query, cache: dict) -> list[tuple[str, float | None]]:
+    """(target, value) pairs a threshold judges; target "run" for run counters."""
+    targets = [s.target for s in data.summary]
+    if th.metric in LOADGEN_COUNTERS or th.metric == "cut":
+        rows = data.loadgen if th.metric != "cut" else []
+        if th.window_s and rows:
+            lo, hi = _trailing([r.time_ns for r in rows], th.window_s)
+            rows = [r for r in rows if lo <= r.time_ns < hi]
+        return [("run", _loadgen_value(th, rows))]
+    if query is None and (th.stat is not None or th.window_s or th.metric == "turn_error_rate"):
+        return [(t, None) for t in targets]
+    if th.stat is not None:
+        lo, hi = data.latency_window or (data.start_ns, data.end_ns)
+        flt = {"targets": data.targets or None, "kind": data.latency_kind}
+        if th.window_s:
+            rows = query.select("latency", ("target", "count"), lo, hi,
+                                {"metric": th.metric, "target": flt["targets"],
+                                 "kind": flt["kind"]})
+            span = _trailing([int(r[0]) for r in rows], th.window_s)
+            if span is None:
+                return [(t, None) for t in targets]
+            lo, hi = max(lo, span[0]), min(hi, span[1])
+        key = (th.metric, lo, hi)
+        if key not in cache:
+            cache[key] = query.merged_series(th.metric, start_ns=lo, end_ns=hi, **flt)
+        return [(t, hist_statistic(cache[key].get(t), th.stat)) for t in targets]
+    lo, hi = data.start_ns, data.end_ns
+    f = {"target": data.targets or None, "run_id": data.run_id}
+    if th.metric == "turn_error_rate":
+        rows = query.select("turn", ("target", "outcome", "turn_index"), lo, hi, f)
+        if th.window_s:
+            span = _trailing([int(r[0]) for r in rows], th.window_s)
+            rows = [r for r in rows if span[0] <= r[0] < span[1]] if span else []
+        out = []
+        for t in targets:
+            mine = [r for r in rows if r[1] == t]
+            bad = sum(1 for r in mine if r[2] != "ok")
+            out.append((t, bad / len(mine) if mine else None))
+        return out
+    if not th.window_s:
+        return [(s.target, _session_value(th.metric, s.sessions, s.ok_sessions))
+                for s in data.summary]
+    rows = query.select("session", ("target", "outcome", "ok"), lo, hi, f)
+    span = _trailing([int(r[0]) for r in rows], th.window_s)
+    rows = [r for r in rows if span[0] <= r[0] < span[1]] if span else []
+    out = []
+    for t in targets:
+        mine = [r for r in rows if r[1] == t]
+        out.append((t, _session_value(th.metric, len(mine),
+                                      sum(1 for r in mine if r[2] == "ok"))))
+    return out
 
 
 def evaluate(data, query=None) -> Verdict:
@@ -73,30 +140,16 @@ def evaluate(data, query=None) -> Verdict:
     if not data.summary:
         return Verdict("empty", "No sessions in this range", ["nothing was measured"])
     checks: list[Check] = []
-    hist_cache: dict[str, dict] = {}
+    cache: dict = {}
     for text in data.thresholds:
         try:
-            th = parse_threshold(str(text).replace("abort_on_fail", ""))
-        except ValueError:
-            # e.g. a load run's sliding-window threshold (ttfa_ms.p95[60s]<800) or a counter:
-            # the load run judged those itself; the report cannot from stored points
+            th = parse_threshold(str(text))
+        except ValueError:  # refused at the command line; a stored run's text may be older
             checks.append(Check(str(text).strip(), "*", None, None))
             continue
-        for s in data.summary:
-            if th.metric == "error_rate":
-                value = 1.0 - s.success_ratio
-            elif th.metric == "success_ratio":
-                value = s.success_ratio
-            else:
-                if th.metric not in hist_cache:
-                    start, end = data.latency_window or (data.start_ns, data.end_ns)
-                    hist_cache[th.metric] = query.merged_histograms(
-                        th.metric, start_ns=start, end_ns=end,
-                        targets=data.targets or None,
-                        kind=data.latency_kind) if query is not None else {}
-                value = _stat(hist_cache[th.metric].get(s.target), th.stat)
-            passed = None if value is None else OPS[th.op](value, th.limit)
-            checks.append(Check(th.text, s.target, value, passed))
+        for target, value in _values(th, data, query, cache):
+            checks.append(Check(th.expr, target, value, None if value is None
+                                else compare(th, value)))
 
     for j in data.judged:  # the load run's own verdicts (sliding windows, counters, ...)
         actual = j.get("actual")

@@ -8,11 +8,8 @@ lives here (pending/firing is scheduler/alerts.py), so each function is tested w
 from __future__ import annotations
 
 import math
-import operator
 import re
 from dataclasses import dataclass
-
-import numpy as np
 
 from scheduler.config import (
     AVAILABILITY,
@@ -22,11 +19,11 @@ from scheduler.config import (
     ThresholdRule,
 )
 from scheduler.source import AlertSource, Counts
+from telemetry import stats
 
-OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
-STATS = ("p50", "p90", "p95", "p99", "p999", "mean", "max", "min", "count", "median")
-_EXPR = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z0-9_]+))?\s*(>=|<=|>|<)\s*"
-                   r"(-?\d+(?:\.\d+)?)\s*(%|ms|s)?\s*$")
+OPS = stats.OPS
+#: The statistics an alert rule may name (a subset of telemetry.stats' vocabulary).
+STATS = stats.STATS
 
 
 @dataclass(slots=True)
@@ -41,26 +38,35 @@ class Verdict:
 def parse_expr(text: str) -> tuple[str, str, str, float]:
     """`ttfa_ms.p95 > 900` -> ("ttfa_ms", "p95", ">", 900.0); `error_rate > 5%` -> 0.05.
 
-    Raises ValueError with the reason, for the config reader to place at its key.
+    The threshold grammar of telemetry.stats (units ms, s, %; a bare metric means its p95),
+    without the load run's windows and abort_on_fail (a rule has its own `over`), and with
+    `error_rate.value` as another spelling of `error_rate`. Raises ValueError with the reason,
+    for the config reader to place at its key.
     """
-    m = _EXPR.match(str(text))
-    if not m:
+    text = re.sub(r"^(\s*error_rate)\.value\b", r"\1", str(text))
+    try:
+        t = stats.parse_threshold(text, default_stat="p95")
+    except ValueError as exc:
+        msg = str(exc)
+        if "takes no statistic" in msg:
+            raise ValueError("error_rate takes no statistic (write `error_rate > 5%`)") from None
+        if "unknown statistic" in msg or "out of range" in msg:
+            m = re.search(r"\.([A-Za-z0-9_.]+)", text)
+            raise ValueError(f"unknown statistic {m[1] if m else text!r} (known: "
+                             f"{', '.join(STATS)})") from None
         raise ValueError("expected `metric.stat OP number`, e.g. `ttfa_ms.p95 > 900` or "
-                         "`error_rate > 5%`")
-    metric, stat, op, num, unit = m.groups()
-    value = float(num)
-    if unit == "%":
-        value /= 100.0
-    elif unit == "s":
-        value *= 1000.0
-    if metric == "error_rate":
-        if stat not in (None, "value"):
-            raise ValueError("error_rate takes no statistic (write `error_rate > 5%`)")
-        return metric, "value", op, value
-    stat = stat or "p95"
-    if stat not in STATS:
-        raise ValueError(f"unknown statistic {stat!r} (known: {', '.join(STATS)})")
-    return metric, stat, op, value
+                         "`error_rate > 5%`") from None
+    if t.window_s is not None or t.abort_on_fail:
+        raise ValueError("expected `metric.stat OP number`, e.g. `ttfa_ms.p95 > 900` (an alert "
+                         "rule takes its window from `over`)")
+    if t.stat is None:
+        if t.metric != "error_rate":
+            raise ValueError(f"{t.metric} is a load-run counter; alert rules read error_rate or "
+                             "a turn metric's statistic")
+        return t.metric, "value", t.op, t.value
+    if t.stat not in STATS:
+        raise ValueError(f"unknown statistic {t.stat!r} (known: {', '.join(STATS)})")
+    return t.metric, t.stat, t.op, t.value
 
 
 def human(seconds: float) -> str:
@@ -73,17 +79,11 @@ def human(seconds: float) -> str:
 
 
 def statistic(values: list[float], stat: str) -> float:
-    arr = np.asarray(values, dtype=float)
-    if stat == "count":
-        return float(arr.size)
-    if stat == "mean":
-        return float(arr.mean())
-    if stat == "max":
-        return float(arr.max())
-    if stat == "min":
-        return float(arr.min())
-    q = {"p50": 50, "median": 50, "p90": 90, "p95": 95, "p99": 99, "p999": 99.9}[stat]
-    return float(np.percentile(arr, q, method="inverted_cdf"))  # nearest rank
+    """The rule's statistic of raw values: telemetry.stats' vocabulary and nearest-rank rule."""
+    v = stats.statistic(values, stat)
+    if v is None:
+        raise ValueError(f"{stat} of no values")
+    return v
 
 
 # -- SLO burn rates ---------------------------------------------------------------------------
@@ -162,7 +162,7 @@ def compare(recent: list[float], baseline: list[float]) -> Comparison:
     from scipy.stats import mannwhitneyu
 
     p = float(mannwhitneyu(recent, baseline, alternative="greater").pvalue)
-    rm, bm = float(np.median(recent)), float(np.median(baseline))
+    rm, bm = statistic(recent, "median"), statistic(baseline, "median")
     r95, b95 = statistic(recent, "p95"), statistic(baseline, "p95")
     return Comparison(
         p_value=p if not math.isnan(p) else 1.0,

@@ -4,6 +4,12 @@ Percentiles are never averaged: each `latency` point carries its interval's HDR 
 time range or set of workers is answered by merging blobs (`merge_blobs`) and reading the merged
 histogram. Values outside 1 µs .. 10 min are clamped to the range and counted (`clamped`), never
 dropped silently (hdrh's own `record_value` drops them and returns False).
+
+Percentiles are read by the house's one rule (`telemetry.stats`, nearest rank ceil(p/100 * n)),
+not hdrh's own (which rounds the rank), and reported as HDR does: the highest value equivalent
+to the one of that rank (within 0.1 % at 3 significant digits; exact below 2.048 ms and for any
+value that is its own highest equivalent). They are clamped to the recorded min and max, so no
+table shows a p99 above its max.
 """
 
 from __future__ import annotations
@@ -13,11 +19,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from probes.results import SessionResult
 
 from .points import Point
+from .stats import rank
 
 LOWEST_US = 1
 HIGHEST_US = 600_000_000  # 10 min
@@ -72,12 +80,23 @@ def merge_blobs(blobs: Iterable[str | bytes]) -> HdrHistogram:
     return merged
 
 
-def percentiles_ms(h: HdrHistogram, ps: Sequence[float] = PERCENTILES) -> dict[float, float]:
-    """Percentile -> value in ms (HDR 'highest equivalent value', within 0.1 %)."""
-    if h.get_total_count() == 0:
+def percentiles_ms(h: HdrHistogram, ps: Sequence[float] = PERCENTILES,
+                   lo_ms: float | None = None, hi_ms: float | None = None) -> dict[float, float]:
+    """Percentile -> value in ms: the nearest rank (`telemetry.stats.rank`), read as HDR's
+    highest equivalent value and clamped to [lo_ms, hi_ms] (default: the histogram's own
+    tracked min and max, exact for values recorded here, bucket bounds after a decode)."""
+    n = h.get_total_count()
+    if n == 0:
         return {}
-    d = h.get_percentile_to_value_dict(list(ps))
-    return {p: d[p] / 1000.0 for p in ps}
+    cum = np.cumsum(np.ctypeslib.as_array(h.counts)[: h.counts_len])
+    lo = h.min_value / 1000.0 if lo_ms is None else lo_ms
+    hi = h.max_value / 1000.0 if hi_ms is None else hi_ms
+    out = {}
+    for p in ps:
+        idx = int(np.searchsorted(cum, rank(n, p), side="left"))
+        v = h.get_highest_equivalent_value(h.get_value_from_index(idx)) / 1000.0
+        out[p] = min(max(v, lo), hi)
+    return out
 
 
 @dataclass(slots=True)
@@ -100,18 +119,33 @@ class SeriesHistogram:
         self.min_ms = min(self.min_ms, value_ms)
         self.max_ms = max(self.max_ms, value_ms)
 
-    def add_blob(self, blob: str | bytes, clamped: int = 0) -> None:
-        """Add a histogram shipped by another process (e.g. a Locust worker's report)."""
+    def add_blob(self, blob: str | bytes, clamped: int = 0, *, sum_ms: float | None = None,
+                 min_ms: float | None = None, max_ms: float | None = None) -> None:
+        """Add a histogram shipped by another process (e.g. a Locust worker's report) or read
+        from a stored `latency` point; its exact sum, min and max when known (the point's
+        fields), else HDR's (bucket bounds)."""
         h = decode(blob)
         n = h.get_total_count()
         if n == 0:
             return
         self.hist.add(h)
         self.count += n
-        self.sum_ms += h.get_mean_value() * n / 1000.0
-        self.min_ms = min(self.min_ms, h.get_min_value() / 1000.0)
-        self.max_ms = max(self.max_ms, h.get_max_value() / 1000.0)
+        self.sum_ms += h.get_mean_value() * n / 1000.0 if sum_ms is None else sum_ms
+        self.min_ms = min(self.min_ms, h.get_min_value() / 1000.0 if min_ms is None else min_ms)
+        self.max_ms = max(self.max_ms, h.get_max_value() / 1000.0 if max_ms is None else max_ms)
         self.clamped += clamped
+
+    @classmethod
+    def of(cls, h: HdrHistogram) -> SeriesHistogram:
+        """Wrap a bare histogram (min and max as HDR tracked them)."""
+        n = h.get_total_count()
+        return cls(hist=h, count=n, sum_ms=h.get_mean_value() * n / 1000.0 if n else 0.0,
+                   min_ms=h.min_value / 1000.0 if n else float("inf"),
+                   max_ms=h.max_value / 1000.0 if n else float("-inf"))
+
+    def percentiles_ms(self, ps: Sequence[float] = PERCENTILES) -> dict[float, float]:
+        """Nearest-rank percentiles clamped to this series' exact min and max."""
+        return percentiles_ms(self.hist, ps, self.min_ms, self.max_ms) if self.count else {}
 
     def fields(self) -> dict[str, float | int | str]:
         f: dict[str, float | int | str] = {
@@ -121,7 +155,7 @@ class SeriesHistogram:
             "max": float(self.max_ms),
             "clamped": self.clamped,
         }
-        for p, v in percentiles_ms(self.hist).items():
+        for p, v in self.percentiles_ms().items():
             f[PCT_FIELDS[p]] = v
         f["hdr"] = self.hist.encode().decode("ascii")
         return f

@@ -5,17 +5,17 @@ over `/query`, which InfluxDB 1.x, 2.x through its v1 API, and 3.x all serve). B
 *select rows* (`_select`); every aggregate is computed here in Python by the same code, so the two
 give identical answers for identical data.
 
-Percentiles, stated plainly:
-- `summary()` and `turn_values()` use the raw per-turn / per-session values: exact, rank
-  round(p/100 * n) as in HdrHistogram and InfluxQL's PERCENTILE() (`nearest_rank`).
-- `percentiles_over_time()` and `merged_histograms()` merge the `latency` points' HDR blobs per
-  bucket: within HDR precision (3 significant digits), and scalable to any range or worker count.
+Percentiles, stated plainly: one rule, nearest rank ceil(p/100 * n) (`telemetry.stats`).
+- `summary()` and `scenario_summary()` use the raw per-turn / per-session values: exact.
+- `percentiles_over_time()` and `merged_series()` merge the `latency` points' HDR blobs per
+  bucket: the same rank, within HDR precision (3 significant digits), clamped to the points'
+  exact min and max, and scalable to any range or worker count.
+(InfluxQL's own PERCENTILE(), used by the Grafana dashboards, rounds the rank instead.)
 """
 
 from __future__ import annotations
 
 import base64
-import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -23,20 +23,12 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from .hdr import merge_blobs, percentiles_ms
+from .hdr import SeriesHistogram
+from .stats import percentile
 
 Filters = dict[str, str | Sequence[str] | None]
-
-
-def nearest_rank(sorted_values: Sequence[float], p: float) -> float | None:
-    """Percentile of already sorted values (p in 0..100): the value of rank round(p/100 * n)
-    (at least 1), the convention of both HdrHistogram and InfluxQL's PERCENTILE(), so raw,
-    HDR and InfluxDB answers agree."""
-    n = len(sorted_values)
-    if n == 0:
-        return None
-    k = max(1, math.floor(p / 100.0 * n + 0.5))
-    return float(sorted_values[min(k, n) - 1])
+#: the `latency` fields a merge reads: the blob and the interval's exact figures
+_LATENCY_COLS = ("target", "hdr", "mean", "count", "min", "max", "clamped")
 
 
 @dataclass(slots=True)
@@ -259,7 +251,7 @@ class Query:
         out = []
         for target in sorted(by):
             s = by[target]
-            ttfa, turn_v, conn = sorted(s["ttfa"]), sorted(s["turn"]), sorted(s["connect"])
+            ttfa, turn_v, conn = s["ttfa"], s["turn"], s["connect"]
             cost = s["cost"]
             out.append(
                 TargetSummary(
@@ -270,12 +262,12 @@ class Query:
                     ok_sessions=s["ok"],
                     success_ratio=s["ok"] / s["n"] if s["n"] else 0.0,
                     turns=s["turns"],
-                    ttfa_p50=nearest_rank(ttfa, 50),
-                    ttfa_p95=nearest_rank(ttfa, 95),
-                    ttfa_p99=nearest_rank(ttfa, 99),
-                    ttfa_max=ttfa[-1] if ttfa else None,
-                    turn_p95=nearest_rank(turn_v, 95),
-                    connect_p95=nearest_rank(conn, 95),
+                    ttfa_p50=percentile(ttfa, 50),
+                    ttfa_p95=percentile(ttfa, 95),
+                    ttfa_p99=percentile(ttfa, 99),
+                    ttfa_max=max(ttfa) if ttfa else None,
+                    turn_p95=percentile(turn_v, 95),
+                    connect_p95=percentile(conn, 95),
                     rtf_mean=sum(s["rtf"]) / len(s["rtf"]) if s["rtf"] else None,
                     stalls=s["stalls"],
                     errors=dict(sorted(s["errors"].items())),
@@ -322,7 +314,7 @@ class Query:
         return [_scenario_row(t, by[t]) for t in sorted(by)]
 
     # -- latency blobs --------------------------------------------------------------------------
-    def merged_histograms(
+    def merged_series(
         self,
         metric: str,
         since_s: float | None = None,
@@ -331,15 +323,19 @@ class Query:
         targets: Sequence[str] | None = None,
         kind: str | None = None,
         scenario: str | None = None,
-    ):
-        """target -> one HdrHistogram merged from every `latency` blob in the window."""
+    ) -> dict[str, SeriesHistogram]:
+        """target -> one SeriesHistogram merged from every `latency` point in the window: the
+        blobs' counts add up exactly, and count, sum, min and max are the points' exact ones."""
         start, end = window(since_s, start_ns, end_ns)
         f: Filters = {"metric": metric, "target": targets, "kind": kind, "scenario": scenario}
-        blobs: dict[str, list[str]] = defaultdict(list)
-        for _t, target, blob in self._select("latency", ("target", "hdr"), start, end, f):
-            if blob:
-                blobs[target].append(blob)
-        return {t: merge_blobs(b) for t, b in sorted(blobs.items())}
+        out: dict[str, SeriesHistogram] = {}
+        for _t, target, *row in self._select("latency", _LATENCY_COLS, start, end, f):
+            _add_point(out.setdefault(target, SeriesHistogram()), *row)
+        return {t: out[t] for t in sorted(out) if out[t].count}
+
+    def merged_histograms(self, metric: str, *args, **kwargs):
+        """target -> the bare HdrHistogram of `merged_series` (its exact figures dropped)."""
+        return {t: s.hist for t, s in self.merged_series(metric, *args, **kwargs).items()}
 
     def percentiles_over_time(
         self,
@@ -353,21 +349,16 @@ class Query:
         scenario: str | None = None,
         percentiles: Sequence[float] = (50.0, 95.0, 99.0),
     ) -> list[PercentileBucket]:
-        """Per target and time bucket, percentiles of the merged `latency` blobs (never averaged)."""
+        """Per target and time bucket, percentiles of the merged `latency` blobs (never averaged;
+        clamped to the bucket's exact min and max)."""
         start, end = window(since_s, start_ns, end_ns)
         step = int(bucket_s * 1e9)
         f: Filters = {"metric": metric, "target": targets, "kind": kind, "scenario": scenario}
-        groups: dict[tuple[int, str], list[str]] = defaultdict(list)
-        for t, target, blob in self._select("latency", ("target", "hdr"), start, end, f):
-            if blob:
-                groups[(t - t % step, target)].append(blob)
-        out = []
-        for (b, target), blobs in sorted(groups.items()):
-            h = merge_blobs(blobs)
-            out.append(
-                PercentileBucket(b, target, h.get_total_count(), percentiles_ms(h, percentiles))
-            )
-        return out
+        groups: dict[tuple[int, str], SeriesHistogram] = {}
+        for t, target, *row in self._select("latency", _LATENCY_COLS, start, end, f):
+            _add_point(groups.setdefault((t - t % step, target), SeriesHistogram()), *row)
+        return [PercentileBucket(b, target, h.count, h.percentiles_ms(percentiles))
+                for (b, target), h in sorted(groups.items(), key=lambda kv: kv[0]) if h.count]
 
     # -- success and errors ---------------------------------------------------------------------
     def success_ratio(
@@ -496,14 +487,24 @@ def _scenario_row(target: str, s: dict) -> ScenarioSummary:
     return ScenarioSummary(
         target=target,
         turns=s["n"],
-        barge_in_p95=nearest_rank(sorted(s["barge"]), 95),
-        tool_p95=nearest_rank(sorted(s["tool"]), 95),
+        barge_in_p95=percentile(s["barge"], 95),
+        tool_p95=percentile(s["tool"], 95),
         wer_mean=sum(s["wer"]) / len(s["wer"]) if s["wer"] else None,
         wer_turns=len(s["wer"]),
         checks_passed=sum(r.ok for r in checks.values()),
         checks_total=sum(r.total for r in checks.values()),
         checks=checks,
     )
+
+
+def _add_point(into: SeriesHistogram, blob, mean, count, lo, hi, clamped) -> None:
+    """Merge one `latency` point; its exact sum/min/max when stored (else HDR's)."""
+    if not blob:
+        return
+    sum_ms = float(mean) * float(count) if mean is not None and count else None
+    into.add_blob(blob, int(clamped or 0), sum_ms=None if sum_ms is None else float(sum_ms),
+                  min_ms=None if lo is None else float(lo),
+                  max_ms=None if hi is None else float(hi))
 
 
 def _values(v: str | Sequence[str] | None) -> list[str] | None:

@@ -16,7 +16,7 @@ from loadtests.run import run_load
 from loadtests.summary import LoadSummary, scenario_stats
 from probes import audio
 from probes.results import SessionResult, TurnResult
-from telemetry.query import nearest_rank
+from telemetry.stats import percentile as nearest_rank
 from tests.sim_server import ROOT, SimProcess
 
 SUPPORT_CALL = Path(ROOT) / "scenarios" / "support-call.yaml"

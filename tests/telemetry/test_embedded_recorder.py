@@ -7,9 +7,10 @@ import pytest
 
 from telemetry.embedded import EmbeddedStore
 from telemetry.points import LoadgenSample, Point, alert_point, session_points
-from telemetry.query import nearest_rank, open_query
+from telemetry.query import open_query
 from telemetry.recorder import FanOut, Recorder
 from telemetry.sinks import build_sink
+from telemetry.stats import percentile as nearest_rank
 
 from .helpers import make_result
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from telemetry.hdr import HIGHEST_US, IntervalAggregator, merge_blobs, percentiles_ms
-from telemetry.query import nearest_rank
+from telemetry.stats import percentile as nearest_rank
 
 from .helpers import make_result
 
