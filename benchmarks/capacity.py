@@ -1,6 +1,6 @@
 """Capacity of one Locust worker process running standard voice sessions.
 
-Standard session (DESIGN.md): 100 ms input chunks in real time, the reply in 100 ms deltas at 2x
+Standard session (docs/design.md): 100 ms input chunks in real time, the reply in 100 ms deltas at 2x
 real time (simulator defaults: 2 s reply, TTFA ~250 ms). For each level, a closed-model run of N
 concurrent sessions in ONE Locust process (the master shares it, as in a local run) against the
 simulator in its own process on the same machine, and over a steady window:

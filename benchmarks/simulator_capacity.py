@@ -1,6 +1,6 @@
 """How many standard realtime sessions can one simulator process carry on one core?
 
-Standard session (DESIGN.md): the mic is always on, 100 ms input chunks (pcm16 24 kHz) sent on an
+Standard session (docs/design.md): the mic is always on, 100 ms input chunks (pcm16 24 kHz) sent on an
 absolute real-time schedule; each turn is 1.5 s of speech then silence; server VAD ends the turn;
 the reply (TTFA lognormal ~250 ms, 3 s of audio) comes in 100 ms deltas at 2x real time; 0.3 s after
 response.done the next turn starts. The simulator runs pinned to one core (taskset), the client in a

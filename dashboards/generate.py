@@ -4,7 +4,7 @@ The dashboards are generated, not hand-edited, so layout (gridPos), datasource r
 and the shared template variables stay consistent; tests/dashboards checks that the committed JSON
 equals this script's output. Run `python dashboards/generate.py` after editing it.
 
-Every query is raw InfluxQL over DESIGN.md's schema (turn, session, latency, loadgen, alert), so the
+Every query is raw InfluxQL over docs/design.md's schema (turn, session, latency, loadgen, alert), so the
 same dashboards work on InfluxDB 1.x, 2.x (v1 API + DBRP) and 3.x. Percentiles over time are the
 stored per-interval percentiles of `latency`, plotted as they are (max() per bucket when a bucket
 holds several intervals); percentiles over a whole range are computed exactly from the raw `turn`

@@ -37,7 +37,7 @@ LOCAL_REPORT_S = 3.0
 SPAWN_RATE = 1000.0
 TAKE_TIMEOUT_S = 0.25
 STATUS_S = 1.0
-#: Locust stats names (DESIGN.md metric names without the unit) -> result attribute.
+#: Locust stats names (docs/metrics.md metric names without the unit) -> result attribute.
 SESSION_EVENTS = (("connect", "connect_ms"), ("ready", "ready_ms"))
 TURN_EVENTS = (("ttfa", "ttfa_ms"), ("ttft", "ttft_ms"), ("vad", "vad_ms"), ("turn", "turn_ms"))
 

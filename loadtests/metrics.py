@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from probes.results import SessionResult
 from telemetry.hdr import SESSION_LATENCY_METRICS, SeriesHistogram
 
-#: Per-turn metrics with a histogram (ms). Names are DESIGN.md's, as stored and as in thresholds.
+#: Per-turn metrics with a histogram (ms). Names are docs/metrics.md's, as stored and as in thresholds.
 TURN_HDR_METRICS = ("ttfa_ms", "ttft_ms", "vad_ms", "turn_ms", "ttfa_sent_ms", "gap_p95_ms",
                     "stall_ms", "barge_in_ms", "tool_ms", "tool_result_ms")
 SESSION_HDR_METRICS = tuple(SESSION_LATENCY_METRICS) + ("session_ms",)

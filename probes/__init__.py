@@ -1,4 +1,4 @@
-"""The instrument: one voice session against one target, measured (DESIGN.md "probes/").
+"""The instrument: one voice session against one target, measured (docs/design.md, "The packages").
 
 Public API:
 - `probes.session.run_session(target, scenario, *, kind, agent, run_id, api_key,

@@ -1,4 +1,4 @@
-"""Plain result types of one measured voice session, named exactly as DESIGN.md's metric table.
+"""Plain result types of one measured voice session, named exactly as docs/metrics.md's metric table.
 
 Every latency is taken from the *intended* end of speech (E), so a late load generator shows
 up as `send_lag_ms`, never as server slowness. The actual-send variant is kept alongside
@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 OK = "ok"
 
-#: The stable error classes (DESIGN.md "Outcome"). Parametrised ones are built by the helpers.
+#: The stable error classes (docs/metrics.md "Outcome"). Parametrised ones are built by the helpers.
 ERROR_CLASSES = (
     "dns",
     "connect_refused",
@@ -113,7 +113,7 @@ class TurnResult:
     index: int
     outcome: str = OK
     error: str = ""
-    # latencies from the intended end of speech E (DESIGN.md table)
+    # latencies from the intended end of speech E (docs/metrics.md table)
     ttfa_ms: float | None = None
     ttft_ms: float | None = None
     vad_ms: float | None = None

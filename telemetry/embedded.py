@@ -1,4 +1,4 @@
-"""The embedded store: one SQLite file holding DESIGN.md's five measurements.
+"""The embedded store: one SQLite file holding docs/design.md's five measurements.
 
 Used when no InfluxDB is configured. One table per measurement, one column per tag or field
 under the same names InfluxDB uses, plus `time_ns`; a new tag or field adds a column (schemaless

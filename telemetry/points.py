@@ -1,4 +1,4 @@
-"""Points in DESIGN.md's storage schema and their InfluxDB line-protocol form.
+"""Points in docs/design.md's storage schema and their InfluxDB line-protocol form.
 
 A `Point` is what every sink stores: the embedded SQLite store keeps the same measurement, tag and
 field names as InfluxDB, so one query layer answers from either. Ids and free text are always
@@ -170,7 +170,7 @@ def _turn_time_ns(r: SessionResult, t: TurnResult, anchor_us: int, key: str) -> 
 
 
 def session_points(r: SessionResult) -> list[Point]:
-    """DESIGN.md's `turn` points (one per turn) and one `session` point for a result."""
+    """docs/design.md's `turn` points (one per turn) and one `session` point for a result."""
     key = r.session_id or f"{r.target}/{r.started_at!r}/{r.connect_start_ns}"
     started = r.started_at or (time.time() - r.duration_s)  # an unset anchor: about now
     anchor_us = int(round(started * 1_000_000))
@@ -229,7 +229,7 @@ def session_points(r: SessionResult) -> list[Point]:
 
 @dataclass(slots=True)
 class LoadgenSample:
-    """One interval of the load generator's own health (DESIGN.md `loadgen`)."""
+    """One interval of the load generator's own health (docs/design.md `loadgen`)."""
 
     run_id: str
     scenario: str
@@ -271,7 +271,7 @@ def alert_point(
     message: str,
     time_ns: int,
 ) -> Point:
-    """An `alert` state change (DESIGN.md): rule, target, severity, state are tags."""
+    """An `alert` state change (docs/design.md): rule, target, severity, state are tags."""
     f: dict[str, FieldValue] = {"message": _text(message)}
     if value is not None:
         f["value"] = float(value)

@@ -132,7 +132,7 @@ def test_queries_are_raw_influxql_with_a_time_filter(name):
         for t in p["targets"]:
             assert t["rawQuery"] is True
             assert t["query"].startswith("SELECT ") and "$timeFilter" in t["query"], t["query"]
-            # percentiles are never averaged (DESIGN.md): no mean()/median() of a stored pXX
+            # percentiles are never averaged (docs/design.md): no mean()/median() of a stored pXX
             assert "mean(\"p" not in t["query"] and "median(\"p" not in t["query"], t["query"]
 
 
