@@ -15,7 +15,7 @@ Two flows of control per session:
   perf_counter_ns), so a receive loop that runs late under load does not inflate latencies;
   on TLS, where recvmsg is unavailable, with perf_counter_ns() as process_event starts.
 
-Latencies are taken from E, the moment the last speech chunk was *due* (DESIGN.md), so a late
+Latencies are taken from E, the moment the last speech chunk was *due* (docs/design.md), so a late
 sender shows up as send lag, not as server slowness. Everything the target can do wrong ends up
 in `SessionResult.outcome` as one of the stable error classes; run_session never raises for it.
 """

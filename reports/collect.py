@@ -91,7 +91,7 @@ class ReportData:
         return sum(s.sessions for s in self.summary)
 
 
-DEFAULT_INTERVAL_S = 10.0  # DESIGN.md: one `latency` point per 10 s interval
+DEFAULT_INTERVAL_S = 10.0  # docs/design.md: one `latency` point per 10 s interval
 #: loadgen fields the query layer's `loadgen()` leaves out (written by loadtests' collector)
 LOADGEN_EXTRA = ("sessions", "errors", "no_slot", "dropped", "overloaded", "loop_lag_p99_ms")
 
@@ -106,7 +106,7 @@ def nice_bucket_s(span_s: float, min_s: float = DEFAULT_INTERVAL_S) -> int:
 
 
 def latency_interval_s(query, start_ns: int, end_ns: int, targets=None) -> float:
-    """The interval the `latency` points were written at (10 s by DESIGN.md; a test or a load
+    """The interval the `latency` points were written at (10 s by docs/design.md; a test or a load
     run may use less): per series, the smallest gap between two of its points; the largest of
     those over the series (writers are not aligned with each other)."""
     rows = query.select("latency", ("target", "kind", "scenario", "agent"), start_ns, end_ns,

@@ -1,4 +1,4 @@
-"""The service's own points: `alert` (DESIGN.md) and `schedule` (runs, lateness, skips).
+"""The service's own points: `alert` (docs/design.md) and `schedule` (runs, lateness, skips).
 
 `schedule` is this service's addition to the schema: one point per probe run (field
 `lateness_ms`), one per skipped run (field `skips`=1), and one per missed run or probe aborted by
