@@ -25,6 +25,7 @@ from scheduler.rules import (
     human,
 )
 from scheduler.source import AlertSource
+from scheduler.triggers import job_interval_s
 
 log = logging.getLogger("voicepulse.alerts")
 
@@ -99,8 +100,6 @@ def window_floors(cfg: ServiceConfig) -> dict[str, float]:
     written when it ends, so a window shorter than that would only ever hold the fast failures,
     never the slower successes. Matters only when `time_scale` shrinks windows (with the
     defaults, 5 m against a 30 s schedule, the floor never applies)."""
-    from scheduler.service import job_interval_s
-
     floors: dict[str, float] = {}
     for job in cfg.probes:
         gap = 3 * job_interval_s(job, cfg.time_scale)

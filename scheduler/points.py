@@ -4,39 +4,19 @@
 `lateness_ms`), one per skipped run (field `skips`=1), and one per missed run or probe aborted by
 shutdown (field `count`=1); tags target, scenario, agent, event (run | skip | missed | aborted). Skips are stored, never just logged, so a dashboard can show that a target
 was too slow to be probed on time.
-
-Points are built as telemetry `Point`s when telemetry provides the type; otherwise as the
-plain `StoredPoint` below, which has the same four parts (measurement, tags, fields, time).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from scheduler.alerts import AlertEvent
+from telemetry.points import Point
 
 
-@dataclass(slots=True)
-class StoredPoint:
-    measurement: str
-    tags: dict[str, str] = field(default_factory=dict)
-    fields: dict[str, float | int | str | bool] = field(default_factory=dict)
-    time_ns: int = 0
-
-
-def make_point(measurement: str, tags: dict[str, str], fields: dict, time_s: float):
-    """A telemetry Point if telemetry is present, else a StoredPoint (same content)."""
+def make_point(measurement: str, tags: dict[str, str], fields: dict, time_s: float) -> Point:
+    """A telemetry Point without empty tags or None fields (InfluxDB stores neither)."""
     tags = {k: v for k, v in tags.items() if v not in (None, "")}
     fields = {k: v for k, v in fields.items() if v is not None}
-    time_ns = int(time_s * 1e9)
-    try:
-        from telemetry.points import Point
-    except ImportError:
-        return StoredPoint(measurement, tags, fields, time_ns)
-    try:
-        return Point(measurement=measurement, tags=tags, fields=fields, time_ns=time_ns)
-    except TypeError:
-        return Point(measurement, tags, fields, time_ns)
+    return Point(measurement=measurement, tags=tags, fields=fields, time_ns=int(time_s * 1e9))
 
 
 def alert_point(event: AlertEvent):

@@ -147,7 +147,7 @@ def test_stop_aborts_a_running_probe_within_the_bound(tmp_path) -> None:
 def test_jitter_delays_runs_but_keeps_the_grid() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from scheduler.service import GridJitter, make_trigger
+    from scheduler.triggers import GridJitter, make_trigger
 
     trig = make_trigger(ProbeJob("t", every_s=30, jitter_s=2), scale=1.0)
     assert isinstance(trig, GridJitter)
@@ -169,7 +169,7 @@ def test_jitter_delays_runs_but_keeps_the_grid() -> None:
 def test_cron_schedule() -> None:
     from datetime import UTC, datetime
 
-    from scheduler.service import job_interval_s, make_trigger
+    from scheduler.triggers import job_interval_s, make_trigger
 
     job = ProbeJob("t", cron="*/5 * * * *", jitter_s=10)
     trig = make_trigger(job, scale=0.001)  # cron is wall-clock: time_scale does not touch it
