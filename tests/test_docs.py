@@ -76,6 +76,27 @@ def test_every_docs_page_is_checked():
     assert (DOCS / "index.md") in pages and (DOCS / "design.md") in pages
 
 
+#: The parsers of voicepulse.yaml and scenario files: every key they read has a row in the
+#: configuration reference.
+CONFIG_PARSERS = ("voicepulse/config.py", "voicepulse/config_service.py",
+                  "voicepulse/config_load.py")
+_KEY_READ = re.compile(
+    r"\.(?:str|url|num|int|bool|duration|percent|env_name|section|list|sections|raw|has)"
+    r"\(\"([a-z_]+)\"")
+
+
+def config_keys() -> set[str]:
+    return {k for f in CONFIG_PARSERS for k in _KEY_READ.findall((ROOT / f).read_text())}
+
+
+def test_configuration_reference_names_every_key():
+    keys = config_keys()
+    assert len(keys) > 50, "the key pattern no longer matches the config parsers"
+    doc = (DOCS / "configuration.md").read_text(encoding="utf-8")
+    missing = sorted(k for k in keys if not re.search(rf"`(?:[a-z_]+\.)?{k}`", doc))
+    assert missing == [], f"docs/configuration.md does not describe: {missing}"
+
+
 def test_link_checker_sees_a_broken_link(tmp_path):
     """The checker itself can fail: a missing file is reported, code and URLs are not links."""
     page = tmp_path / "page.md"
