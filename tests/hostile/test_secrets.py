@@ -8,7 +8,9 @@ webhooks received. None may appear.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from telemetry.sinks import InfluxV1Sink, InfluxV2Sink, outbox_name
 from tests.hostile.hostile_server import ROOT
 from tests.sim_server import SimProcess
 
@@ -183,6 +186,10 @@ def test_no_canary_in_any_output(tmp_path, influxd, influx_factory):
     influx_auth = influx_factory(auth=True)  # rejects every write: the token is wrong
     db = f"canary_{os.getpid()}"
     influxd.create_database(db)
+    # influxd enforces auth only once an admin exists; with the database there too, the v1
+    # sink's writes fail on the token (401), not on a missing database (404)
+    influx_auth.query("CREATE USER admin WITH PASSWORD 'pw' WITH ALL PRIVILEGES")
+    influx_auth.query(f'CREATE DATABASE "{db}"', auth=("admin", "pw"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("VP_")}
     env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", VP_KEY_OK=KEY_OK,
                VP_KEY_BAD=KEY_BAD, VP_INFLUX_TOKEN=INFLUX_TOKEN,
@@ -274,8 +281,13 @@ def test_no_canary_in_any_output(tmp_path, influxd, influx_factory):
             report2 = tmp_path / "report-influx.html"
             p = run(["report", "--config", str(influx_cfg), "--since", "1h", "-o",
                      str(report2)], env, out, "report-influx")
-            if report2.exists():
-                out.add("report-influx.html", report2.read_bytes())
+            assert p.returncode == 0, p.stderr[-3000:]
+            out.add("report-influx.html", report2.read_bytes())
+            # it read the serve-influx sessions back from InfluxDB (its store file is unused)
+            wrote = re.search(rb"\((\d+) sessions\)", p.stdout)
+            assert wrote and int(wrote[1]) > 0, p.stdout[-2000:]
+            assert b"querykey" in out.items["report-influx.html"]
+            assert not (tmp_path / "unused.db").exists()
 
         # -- what was stored: the embedded store, InfluxDB (queried), outboxes, dead letters
         out.add_tree(tmp_path, "tmp")
@@ -285,8 +297,18 @@ def test_no_canary_in_any_output(tmp_path, influxd, influx_factory):
         # the sessions really were stored and really failed the way the test meant
         stored = out.items["tmp:vp.db"]
         assert b"http_401" in stored and b"connect_refused" in stored
-        dead = [n for n in out.items if n.endswith(".dead.jsonl")]
-        assert dead or any("outbox-i" in n for n in out.items), "no outbox for the bad token"
+        # both sinks of the auth server dead-lettered every batch, the good sink none: v1 as
+        # 401 (the token), v2 as 404 (influxd 1.6 has no /api/v2/write; the token is still sent)
+        expect = {outbox_name(InfluxV1Sink(url=influx_auth.url, database=db)): 401,
+                  outbox_name(InfluxV2Sink(url=influx_auth.url, org="o", bucket=db)): 404}
+        dead = {n[len("tmp:outbox-i/"):-len(".dead.jsonl")]: data for n, data in out.items.items()
+                if n.startswith("tmp:outbox-i/") and n.endswith(".dead.jsonl")}
+        assert set(dead) == set(expect), (sorted(dead), sorted(expect))
+        for name, data in dead.items():
+            records = [json.loads(line) for line in data.splitlines()]
+            got = {(r["status"], r["reason"][:60]) for r in records}
+            assert records and {s for s, _ in got} == {expect[name]}, (name, got)
+            assert all(r["points"] > 0 for r in records), name
     finally:
         hooks.close()
     leaks = out.leaks()
