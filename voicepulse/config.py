@@ -149,8 +149,11 @@ def is_loopback(url: str) -> bool:
 
 
 def require_key(target: Target, file: str, key: str) -> None:
-    """A target's key variable must be set before anything starts; the one exception is the
-    simulator's SIM_API_KEY on a loopback URL, which gets a placeholder (any key works there)."""
+    """A target's key variable must be set before anything starts. The one exception, with or
+    without a config file: SIM_API_KEY for a target on a loopback URL gets a placeholder when
+    unset, because the simulator on this machine takes any key unless started with --api-key (then
+    export that key) and a key for it guards nothing. Set in os.environ so the run's child
+    processes (Locust workers) see it too. Any other variable, or a target elsewhere, must be set."""
     var = target.api_key_env
     if not var or os.environ.get(var):
         return
