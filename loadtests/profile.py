@@ -39,7 +39,10 @@ def parse_stages(text: str) -> list[Stage]:
         dur, sep, target = part.partition(":")
         if not sep:
             raise ValueError(f"stage {part!r}: expected DURATION:TARGET like 30s:10")
-        d, v = parse_duration_s(dur), float(target)
+        try:
+            d, v = parse_duration_s(dur), float(target)
+        except ValueError:
+            raise ValueError(f"stage {part!r}: expected DURATION:TARGET like 30s:10") from None
         if d < 0 or v < 0 or not math.isfinite(d) or not math.isfinite(v):
             raise ValueError(f"stage {part!r}: duration and target must be >= 0")
         stages.append(Stage(d, v))

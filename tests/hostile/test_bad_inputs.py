@@ -40,16 +40,17 @@ BAD = [
     (T + "probes:\n  - {target: b, every: 10s}\n", "probes[0].target", "no such target"),
     (T + "probes:\n  - {target: a, scenario: nope, every: 10s}\n", "probes[0].scenario",
      "no such scenario"),
-    (T + "probes:\n  - {target: a, every: 10s, jitter: -1s}\n", "probes[0].jitter", ""),
+    (T + "probes:\n  - {target: a, every: 10s, jitter: -1s}\n", "probes[0].jitter",
+     "expected a duration like 30s, 5m, 1h or 3d, got '-1s'"),
     (T + "probes: {target: a}\n", "probes.target", "mapping"),
     (T + "probes:\n  - {target: a, every: 10s}\n  - {target: a, every: 20s}\n", "probes[1]",
      "duplicate"),
     (T + P + "slos:\n  - {name: s, target: a, kind: availability, objective: 100}\n",
      "slos[0].objective", "below 100"),
     (T + P + "slos:\n  - {name: s, target: a, kind: availability, objective: high}\n",
-     "slos[0].objective", ""),
+     "slos[0].objective", "expected a percentage like 15%, got 'high'"),
     (T + P + "slos:\n  - {name: s, target: a, kind: availability, objective: -5}\n",
-     "slos[0].objective", ""),
+     "slos[0].objective", "expected a percentage from 0 to 100, got -5"),
     (T + P + "slos:\n  - {name: s, target: a, kind: uptime, objective: 99}\n", "slos[0].kind",
      "availability"),
     (T + P + "slos:\n  - {name: s, target: a, kind: availability, objective: 99, period: 0s}\n",
@@ -90,18 +91,22 @@ BAD = [
     ("load: {users: 0}\n", "load.users", "at least 1"),
     ("load: {rate: 5, users: 5}\n", "load.users", "exclude"),
     ("load: {rate: 5, duration: 0s}\n", "load.duration", "above zero"),
-    ("load: {rate: 5, thresholds: ['ttfa_ms.p95<<800']}\n", "load.thresholds[0]", ""),
-    ("load: {rate: 5, thresholds: ['nonsense']}\n", "load.thresholds[0]", ""),
+    ("load: {rate: 5, thresholds: ['ttfa_ms.p95<<800']}\n", "load.thresholds[0]",
+     "threshold 'ttfa_ms.p95<<800': expected e.g. ttfa_ms.p95<800"),
+    ("load: {rate: 5, thresholds: ['nonsense']}\n", "load.thresholds[0]",
+     "threshold 'nonsense': expected e.g. ttfa_ms.p95<800"),
     ("load: {rate: 5, thresholds: [42]}\n", "load.thresholds[0]", "expression"),
     ("load: {rate: 5, overload_cpu_pct: 150}\n", "load.overload_cpu_pct", "at most 100"),
     ("load: {rate: 5, shape: zigzag}\n", "load.shape", "ramp"),
-    ("load: {rate: 5, stages: 'x:y'}\n", "load.stages", ""),
-    ("load: {rate: 5, arrivals: bursty}\n", "load.arrivals", ""),
+    ("load: {rate: 5, stages: 'x:y'}\n", "load.stages",
+     "stage 'x:y': expected DURATION:TARGET like 30s:10"),
+    ("load: {rate: 5, arrivals: bursty}\n", "load.arrivals",
+     "expected one of constant | poisson, got 'bursty'"),
     ("load: {rate: 5, warp: 9}\n", "load.warp", "unknown key"),
     ("sinks:\n  - {type: influx, api: v1, url: 'http://x', database: d, token_env: 'my token'}\n",
      "sinks[0].token_env", "environment variable"),
     ("sinks:\n  - {type: influx, api: v2, url: 'http://x', org: o, bucket: b, gzip: maybe}\n",
-     "sinks[0].gzip", ""),
+     "sinks[0].gzip", "expected true or false, got 'maybe'"),
     ("sinks: {type: influx}\n", "sinks.type", "mapping"),
 ]
 
@@ -177,24 +182,32 @@ def test_serve_refuses_bad_config(tmp_path, text, key, expect):
 
 
 @pytest.mark.parametrize(("args", "key", "expect"), [
-    (["--rate", "-1"], "--rate", ""),
-    (["--rate", "0"], "--rate", ""),
-    (["--users", "0"], "--users", ""),
-    (["--rate", "2", "--users", "2"], "", ""),
-    (["--rate", "2", "--duration", "0s"], "--duration", ""),
-    (["--rate", "2", "--duration", "soon"], "--duration", ""),
-    (["--rate", "2", "--threshold", "ttfa_ms.p95<<800"], "--threshold", ""),
-    (["--rate", "2", "--threshold", "error_rate<"], "--threshold", ""),
-    (["--rate", "2", "--shape", "zigzag"], "--shape", ""),
-    (["--rate", "2", "--stages", "x:y"], "--stages", ""),
+    (["--rate", "-1"], "--rate", "expected sessions per second above zero, got -1"),
+    (["--rate", "0"], "--rate", "expected sessions per second above zero, got 0"),
+    (["--users", "0"], "--users", "0 is not in the range x>=1"),  # click's own range check
+    (["--rate", "2", "--users", "2"], "--rate",
+     "--rate (open model) and --users (closed model) exclude each other"),
+    (["--rate", "2", "--duration", "0s"], "--duration", "expected a duration above zero"),
+    (["--rate", "2", "--duration", "soon"], "--duration",
+     "expected a duration like 30s or 5m, got 'soon'"),
+    (["--rate", "2", "--threshold", "ttfa_ms.p95<<800"], "--threshold",
+     "threshold 'ttfa_ms.p95<<800': expected e.g. ttfa_ms.p95<800"),
+    (["--rate", "2", "--threshold", "error_rate<"], "--threshold",
+     "threshold 'error_rate<': expected e.g. ttfa_ms.p95<800"),
+    (["--rate", "2", "--shape", "zigzag"], "--shape",
+     "shape 'zigzag': expected one of ramp, step, spike, soak"),
+    (["--rate", "2", "--stages", "x:y"], "--stages",
+     "stage 'x:y': expected DURATION:TARGET like 30s:10"),
 ])
 def test_load_refuses_bad_options(tmp_path, args, key, expect):
     cfg = write(tmp_path, T.replace("a:", "sim-fast:"), "ok.yaml")
     marker = str(tmp_path)
     p = cli(["load", "sim-fast", "--config", str(cfg), *args], tmp_path)
     assert p.returncode == 2, (p.stdout, p.stderr)
-    lines = (p.stderr.strip() or p.stdout.strip()).splitlines()
-    assert lines and key in "\n".join(lines), p.stderr
+    text = p.stderr.strip() or p.stdout.strip()
+    # the line naming the option says what was expected
+    named = [line for line in text.splitlines() if key in line]
+    assert named and expect in named[-1], text
     assert_nothing_started(tmp_path)
     assert no_process_mentions(marker), "a process of the refused run is still alive"
 
