@@ -1,19 +1,17 @@
 """The engine: one scripted voice session against one target, measured.
 
-Plain blocking code on `websockets.sync.client.connect`, so the same function runs in OS threads
-(CLI, scheduler) and in gevent greenlets under monkey-patching (Locust): no asyncio anywhere.
+Plain blocking code over a transport (probes/transport.py: websockets' sans-I/O protocol on a
+socket the transport owns), so the same function runs in OS threads (CLI, scheduler) and in
+gevent greenlets under monkey-patching (Locust): no asyncio anywhere.
 
 Two flows of control per session:
 - the caller's thread is the **sender**: it connects, configures, and streams each utterance in
   chunks on an absolute schedule (chunk k is due at t0 + k * chunk; lateness is recorded as
   send lag, never accumulated as drift), then waits for the reply with per-phase deadlines;
-- the connection's own receive thread (greenlet under gevent) is the **receiver**: a
-  ClientConnection subclass takes each data frame straight out of `process_event` and feeds
-  it to the dialect. This skips the library's message queue and the hand-off to a second
-  thread (one thread per session fewer). Each frame is stamped before any decoding with the
-  kernel's arrival time of its last bytes (SO_TIMESTAMPNS, probes/rxstamp.py, converted onto
-  perf_counter_ns), so a receive loop that runs late under load does not inflate latencies;
-  on TLS, where recvmsg is unavailable, with perf_counter_ns() as process_event starts.
+- the transport's receive thread (greenlet under gevent) is the **receiver**: each frame,
+  stamped with the kernel's arrival time of its last bytes where the socket has it
+  (probes/rxstamp.py), goes to the dialect and its events to the marks (probes/marks.py), so a
+  receive loop that runs late under load does not inflate latencies.
 
 Latencies are taken from E, the moment the last speech chunk was *due* (docs/design.md), so a late
 sender shows up as send lag, not as server slowness. Everything the target can do wrong ends up
@@ -24,22 +22,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import logging
 import os
 import re
-import socket
-import ssl
 import threading
 import time
 import uuid
 from time import perf_counter_ns
-from urllib.parse import urlsplit, urlunsplit
 
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
-from websockets.frames import Opcode
-from websockets.sync.client import ClientConnection, connect
-
-from probes import audio, playback, prices, rxstamp, wer
+from probes import audio, playback, prices, transport, wer
 from probes.dialects import dialect_for
 from probes.dialects.base import (
     AudioDelta,
@@ -59,44 +49,35 @@ from probes.dialects.base import (
     TranscriptDelta,
     Unknown,
 )
+from probes.outcomes import (
+    CLIENT_ERROR,
+    CLIENT_OVERLOAD,
+    CONFIG,
+    GO_AWAY,
+    SESSION_EXPIRED,
+    STOPPED,
+    Failure,
+)
 from probes.results import (
     OK,
     SessionResult,
     TurnResult,
     Usage,
-    http_status,
     response_failed,
     server_error,
     timeout,
     ws_closed,
 )
 from probes.spec import TURN_MODES, Scenario, Target
+from probes.transport import MAX_FRAME_BYTES, SEND_BLOCK_TIMEOUT_S, Closed, SendTimeout, redact_url
 
-#: Largest message accepted (the websockets default; replies come in small deltas): a bigger
-#: one ends the session as ws_closed_1009.
-MAX_FRAME_BYTES = 2**20
-#: A send blocked this long (the server stopped reading) ends the session as timeout:send;
-#: without it a blocking sendall could hang a session past every deadline.
-SEND_BLOCK_TIMEOUT_S = 10.0
-#: Outcome when the caller's `stop` event ended the session (not a target failure).
-STOPPED = "stopped"
-#: Outcome when the spec cannot be used as given: the API key's environment variable is unset,
-#: the URL is not ws(s)://host, the ca_file cannot be loaded, a say step's audio cannot be made
-#: (nothing was sent).
-CONFIG = "config"
-#: Outcome for a bug in the engine itself (reported, never raised into a load generator).
-CLIENT_ERROR = "client_error"
-CLIENT_OVERLOAD = "client_overload"
-SESSION_EXPIRED = "session_expired"
-#: Outcome when the server announced a close (Gemini `goAway`) and then closed the connection.
-GO_AWAY = "go_away"
+__all__ = ["CLIENT_ERROR", "CLIENT_OVERLOAD", "CONFIG", "GO_AWAY", "MAX_FRAME_BYTES",
+           "SEND_BLOCK_TIMEOUT_S", "SESSION_EXPIRED", "STOPPED", "effective_target", "prepare",
+           "redact_url", "run_session"]
 
 #: Per-turn bounds on what a server can make us keep (a flood ends the turn, not the process).
 MAX_TEXT_CHARS = 64 * 1024  # transcript / input transcript text kept per turn; the rest counted
 MAX_DELTAS = 200_000  # audio deltas per turn; more is a protocol error
-_WS_LOGGER = logging.getLogger("probes.websockets")
-# websockets logs every handshake header at DEBUG, Authorization included: never emit those
-_WS_LOGGER.setLevel(logging.INFO)
 
 _NS = 1_000_000_000
 _STOP_POLL_S = 0.25  # how often a waiting session looks at the caller's stop event
@@ -232,45 +213,6 @@ class _Turn:
         self.reply_audio_ns = self.reply_done_ns = self.reply_done = None
 
 
-class _Conn(ClientConnection):
-    """A ClientConnection whose data frames go straight to the session, stamped on arrival."""
-
-    def __init__(self, sock, protocol, *, on_frame, on_close, **kwargs) -> None:
-        self.vp_open_ns: int | None = None  # when the upgrade response arrived
-        self._vp_on_frame = on_frame
-        self._vp_on_close = on_close
-        self._vp_frag: list[bytes] | None = None
-        super().__init__(sock, protocol, **kwargs)
-
-    def process_event(self, event) -> None:
-        # when the bytes reached the socket (kernel stamp), else now; see probes/rxstamp.py
-        t = getattr(self.socket, "rx_ns", 0) or perf_counter_ns()
-        if self.response is None:  # the handshake response
-            self.vp_open_ns = t
-            return super().process_event(event)
-        op = event.opcode
-        if op is Opcode.TEXT or op is Opcode.BINARY:
-            if event.fin:
-                self._vp_on_frame(event.data, t)
-            else:
-                self._vp_frag = [event.data]
-        elif op is Opcode.CONT:
-            if self._vp_frag is not None:
-                self._vp_frag.append(event.data)
-                if event.fin:
-                    data = b"".join(self._vp_frag)
-                    self._vp_frag = None
-                    self._vp_on_frame(data, t)
-        else:  # ping / pong / close: the library's business
-            super().process_event(event)
-
-    def recv_events(self) -> None:
-        try:
-            super().recv_events()
-        finally:
-            self._vp_on_close(self)
-
-
 # append messages per (dialect class, input format, utterance): built once, shared by sessions
 _MESSAGES: dict[tuple, tuple[bytes, ...]] = {}
 
@@ -353,8 +295,7 @@ def effective_target(target: Target, scenario: Scenario) -> Target:
     return dataclasses.replace(target, **changes) if changes else target
 
 
-class _Failure(Exception):
-    """Ends the session with an outcome (raised inside the engine only)."""
+_Failure = Failure
 
 
 class _Session:
@@ -374,7 +315,7 @@ class _Session:
         self.res = res
         self.api_key = api_key
         self.stop = stop
-        self.ws: _Conn | None = None
+        self.ws: transport.Transport | None = None
         self.wake = threading.Event()
         self.closing = False
         self._closed = False
@@ -473,14 +414,7 @@ class _Session:
             elif cls is Unknown:
                 pass
 
-    def on_close(self, ws: ClientConnection) -> None:
-        proto = ws.protocol
-        code, reason = 1006, ""
-        rcvd, sent = proto.close_rcvd, proto.close_sent
-        if rcvd is not None:
-            code, reason = rcvd.code, rcvd.reason
-        elif sent is not None:
-            code, reason = sent.code, sent.reason
+    def on_close(self, code: int, reason: str) -> None:
         self.closed_code, self.closed_reason = code, reason
         self.ended_ns = self.ended_ns or perf_counter_ns()
         if not self.closing:
@@ -573,85 +507,10 @@ class _Session:
 
     def _connect(self, start: int) -> None:
         req = self.dialect.connect_request(self.api_key)
-        parts = urlsplit(req.url)
-        secure = parts.scheme == "wss"
-        try:
-            host = parts.hostname
-            port = parts.port or (443 if secure else 80)
-        except ValueError as e:
-            raise _Failure(CONFIG, f"bad URL {redact_url(req.url)}: {e}") from None
-        if not host or parts.scheme not in ("ws", "wss"):
-            raise _Failure(CONFIG, f"bad URL {redact_url(req.url)}: need ws:// or wss:// and a host")
-        ctx = None
-        if secure:
-            try:
-                ctx = ssl.create_default_context(cafile=self.target.ca_file)
-            except (OSError, ssl.SSLError) as e:
-                raise _Failure(CONFIG, f"cannot load ca_file {self.target.ca_file}: {e}") from None
-        deadline = start + int(self.t.connect * _NS)
-        try:
-            sock = socket.create_connection((host, port), timeout=self.t.connect)
-        except socket.gaierror as e:
-            raise _Failure("dns", f"cannot resolve {host}: {e}") from None
-        except TimeoutError:
-            raise _Failure(
-                "connect_timeout", f"TCP connect to {host}:{port} took over {self.t.connect:g} s"
-            ) from None
-        except ConnectionRefusedError:
-            raise _Failure("connect_refused", f"{host}:{port} refused the connection") from None
-        except OSError as e:
-            raise _Failure("connect_refused", f"cannot reach {host}:{port}: {e}") from None
-        if not secure:
-            sock = rxstamp.stamping(sock)
-        remaining = max((deadline - perf_counter_ns()) / _NS, 0.001)
-
-        def factory(sock, protocol, **kwargs):
-            return _Conn(sock, protocol, on_frame=self.on_frame, on_close=self.on_close, **kwargs)
-
-        try:
-            ws = connect(
-                req.url,
-                sock=sock,
-                ssl=ctx,
-                additional_headers=list(req.headers),
-                user_agent_header="voicepulse",
-                compression=None,
-                proxy=None,
-                open_timeout=remaining,
-                ping_interval=None,
-                close_timeout=2,
-                max_size=MAX_FRAME_BYTES,
-                logger=_WS_LOGGER,
-                create_connection=factory,
-            )
-        except InvalidStatus as e:
-            status = e.response.status_code
-            body = bytes(e.response.body or b"")[:300].decode("utf-8", "replace")
-            raise _Failure(http_status(status), f"HTTP {status} on upgrade: {body}") from None
-        except ssl.SSLError as e:
-            raise _Failure("tls", f"TLS with {host}:{port} failed: {e}") from None
-        except TimeoutError:
-            raise _Failure(
-                timeout("connect"),
-                f"no WebSocket upgrade from {host}:{port} within {self.t.connect:g} s",
-            ) from None
-        except (InvalidHandshake, InvalidURI) as e:
-            if isinstance(e.__cause__, EOFError | ConnectionError):
-                raise _Failure(
-                    "connect_refused", f"{host}:{port} dropped the connection before upgrading"
-                ) from None
-            raise _Failure("protocol", f"bad upgrade response: {e}") from None
-        except (EOFError, ConnectionError):
-            raise _Failure(
-                "connect_refused", f"{host}:{port} dropped the connection before upgrading"
-            ) from None
-        except OSError as e:
-            raise _Failure("connect_refused", f"connection to {host}:{port} failed: {e}") from None
-        ws.pending_legacy_warning = False  # we own its lifetime (closed in close())
-        # the receive loop only reads after select() says readable, so this bounds sends only
-        ws.socket.settimeout(SEND_BLOCK_TIMEOUT_S)
-        self.ws = ws
-        self.res.connect_ms = ((ws.vp_open_ns or perf_counter_ns()) - start) / 1e6
+        self.ws = transport.connect_websocket(
+            req.url, req.headers, ca_file=self.target.ca_file, timeout_s=self.t.connect,
+            on_frame=self.on_frame, on_close=self.on_close)
+        self.res.connect_ms = (self.ws.open_ns - start) / 1e6
 
     def _wait(self, done, deadline_ns: int, phase: str) -> None:
         """Wait until done() is true; a passed deadline ends the session as timeout:<phase>."""
@@ -696,15 +555,15 @@ class _Session:
 
     def _send(self, m: bytes) -> None:
         try:
-            self.ws.send(m, text=True)
-        except ConnectionClosed:
-            self._send_failed()
+            self.ws.send(m)
+        except Closed as e:
+            self._send_failed(e)
 
-    def _send_failed(self) -> None:
+    def _send_failed(self, e: Closed) -> None:
         """A send found the connection gone (or blocked past SEND_BLOCK_TIMEOUT_S)."""
-        if isinstance(getattr(self.ws, "connection_exc", None), TimeoutError):
+        if isinstance(e, SendTimeout):
             raise _Failure(
-                timeout("send"), f"the server stopped reading for {SEND_BLOCK_TIMEOUT_S:g} s"
+                timeout("send"), f"the server stopped reading for {transport.SEND_BLOCK_TIMEOUT_S:g} s"
             ) from None
         # the receiver's on_close records the code; give it a moment to run
         self._wait(lambda: self.closed_code is not None, perf_counter_ns() + _NS, "session")
@@ -752,14 +611,14 @@ class _Session:
                 if now >= self.session_deadline:
                     raise _Failure(timeout("session"), "session deadline passed while sending")
                 lags.append(now - due)
-                send(m, text=True)
+                send(m)
                 if k == last:
                     turn.speech_sent_ns = now
                     if manual:
                         for em in self.dialect.end_turn():
-                            send(em, text=True)
-        except ConnectionClosed:
-            self._send_failed()
+                            send(em)
+        except Closed as e:
+            self._send_failed(e)
         finally:
             if user_turn:
                 self.res.turns.append(turn)  # replaced by its TurnResult in _finish_session
@@ -891,16 +750,3 @@ class _Session:
 
 
 _URL_RE = re.compile(r"\b(?:wss?|https?)://[^\s'\"<>]+")
-
-
-def redact_url(url: str) -> str:
-    """scheme://host[:port]/path: no user info, no query string, no fragment."""
-    try:
-        p = urlsplit(url)
-        host = p.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = host + (f":{p.port}" if p.port else "")
-        return urlunsplit((p.scheme, netloc, p.path, "", ""))
-    except ValueError:
-        return "<url>"

@@ -116,7 +116,7 @@ def test_a_server_that_stops_reading_ends_as_timeout_send(monkeypatch):
     import socket
     import threading
 
-    import probes.session as engine
+    import probes.transport as engine
 
     monkeypatch.setattr(engine, "SEND_BLOCK_TIMEOUT_S", 0.5)
     real_connect = socket.create_connection
