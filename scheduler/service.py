@@ -23,7 +23,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 from apscheduler.events import (
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_MISSED,
@@ -43,6 +42,7 @@ from scheduler.notifiers import Notifier, build_notifiers, close_all
 from scheduler.points import alert_point, schedule_point
 from scheduler.source import AlertSource, MemorySource
 from scheduler.triggers import job_interval_s, make_trigger
+from telemetry.stats import percentile
 
 log = logging.getLogger("voicepulse.service")
 
@@ -421,8 +421,8 @@ class ProbeService:
             }
             lat = list(st.lateness_ms)
             if lat:
-                entry["lateness_ms"] = {"p50": round(float(np.percentile(lat, 50)), 3),
-                                        "p99": round(float(np.percentile(lat, 99)), 3),
+                entry["lateness_ms"] = {"p50": round(percentile(lat, 50), 3),
+                                        "p99": round(percentile(lat, 99), 3),
                                         "max": round(max(lat), 3)}
             job = self.scheduler.get_job(job_id) if self.scheduler and self.scheduler.running \
                 else None
@@ -434,8 +434,9 @@ class ProbeService:
                 entry["last_hour"] = {
                     "sessions": c.total,
                     "success_ratio": round(c.ok / c.total, 5) if c.total else None,
-                    "ttfa_p50_ms": round(float(np.percentile(vals, 50)), 1) if vals else None,
-                    "ttfa_p95_ms": round(float(np.percentile(vals, 95)), 1) if vals else None,
+                    # nearest rank (telemetry.stats), to the µs every stored value has
+                    **{f"ttfa_p{q}_ms": round(percentile(vals, q), 3) if vals else None
+                       for q in (50, 95, 99)},
                 }
             except Exception as exc:
                 entry["last_hour"] = {"error": type(exc).__name__}

@@ -83,8 +83,9 @@ def merge_blobs(blobs: Iterable[str | bytes]) -> HdrHistogram:
 def percentiles_ms(h: HdrHistogram, ps: Sequence[float] = PERCENTILES,
                    lo_ms: float | None = None, hi_ms: float | None = None) -> dict[float, float]:
     """Percentile -> value in ms: the nearest rank (`telemetry.stats.rank`), read as HDR's
-    highest equivalent value and clamped to [lo_ms, hi_ms] (default: the histogram's own
-    tracked min and max, exact for values recorded here, bucket bounds after a decode)."""
+    highest equivalent value and clamped to [lo_ms, hi_ms]; rank 1 is lo_ms itself. Default
+    bounds: the histogram's own tracked min and max, exact for values recorded here, bucket
+    bounds after a decode."""
     n = h.get_total_count()
     if n == 0:
         return {}
@@ -93,7 +94,11 @@ def percentiles_ms(h: HdrHistogram, ps: Sequence[float] = PERCENTILES,
     hi = h.max_value / 1000.0 if hi_ms is None else hi_ms
     out = {}
     for p in ps:
-        idx = int(np.searchsorted(cum, rank(n, p), side="left"))
+        r = rank(n, p)
+        if r == 1:  # the first rank is the minimum itself
+            out[p] = lo
+            continue
+        idx = int(np.searchsorted(cum, r, side="left"))
         v = h.get_highest_equivalent_value(h.get_value_from_index(idx)) / 1000.0
         out[p] = min(max(v, lo), hi)
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from reports.collect import nice_bucket_s, spectrum, spectrum_grid
@@ -23,10 +25,18 @@ def test_spectrum_of_a_histogram_ends_at_its_max():
     for v in range(1, 1001):
         h.record_value(v * 1000)  # 1..1000 ms
     s = spectrum(h, "t", "ttfa_ms")
-    assert s.count == 1000 and s.values_ms[-1] == pytest.approx(1000, rel=1e-3)
-    p50 = s.values_ms[s.percentiles.index(50.0)] if 50.0 in s.percentiles else None
-    assert p50 is None or p50 == pytest.approx(500, rel=2e-3)
+    assert s.count == 1000 and s.values_ms[-1] == s.max_ms == 1000.0
     assert s.values_ms == sorted(s.values_ms)
+    assert len(s.percentiles) == len(s.values_ms) == 3 * 24 + 1
+    # every point, the median region included (48.9 % and 53.6 % are grid points; 50 % is
+    # not): the value of nearest rank ceil(p/100 * 1000), read as HDR's highest equivalent
+    # (3 significant digits: at most 0.1 % above); the last point is the max by design
+    for p, v in zip(s.percentiles[:-1], s.values_ms[:-1], strict=True):
+        exact = float(max(1, math.ceil(round(p * 10, 9))))  # value k ms has rank k
+        assert exact <= v <= min(exact * 1.001, 1000.0), (p, v, exact)
+    assert s.values_ms[0] == 1.0  # p0: the minimum
+    near = [v for p, v in zip(s.percentiles, s.values_ms, strict=True) if 45 < p < 55]
+    assert near and all(450 < v < 550 for v in near)
 
 
 def test_bucket_sizes():
@@ -36,10 +46,20 @@ def test_bucket_sizes():
     assert nice_bucket_s(30 * 86400) == 43200
 
 
-@pytest.mark.parametrize("text", ["ttfa_ms.p95<800", "turn_ms.p999 <= 3000", "error_rate<0.01",
-                                  "success_ratio>=0.99", "connect_ms.max<50"])
-def test_thresholds_parse(text):
-    parse_threshold(text)
+@pytest.mark.parametrize("text, want", [
+    ("ttfa_ms.p95<800", ("ttfa_ms", "p95", "<", 800.0, None)),
+    ("turn_ms.p999 <= 3000", ("turn_ms", "p999", "<=", 3000.0, None)),
+    ("error_rate<0.01", ("error_rate", None, "<", 0.01, None)),
+    ("success_ratio>=0.99", ("success_ratio", None, ">=", 0.99, None)),
+    ("connect_ms.max<50", ("connect_ms", "max", "<", 50.0, None)),
+    ("late_starts==0", ("late_starts", None, "==", 0.0, None)),
+    ("ttfa_ms.p95[60s]<800 abort_on_fail", ("ttfa_ms", "p95", "<", 800.0, 60.0)),
+    ("ttfa_ms.p99.9<=1s", ("ttfa_ms", "p99.9", "<=", 1000.0, None)),
+])
+def test_thresholds_parse(text, want):
+    t = parse_threshold(text)
+    assert (t.metric, t.stat, t.op, t.value, t.window_s) == want
+    assert t.expr == text.replace(" abort_on_fail", "").strip()
 
 
 @pytest.mark.parametrize("text", ["ttfa_ms<800", "error_rate.p95<1", "ttfa_ms.p95 ~ 3", ""])
