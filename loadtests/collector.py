@@ -193,7 +193,7 @@ class Collector:
         return points
 
     def _loadgen(self, worker, users, in_flight, c: Counters, send99, loop99, cpu, over, t_ns):
-        extra = {"no_slot": c.no_slot, "dropped": c.dropped, "sessions": c.sessions,
+        extra = {"no_slot": c.no_slot, "dropped": c.dropped, "cut": c.cut, "sessions": c.sessions,
                  "errors": c.sessions - c.sessions_ok, "overloaded": int(over)}
         if loop99 is not None:
             extra["loop_lag_p99_ms"] = float(loop99)

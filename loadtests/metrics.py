@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from probes.results import SessionResult
 from telemetry.hdr import SESSION_LATENCY_METRICS, SeriesHistogram
+from telemetry.stats import rank
 
 #: Per-turn metrics with a histogram (ms). Names are docs/metrics.md's, as stored and as in thresholds.
 TURN_HDR_METRICS = ("ttfa_ms", "ttft_ms", "vad_ms", "turn_ms", "ttfa_sent_ms", "gap_p95_ms",
@@ -103,15 +104,15 @@ class ScenarioTally:
             self.wer[k] = self.wer.get(k, 0) + n
 
     def wer_percentile(self, p: float) -> float | None:
-        """Nearest rank (round(p/100 * n), at least 1), as telemetry.query and HDR use."""
+        """Nearest rank, the one rule (telemetry.stats.rank: ceil(p/100 * n))."""
         n = self.wer_count
         if not n:
             return None
-        rank = min(n, max(1, int(p / 100.0 * n + 0.5)))
+        want = rank(n, p)
         seen = 0
         for k in sorted(self.wer):
             seen += self.wer[k]
-            if seen >= rank:
+            if seen >= want:
                 return round(k * WER_STEP, 6)
         return None  # unreachable: the counts add up to n
 

@@ -15,11 +15,9 @@ from loadtests.metrics import (
     GENERATOR_METRICS,
     SESSION_HDR_METRICS,
     TURN_HDR_METRICS,
-    WER_STEP,
     Delta,
     ScenarioTally,
 )
-from telemetry.stats import rank
 
 PCTS = (50.0, 90.0, 95.0, 99.0, 99.9)
 
@@ -174,21 +172,8 @@ def scenario_stats(t: ScenarioTally) -> tuple[dict[str, dict], WerStats | None]:
     checks = {k: {"passed": p, "total": n} for k, (p, n) in sorted(t.checks.items())}
     wer = None
     if t.wer_count:
-        wer = WerStats(t.wer_count, t.wer_mean, tally_percentile(t.wer, t.wer_count, 95.0))
+        wer = WerStats(t.wer_count, t.wer_mean, t.wer_percentile(95.0))
     return checks, wer
-
-
-def tally_percentile(counts: dict[int, int], n: int, p: float) -> float | None:
-    """Nearest-rank percentile (telemetry.stats.rank) of a WER tally: key k counted n times
-    stands for k * WER_STEP."""
-    if not n:
-        return None
-    want, seen = rank(n, p), 0
-    for k in sorted(counts):
-        seen += counts[k]
-        if seen >= want:
-            return round(k * WER_STEP, 6)
-    return None  # unreachable: the counts add up to n
 
 
 def metric_stats(total: Delta) -> list[MetricStats]:

@@ -93,7 +93,8 @@ class ReportData:
 
 DEFAULT_INTERVAL_S = 10.0  # docs/design.md: one `latency` point per 10 s interval
 #: loadgen fields the query layer's `loadgen()` leaves out (written by loadtests' collector)
-LOADGEN_EXTRA = ("sessions", "errors", "no_slot", "dropped", "overloaded", "loop_lag_p99_ms")
+LOADGEN_EXTRA = ("sessions", "errors", "no_slot", "dropped", "cut", "overloaded",
+                 "loop_lag_p99_ms")
 
 
 def nice_bucket_s(span_s: float, min_s: float = DEFAULT_INTERVAL_S) -> int:

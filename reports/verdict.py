@@ -7,10 +7,10 @@ vocabulary and percentile rule), judged from the stored points of the report's r
 - `error_rate`, `success_ratio`, `sessions`, `sessions_ok`, `errors`: the `session` points, per
   target; `turn_error_rate`: the `turn` points, per target;
 - `late_starts`, `late_rate`, `arrivals_due`, `arrivals_started`, `start_rate`, `no_slot`,
-  `dropped`: the load run's `loadgen` points (worker `all`), once for the run;
+  `dropped`, `cut`: the load run's `loadgen` points (worker `all`), once for the run (`cut`
+  only from runs that stored it: older points have no such field, and read as no data);
 - `[WINDOW]` (ttfa_ms.p95[60s]<800): the same over the last WINDOW of the data, to the
   granularity of the stored intervals (points stamped after last - WINDOW).
-`cut` is not stored: only the run's own verdict (`judged`) can say; here it shows "no data".
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ __all__ = ["Check", "Verdict", "evaluate", "parse_threshold"]
 
 SESSION_COUNTERS = ("error_rate", "success_ratio", "sessions", "sessions_ok", "errors")
 LOADGEN_COUNTERS = ("late_starts", "late_rate", "arrivals_due", "arrivals_started",
-                    "start_rate", "no_slot", "dropped")
+                    "start_rate", "no_slot", "dropped", "cut")
 
 
 @dataclass(slots=True)
@@ -68,8 +68,11 @@ def _loadgen_value(th: Threshold, rows: list) -> float | None:
     rows = [r for r in rows if r.worker == "all"] or rows
     if not rows:
         return None
+    if th.metric == "cut" and not any("cut" in r.values for r in rows):
+        return None
     total = {k: sum(float(r.values.get(k) or 0) for r in rows)
-             for k in ("late_starts", "arrivals_due", "arrivals_started", "no_slot", "dropped")}
+             for k in ("late_starts", "arrivals_due", "arrivals_started", "no_slot", "dropped",
+                       "cut")}
     if th.metric == "late_rate":
         started = total["arrivals_started"]
         return total["late_starts"] / started if started else None
@@ -85,8 +88,8 @@ def _loadgen_value(th: Threshold, rows: list) -> float | None:
 def _values(th: Threshold, data, query, cache: dict) -> list[tuple[str, float | None]]:
     """(target, value) pairs a threshold judges; target "run" for run counters."""
     targets = [s.target for s in data.summary]
-    if th.metric in LOADGEN_COUNTERS or th.metric == "cut":
-        rows = data.loadgen if th.metric != "cut" else []
+    if th.metric in LOADGEN_COUNTERS:
+        rows = data.loadgen
         if th.window_s and rows:
             lo, hi = _trailing([r.time_ns for r in rows], th.window_s)
             rows = [r for r in rows if lo <= r.time_ns < hi]
