@@ -112,7 +112,8 @@ def hist_statistic(h, stat: str) -> float | None:
 
 
 def parse_duration_s(text: str) -> float:
-    """Seconds from "30", "30s", "250ms", "5m", "1h". Raises ValueError."""
+    """Seconds from "30", "30s", "250ms", "5m", "1h" (a window). Raises ValueError. (telemetry
+    may import only probes.results and the rank from probes, so not probes.spec's parser.)"""
     t = str(text).strip()
     for unit, mult in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
         if t.endswith(unit) and (unit != "s" or not t.endswith("ms")):
