@@ -26,6 +26,7 @@ def simulator():
         yield sim
 
 
+@pytest.mark.slow
 def test_probe_json_document_and_store(simulator, tmp_path):
     store = tmp_path / "vp.db"
     out = vp("probe", "--url", simulator.realtime_url(), "--model", "sim-fast", "--turns", "2",
@@ -85,6 +86,7 @@ def test_probe_unset_key_variable_is_a_config_error(tmp_path):
         in out.stderr
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     """The README's first command: service probes, an injected regression that fires, a load
     run, the summary, two voice scenarios and a report, in about a minute and a half."""
@@ -110,6 +112,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_load_writes_a_report_when_asked(simulator, tmp_path):
     cfg = tmp_path / "voicepulse.yaml"
     cfg.write_text(f"targets:\n  sim-fast: {{url: '{simulator.realtime_url()}', model: sim-fast, "
@@ -126,6 +129,8 @@ def test_load_writes_a_report_when_asked(simulator, tmp_path):
 SCENARIOS = os.path.join(os.path.dirname(__file__), "..", "..", "scenarios")
 
 
+@pytest.mark.slow
+@pytest.mark.needs_tool("espeak-ng")
 def test_probe_a_scenario_file_by_path(simulator, tmp_path):
     """`--scenario FILE` with `--url` on loopback: the simulator is steered by the script's
     hints, so the example support call makes its tool call and the JSON carries the checks."""
@@ -142,6 +147,7 @@ def test_probe_a_scenario_file_by_path(simulator, tmp_path):
     assert bye["tool_ms"] is None and bye["wer"] == 0.0
 
 
+@pytest.mark.needs_tool("espeak-ng")
 def test_turns_option_is_refused_for_a_scripted_scenario(simulator, tmp_path):
     out = vp("probe", "--url", simulator.realtime_url(), "--model", "sim-fast", "--turns", "3",
              "--scenario", os.path.join(SCENARIOS, "interrupting-caller.yaml"),

@@ -176,6 +176,7 @@ def test_a_wrong_option_is_caught_by_the_cli_parse():
         main.get_command(ctx, "load").make_context("load", ["--no-such-option"])
 
 
+@pytest.mark.slow
 def test_example_config_probes_the_simulator(sim):
     """The stack's example targets and scenario complete a real session against the simulator
     (only the host differs: `sim` in the compose network, loopback here)."""

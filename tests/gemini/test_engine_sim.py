@@ -30,6 +30,7 @@ def _p99(values: list[float]) -> float:
 
 
 @pytest.mark.parametrize("mode", ["server_vad", "manual"])
+@pytest.mark.slow
 def test_single_session_ttfa_within_2ms_of_truth(gsim, mode):
     sc = Scenario(turns=3, utterance_s=1.0, turn_mode=mode, pause_s=0.1)
     res = run_session(target(gsim, transcription_model="on"), sc, api_key="x")
@@ -66,6 +67,7 @@ def test_input_is_rendered_at_16k(gsim):
     assert tt["usage"]["promptTokensDetails"][0]["tokenCount"] == math.ceil(tt["input_audio_ms"] / 40)
 
 
+@pytest.mark.slow
 def test_50_concurrent_sessions_p99_within_5ms(gsim):
     sc = Scenario(turns=2, utterance_s=1.0, pause_s=0.2)
     results: list = [None] * 50
@@ -132,6 +134,7 @@ def test_unknown_key_is_http_401():
     assert res.outcome == "http_401" and "wrong-key-456" not in res.error
 
 
+@pytest.mark.slow
 def test_50_greenlets_gevent_patched_p99_within_5ms(gsim):
     import json
     import subprocess

@@ -15,8 +15,9 @@ import pytest
 from probes.session import run_session
 from probes.spec import Scenario, Target
 from tests.simulator.wire import silence, tone_speech
+from tests.tools import require_module
 
-genai = pytest.importorskip("google.genai")
+genai = require_module("google.genai", "google-genai")  # the test extra (fails under CI)
 from google.genai import types  # noqa: E402
 
 RATE = 16000
@@ -85,6 +86,7 @@ def test_engine_over_wss_with_ca_file(gsim_tls):
     assert run_session(untrusted, Scenario(turns=1), api_key="x").outcome == "tls"
 
 
+@pytest.mark.slow
 def test_voicepulse_probe_cli_gemini_wss_ca_file(gsim_tls, tmp_path):
     env = dict(os.environ, SIM_API_KEY="x")
     out = subprocess.run(

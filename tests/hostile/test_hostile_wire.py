@@ -124,6 +124,7 @@ def _session_mem(url: str, first_audio: float, done: float) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_tiny_delta_flood_memory_is_bounded():
     """An endless stream of 4-byte audio deltas for 4 s: the session keeps a timestamp and a
     size per delta, so memory grows with the flood rate but stays bounded by the deadline."""
@@ -133,6 +134,7 @@ def test_tiny_delta_flood_memory_is_bounded():
     assert m["rss_growth_mb"] < 64, m
 
 
+@pytest.mark.slow
 def test_transcript_flood_memory_is_bounded():
     """The hostile server sends 48 MiB of 64 KB transcript deltas, then idles: a probe must not
     keep them all."""
@@ -143,6 +145,7 @@ def test_transcript_flood_memory_is_bounded():
     assert m["rss_growth_mb"] < 16, m
 
 
+@pytest.mark.slow
 def test_turns_are_results_when_a_deadline_cuts_a_flood():
     stop = threading.Event()  # as the scheduler passes it
     bad = []

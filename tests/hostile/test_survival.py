@@ -16,7 +16,7 @@ import pytest
 
 from tests.hostile.hostile_server import ROOT, HostileProcess
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 MODES = ("garbage-json", "deep-nesting", "unknown-events", "tiny-deltas", "never-done", "slowloris",
          "oversized")

@@ -14,7 +14,6 @@ from loadtests.metrics import Delta, ScenarioTally
 from loadtests.plan import LoadConfig, Plan
 from loadtests.run import run_load
 from loadtests.summary import LoadSummary, scenario_stats
-from probes import audio
 from probes.results import SessionResult, TurnResult
 from telemetry.stats import percentile as nearest_rank
 from tests.sim_server import ROOT, SimProcess
@@ -72,7 +71,7 @@ def _results(tmp_path: Path) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-@pytest.mark.skipif(not audio.espeak_available(), reason="espeak-ng is not installed")
+@pytest.mark.needs_tool("espeak-ng")
 def test_support_call_over_two_processes_sums_checks_and_wer(tmp_path, monkeypatch):
     from voicepulse.config import load_scenario_file, sim_target
 

@@ -14,9 +14,7 @@ import pytest
 
 from probes import audio
 
-needs_espeak = pytest.mark.skipif(
-    not audio.espeak_available(), reason="espeak-ng is not installed (apt-get install espeak-ng)"
-)
+needs_espeak = pytest.mark.needs_tool("espeak-ng")
 
 SHORT = "Hi."
 MEDIUM = "Hello there, how are you today?"

@@ -1,7 +1,6 @@
 """`voicepulse load` itself under a pseudo-terminal (tmux) and piped: the live block, plain lines.
 
-Skipped until `voicepulse load` draws voicepulse.progress (the lead wires it; see
-README.md ("Reports")). The progress renderer itself is tested with a script in test_progress.py.
+The progress renderer itself is tested with a script in test_progress.py.
 """
 
 from __future__ import annotations
@@ -14,13 +13,11 @@ import pytest
 
 from tests.tools import require_tool
 
-from .test_progress import ESC, ROOT, Tmux, _env
+from .test_progress import ESC, Tmux, _env
 
-CMD_LOAD = ROOT / "voicepulse" / "cmd_load.py"
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.timeout(120),
-    pytest.mark.skipif(not CMD_LOAD.exists() or "progress" not in CMD_LOAD.read_text(),
-                       reason="voicepulse load does not draw voicepulse.progress yet"),
 ]
 
 

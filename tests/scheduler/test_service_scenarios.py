@@ -25,7 +25,8 @@ from tests.sim_server import SimProcess
 from voicepulse.cmd_service import build_recorder
 from voicepulse.config import load_config
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.system, pytest.mark.slow, pytest.mark.timeout(120),
+              pytest.mark.needs_tool("espeak-ng")]  # the scenario files speak
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "sim-secret-key-7f3a9c"  # must never show on the status endpoint

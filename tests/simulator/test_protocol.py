@@ -24,6 +24,7 @@ from tests.simulator.wire import (
     tone_speech,
     types,
 )
+from tests.tools import require_module
 
 GA_TURN = [
     "input_audio_buffer.committed", "conversation.item.added", "conversation.item.done",
@@ -259,7 +260,7 @@ def test_input_transcription_marker_and_wer(sim):
     assert len(heard) == 50
     errors = sum(a != b for a, b in zip(words, heard, strict=True))
     assert errors == 10  # 20 % of 50 words, substitutions only
-    jiwer = pytest.importorskip("jiwer")
+    jiwer = require_module("jiwer")
     assert jiwer.wer(script, done["transcript"]) == pytest.approx(0.2)
 
 

@@ -125,6 +125,7 @@ async def _paced_turns(url: str, turns: int) -> tuple[str, list, list]:
     return created["session"]["id"], events, sends
 
 
+@pytest.mark.slow
 def test_truth_matches_arrival_within_2ms(timing_sim):
     """speech_end_ns, speech_stopped_ns, first_audio_ns and response_done_ns against the client."""
     import asyncio
@@ -246,6 +247,7 @@ def test_profile_change_takes_effect_mid_session(sim):
 
 
 @pytest.mark.parametrize("interrupt", [True, False])
+@pytest.mark.slow
 def test_barge_in_cancels_after_profile_delay(sim, interrupt):
     sim.set_profile(model="barge", ttfa_ms=50, reply_s=3.0, cancel_delay_ms=120)
 

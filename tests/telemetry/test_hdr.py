@@ -56,6 +56,7 @@ def test_point_fields_match_raw_values():
         assert p.fields[name] == pytest.approx(nearest_rank(s, q), rel=1e-3)
 
 
+@pytest.mark.slow
 def test_merge_over_an_hour_of_intervals_equals_raw_and_averaging_does_not():
     """360 intervals of 10 s; the load changes over the hour (a slow half hour with few
     samples), so the mean of per-interval p99s is far from the p99 of the hour."""
