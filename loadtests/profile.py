@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from telemetry.stats import parse_duration_s  # "30s", "250ms", "5m": one parser for windows too
+
 SHAPES = ("ramp", "step", "spike", "soak")
 
 
@@ -18,15 +20,6 @@ SHAPES = ("ramp", "step", "spike", "soak")
 class Stage:
     duration_s: float
     target: float
-
-
-def parse_duration_s(text: str) -> float:
-    """Seconds from "30", "30s", "250ms", "5m", "1h". Raises ValueError."""
-    t = str(text).strip()
-    for unit, mult in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
-        if t.endswith(unit) and (unit != "s" or not t.endswith("ms")):
-            return float(t[: -len(unit)]) * mult
-    return float(t)
 
 
 def parse_stages(text: str) -> list[Stage]:
