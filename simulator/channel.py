@@ -71,8 +71,20 @@ class WebsocketsChannel:
         await self.ws.close(code, reason)
 
 
+class BinaryWsChannel(WebsocketsChannel):
+    """WebsocketsChannel whose server frames are BINARY, as Gemini's are."""
+
+    async def write(self, payload: bytes) -> int:
+        t = time.monotonic_ns()
+        await self.ws.send(payload)  # bytes: a binary frame
+        return t
+
+
 class FastChannel(asyncio.Protocol):
     """Owns the transport after the handshake (see module doc)."""
+
+    OPCODE = 0x1  # server frames are TEXT
+    FALLBACK: type = WebsocketsChannel
 
     def __init__(self, ws, max_size: int):
         self.ws = ws  # the websockets connection: flow control and connection_lost go back to it
@@ -92,12 +104,12 @@ class FastChannel(asyncio.Protocol):
 
     @classmethod
     def take_over(cls, ws, max_size: int):
-        """A FastChannel, or a WebsocketsChannel if websockets already holds client data."""
+        """A FastChannel, or its FALLBACK if websockets already holds client data."""
         reader = getattr(ws.protocol, "reader", None)
         pending = getattr(reader, "buffer", b"")
         queued = getattr(ws, "recv_messages", None)
         if pending or (queued is not None and len(getattr(queued, "frames", ()))):
-            return WebsocketsChannel(ws, max_size)
+            return cls.FALLBACK(ws, max_size)
         return cls(ws, max_size)
 
     # ---- asyncio.Protocol -------------------------------------------------------------------
@@ -233,7 +245,7 @@ class FastChannel(asyncio.Protocol):
             if not self.open:
                 raise _closed_exc(*(self.close_rcvd or (None, "")), ok=False)
         t = time.monotonic_ns()
-        tr.write(frame_header(len(payload)) + payload)
+        tr.write(frame_header(len(payload), self.OPCODE) + payload)
         return t
 
     async def close(self, code: int, reason: str, timeout: float = 2.0) -> None:
@@ -250,3 +262,10 @@ class FastChannel(asyncio.Protocol):
                 pass
             self.transport.close()
         self._wake()
+
+
+class BinaryFastChannel(FastChannel):
+    """FastChannel whose server frames are BINARY (opcode 2), as Gemini's are."""
+
+    OPCODE = 0x2
+    FALLBACK = BinaryWsChannel

@@ -19,7 +19,8 @@ import click
 
 from .control import control_serve
 from .profiles import ProfileBook, ProfileError
-from .server import SimOptions, SimServer, SimState, ws_serve
+from .server import SimServer, ws_serve
+from .state import SimOptions, SimState
 from .truth import TruthLog
 
 

@@ -15,7 +15,7 @@ import orjson
 
 from .faults import FaultError
 from .profiles import ProfileError
-from .server import SimState
+from .state import SimState
 
 _MAX_BODY = 1024 * 1024
 _STATUS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",

@@ -25,10 +25,7 @@ audio and ground truth.
 from __future__ import annotations
 
 import asyncio
-import binascii
-import logging
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -37,105 +34,32 @@ import numpy as np
 import orjson
 from websockets.exceptions import ConnectionClosed
 
-from . import audio, markers, pacing
-from .channel import MAX_MESSAGE, FastChannel, WebsocketsChannel, frame_header
+from . import markers, reply
+from .channel import BinaryFastChannel, BinaryWsChannel
 from .faults import SESSION_KINDS, TURN_KINDS, Fault
-from .openai_session import abort_rst, rand_id, tokens_for_text
+from .gemini_wire import (
+    AUDIO_HEAD,
+    AUDIO_TAIL,
+    GO_AWAY_REASON,
+    IN_RATE,
+    INTERNAL_REASON,
+    RATE_RE,
+    ReplyWire,
+    b64decode_any,
+    camelize,
+    close_for,
+    usage,
+)
+from .session_base import HeardTurn, Session, lifetime_s
 from .truth import SessionTruth, TurnTruth
+from .util import rand_id, tokens_for_text
 from .vad import EnergyVAD
 
 if TYPE_CHECKING:
     from .profiles import Profile
-    from .server import SimState
+    from .state import SimState
 
-log = logging.getLogger("simulator")
-
-IN_RATE = 16000
-OUT_MIME = b"audio/pcm;rate=24000"
-AUDIO_TOKENS_PER_S = 25
 SETUP_TIMEOUT_S = 30.0
-QUOTA_REASON = "You exceeded your current quota, please check your plan and billing details."
-INTERNAL_REASON = "Internal error encountered."
-GO_AWAY_REASON = "The operation was aborted."
-_URLSAFE = bytes.maketrans(b"-_", b"+/")
-_RATE = re.compile(r"rate=(\d+)")
-_AUDIO_HEAD = b'{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","data":"'
-_AUDIO_TAIL = b'"}}}'
-
-#: Paths served (after collapsing leading slashes); group 1 is the API version.
-PATH_RE = re.compile(
-    r"^/ws/google\.ai\.generativelanguage\.(v1|v1beta|v1alpha)\.GenerativeService\."
-    r"BidiGenerateContent(Constrained)?$"
-    r"|^/ws/google\.cloud\.aiplatform\.(v1|v1beta1)\.LlmBidiService/BidiGenerateContent$"
-)
-
-
-def close_for(code: str | None) -> tuple[int, str]:
-    """A fault's error code -> (close code, reason) as Gemini reports it."""
-    c = str(code or "").lower()
-    if c in ("1007", "invalid_argument", "invalid_value", "invalid_request_error"):
-        return 1007, "Request contains an invalid argument."
-    if c in ("1008", "not_found", "policy_violation", "permission_denied"):
-        return 1008, "Requested entity was not found."
-    if c in ("rate_limit_exceeded", "quota", "resource_exhausted", "quota_exceeded"):
-        return 1011, QUOTA_REASON
-    return 1011, INTERNAL_REASON
-
-
-def camel(k: str) -> str:
-    if "_" not in k:
-        return k
-    head, *rest = k.split("_")
-    return head + "".join(p[:1].upper() + p[1:] for p in rest)
-
-
-def camelize(obj):
-    """snake_case keys -> camelCase, at every level."""
-    if isinstance(obj, dict):
-        return {camel(k) if isinstance(k, str) else k: camelize(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [camelize(v) for v in obj]
-    return obj
-
-
-def b64decode_any(b64: bytes | str) -> bytes:
-    """Standard or URL-safe base64 (padding optional); raises ValueError."""
-    if isinstance(b64, str):
-        b64 = b64.encode("ascii", "replace")
-    b64 = b64.translate(_URLSAFE)
-    b64 += b"=" * (-len(b64) % 4)
-    try:
-        return binascii.a2b_base64(b64, strict_mode=True)
-    except (binascii.Error, ValueError) as e:
-        raise ValueError(str(e)) from None
-
-
-class BinaryFastChannel(FastChannel):
-    """FastChannel whose server frames are BINARY (opcode 2), as Gemini's are."""
-
-    @classmethod
-    def take_over(cls, ws, max_size: int):
-        chan = super().take_over(ws, max_size)
-        return BinaryWsChannel(ws, max_size) if type(chan) is WebsocketsChannel else chan
-
-    async def write(self, payload: bytes) -> int:
-        if not self.open:
-            raise ConnectionClosed(None, None)
-        tr = self.transport
-        if tr.get_write_buffer_size() >= 64 * 1024:
-            await self.ws.drain()
-            if not self.open:
-                raise ConnectionClosed(None, None)
-        t = time.monotonic_ns()
-        tr.write(frame_header(len(payload), 0x2) + payload)
-        return t
-
-
-class BinaryWsChannel(WebsocketsChannel):
-    async def write(self, payload: bytes) -> int:
-        t = time.monotonic_ns()
-        await self.ws.send(payload)  # bytes: a binary frame
-        return t
 
 
 @dataclass(slots=True)
@@ -148,30 +72,24 @@ class GeminiConnInfo:
 
 
 @dataclass(slots=True)
-class InputTurn:
-    speech_start_ns: int | None = None
-    speech_end_ns: int | None = None
+class InputTurn(HeardTurn):
     start_ms: float = 0.0
     end_ms: float | None = None
 
 
 @dataclass(slots=True)
-class Reply:
-    truth: TurnTruth
-    trigger_ns: int
-    task: asyncio.Task | None = None
+class GeminiReply(reply.Reply):
     interrupted: bool = False
-    faults: dict = field(default_factory=dict)
     input_ms: float = 0.0
     in_text: int = 0  # input text tokens (instructions + clientContent text)
-    text: list = field(default_factory=list)
-    input_index: int | None = None  # the user input answered (markers.py counts them)
 
 
-class GeminiSession:
+class GeminiSession(Session):
+    INTERNAL_REASON = INTERNAL_REASON
+    CHANNELS = (BinaryFastChannel, BinaryWsChannel)
+
     def __init__(self, state: SimState, ws, info: GeminiConnInfo):
-        self.state, self.ws, self.info = state, ws, info
-        self.rng = state.rng
+        super().__init__(state, ws, info)
         self.id = "gsess_" + rand_id(20)
         self.model = ""
         self.setup: dict = {}
@@ -187,24 +105,9 @@ class GeminiSession:
         self.total_ms = 0.0
         self.turn_start_ms = 0.0
         self.input: InputTurn | None = None
-        self.active: Reply | None = None
-        self.turn_index = 0
-        self.user_inputs = 0  # user inputs so far (audio turns + user text turns)
-        self.transcribed = 0  # user audio turns whose transcription was started
+        self.active: GeminiReply | None = None
         self.turn_faults: list[Fault] = []
-        self.closing = False
-        self.tasks: set[asyncio.Task] = set()
         self.lifetime_s = 0.0
-
-    @property
-    def profile(self) -> Profile:
-        return self.state.profiles.for_model(self.model)
-
-    def _spawn(self, coro) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
 
     async def send(self, obj: dict) -> int:
         return await self.chan.write(orjson.dumps(obj))
@@ -218,57 +121,24 @@ class GeminiSession:
 
     # ---- lifecycle --------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        st = self.info.truth
-        st.session_id = self.id
-        make = BinaryFastChannel.take_over if self.state.options.reader == "fast" else BinaryWsChannel
-        self.chan = make(self.ws, MAX_MESSAGE)
-        self.state.sessions.add(self)
-        timers: list[asyncio.TimerHandle] = []
+    async def start(self) -> bool:
         try:
-            try:
-                raw, t = await asyncio.wait_for(self.chan.recv(), SETUP_TIMEOUT_S)
-            except TimeoutError:
-                await self.close(1007, "No setup message received.", "no_setup")
-                return
-            if not await self.on_setup(raw):
-                return
-            delay = self.profile.ready_delay_ms.sample(self.rng)
-            if delay > 0:
-                await asyncio.sleep(delay / 1000)
-            st.ready_ns = await self.send({"setupComplete": {"sessionId": self.id}})
-            loop = asyncio.get_running_loop()
-            lead = min(max(self.state.options.go_away_lead_s, 0.0), self.lifetime_s)
-            timers.append(loop.call_later(self.lifetime_s - lead,
-                                          lambda: self._spawn(self.go_away(lead))))
-            timers.append(loop.call_later(self.lifetime_s, lambda: self._spawn(self.expire())))
-            while True:
-                raw, t = await self.chan.recv()
-                try:
-                    await self.dispatch(raw, t)
-                except ConnectionClosed:
-                    raise
-                except Exception:  # a bug must not take the server down: close as Gemini would
-                    log.exception("simulator: error handling a Gemini client message")
-                    await self.close(1011, INTERNAL_REASON, "closed_1011")
-                    return
-        except ConnectionClosed:
-            pass
-        finally:
-            self.closing = True
-            for h in timers:
-                h.cancel()
-            for task in list(self.tasks):
-                task.cancel()
-            if self.tasks:
-                await asyncio.gather(*self.tasks, return_exceptions=True)
-            self.state.sessions.discard(self)
-            if isinstance(self.chan, FastChannel) and self.chan.open:
-                await self.chan.close(1011, INTERNAL_REASON)
-            st.closed_ns = time.monotonic_ns()
-            st.close_code = self.chan.close_code
-            if st.outcome == "open":
-                st.outcome = "closed"
+            raw, t = await asyncio.wait_for(self.chan.recv(), SETUP_TIMEOUT_S)
+        except TimeoutError:
+            await self.close(1007, "No setup message received.", "no_setup")
+            return False
+        if not await self.on_setup(raw):
+            return False
+        await self.ready_delay()
+        self.info.truth.ready_ns = await self.send({"setupComplete": {"sessionId": self.id}})
+        lead = min(max(self.state.options.go_away_lead_s, 0.0), self.lifetime_s)
+        self.later(self.lifetime_s - lead, lambda: self.go_away(lead))
+        self.later(self.lifetime_s, self.expire)
+        return True
+
+    async def internal_error(self) -> bool:
+        await self.close(1011, INTERNAL_REASON, "closed_1011")  # as Gemini would
+        return False
 
     async def on_setup(self, raw: bytes) -> bool:
         st = self.info.truth
@@ -319,10 +189,7 @@ class GeminiSession:
         faults += self.state.faults.pick(prof, self.model, TURN_KINDS, per="session")
         st.faults += [f.record() for f in faults if f.kind in SESSION_KINDS]
         self.turn_faults = [f for f in faults if f.kind in TURN_KINDS]
-        self.lifetime_s = prof.session_max_s
-        for f in faults:
-            if f.kind == "session_expiry":
-                self.lifetime_s = min(self.lifetime_s, float(f.params["after_s"]))
+        self.lifetime_s = lifetime_s(prof, faults)
         return True
 
     async def go_away(self, lead_s: float) -> None:
@@ -344,8 +211,8 @@ class GeminiSession:
     # ---- client messages --------------------------------------------------------------------
 
     async def dispatch(self, raw: bytes, t: int) -> None:
-        if raw.startswith(_AUDIO_HEAD) and raw.endswith(_AUDIO_TAIL):  # the bulk: plain audio
-            b64 = raw[len(_AUDIO_HEAD):-len(_AUDIO_TAIL)]
+        if raw.startswith(AUDIO_HEAD) and raw.endswith(AUDIO_TAIL):  # the bulk: plain audio
+            b64 = raw[len(AUDIO_HEAD):-len(AUDIO_TAIL)]
             if b'"' not in b64 and b"\\" not in b64:
                 await self.on_audio(b64, IN_RATE, t)
                 return
@@ -388,7 +255,7 @@ class GeminiSession:
             if not isinstance(data, str):
                 await self.close(1007, "realtime_input.audio.data must be base64.", "closed_1007")
                 return
-            m = _RATE.search(str(a.get("mimeType") or ""))
+            m = RATE_RE.search(str(a.get("mimeType") or ""))
             await self.on_audio(data.encode("ascii", "replace"), int(m.group(1)) if m else IN_RATE, t)
         if "activityStart" in body:
             if not self.manual:
@@ -470,15 +337,7 @@ class GeminiSession:
         if r is None or r.interrupted:
             return
         r.interrupted = True
-        delay = self.profile.cancel_delay_ms.sample(self.rng)
-        if delay > 0:
-            asyncio.get_running_loop().call_later(delay / 1000, self._cancel, r)
-        else:
-            self._cancel(r)
-
-    def _cancel(self, r: Reply) -> None:
-        if r.task is not None and not r.task.done():
-            r.task.cancel()
+        self.cancel_later(r)
 
     def start_reply(self, trigger_ns: int, trigger: str, *, turn: InputTurn | None = None,
                     stopped_ns: int | None = None, commit_ns: int | None = None,
@@ -496,15 +355,12 @@ class GeminiSession:
             tr.audio_start_ms, tr.audio_end_ms = int(turn.start_ms), int(end)
             self.turn_start_ms = end
         tr.input_audio_ms = int(input_ms)
-        r = Reply(tr, trigger_ns, input_ms=input_ms)
+        r = GeminiReply(truth=tr, trigger_ns=trigger_ns, input_ms=input_ms)
         if trigger != "toolResponse" and self.user_inputs:
             r.input_index = self.user_inputs - 1
         r.in_text = tokens_for_text(self.instructions) + math.ceil(text_chars / 4)
-        faults = list(self.turn_faults)
-        faults += self.state.faults.pick(self.profile, self.model, TURN_KINDS, per="turn")
-        for f in faults:
-            r.faults.setdefault(int(f.params.get("after_deltas", 0)), []).append(f)
-            tr.faults.append(f.record())
+        r.faults = reply.schedule_faults(self.turn_faults, self.state.faults, self.profile,
+                                         self.model, tr)
         self.active = r
         r.task = self._spawn(self.run_reply(r))
         if self.in_transcription and turn is not None:
@@ -514,98 +370,48 @@ class GeminiSession:
     async def transcribe(self, tr: TurnTruth, k: int) -> None:
         """Transcribe user audio turn k (0-based over transcribed turns), with the profile's WER
         seeded per session and turn as the OpenAI session does."""
-        delay = self.profile.transcription_delay_ms.sample(self.rng)
-        if delay > 0:
-            await asyncio.sleep(delay / 1000)
-        prof = self.profile
-        text = markers.transcript_for(self.instructions, k) or prof.transcript or "simulated speech"
-        if prof.wer > 0:
-            text = markers.inject_wer(text, prof.wer, f"{self.id}:{tr.turn_index}")
+        text = await self.transcript_text(k, f"{self.id}:{tr.turn_index}")
         tr.transcript = text
         try:
             await self.send({"serverContent": {"inputTranscription": {"text": text, "finished": True}}})
         except ConnectionClosed:
             pass
 
-    def usage(self, r: Reply) -> dict:
-        tr = r.truth
-        in_audio = math.ceil(r.input_ms * AUDIO_TOKENS_PER_S / 1000)
-        in_text = r.in_text
-        out_audio = math.ceil(tr.reply_audio_ms * AUDIO_TOKENS_PER_S / 1000)
-        u = {"promptTokenCount": in_audio + in_text, "responseTokenCount": out_audio,
-             "totalTokenCount": in_audio + in_text + out_audio,
-             "promptTokensDetails": [{"modality": "AUDIO", "tokenCount": in_audio},
-                                     {"modality": "TEXT", "tokenCount": in_text}],
-             "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": out_audio}]}
-        tr.usage = u
+    def usage(self, r: GeminiReply) -> dict:
+        r.truth.usage = u = usage(r.input_ms, r.in_text, r.truth.reply_audio_ms)
         return u
 
-    async def run_reply(self, r: Reply) -> None:
+    def cancel_wanted(self, r: GeminiReply) -> bool:
+        return r.interrupted
+
+    async def send_cancelled(self, r: GeminiReply) -> int:
         tr = r.truth
-        try:
-            await self.reply_body(r)
-        except asyncio.CancelledError:
-            if self.closing or not r.interrupted:
-                tr.status = "closed" if tr.status == "in_progress" else tr.status
-                raise
-            try:
-                await self.send({"serverContent": {"interrupted": True}})
-                tr.cancel_ns = await self.send({"serverContent": {"turnComplete": True},
-                                                "usageMetadata": self.usage(r)})
-                tr.response_done_ns = tr.cancel_ns
-                tr.status = "cancelled"
-            except ConnectionClosed:
-                tr.status = "closed"
-        except ConnectionClosed:
-            if tr.status == "in_progress":
-                tr.status = "closed"
-        finally:
-            if self.active is r:
-                self.active = None
-            self.state.truth.turn(tr)
+        await self.send({"serverContent": {"interrupted": True}})
+        t = await self.send({"serverContent": {"turnComplete": True}, "usageMetadata": self.usage(r)})
+        tr.response_done_ns = t
+        tr.status = "cancelled"
+        return t
 
-    async def fault_point(self, r: Reply, i: int, slot: list[int]) -> bool:
-        """Faults due before delta i; False when the reply must stop here."""
-        for f in r.faults.pop(i, ()):
-            k = f.kind
-            if k == "stall":
-                await asyncio.sleep(float(f.params["stall_s"]))
-                slot[0] = time.monotonic_ns() - i * slot[1]
-            elif k == "malformed_json":
-                await self.chan.write(b'{"serverContent":{"modelTurn":{"parts":[{"inlineData":{"data":"AAAA')
-            elif k == "oversized":
-                n = int(f.params["bytes"]) // 4 * 4
-                await self.chan.write(b'{"serverContent":{"modelTurn":{"parts":[{"inlineData":'
-                                      b'{"mimeType":"' + OUT_MIME + b'","data":"' + b"A" * n
-                                      + b'"}}]}}}')
-            elif k == "drop":
-                r.truth.status = "dropped"
-                self.info.truth.outcome = "dropped"
-                abort_rst(self.ws)
-                raise ConnectionClosed(None, None)
-            elif k in ("close_1011", "error_event", "response_failed"):
-                code, reason = (1011, INTERNAL_REASON) if k == "close_1011" else close_for(
-                    f.params.get("code"))
-                r.truth.status = "closed"
-                await self.close(code, reason, f"closed_{code}")
-                raise ConnectionClosed(None, None)
-        return True
+    async def fault_end(self, r: GeminiReply, f: Fault, due_ns: int) -> bool:
+        """close_1011 closes 1011; an error event or failed response closes as its code says."""
+        k = f.kind
+        code, reason = (1011, INTERNAL_REASON) if k == "close_1011" else close_for(
+            f.params.get("code"))
+        r.truth.status = "closed"
+        await self.close(code, reason, f"closed_{code}")
+        raise ConnectionClosed(None, None)
 
-    async def reply_body(self, r: Reply) -> None:
+    async def reply_body(self, r: GeminiReply) -> None:
         tr = r.truth
         prof = self.profile
-        slot0 = [0, 0]
+        wire = ReplyWire(self.out_transcription)
         if 0 in r.faults and any(f.kind in ("error_event", "response_failed") for f in r.faults[0]):
-            await self.fault_point(r, 0, slot0)
-        ttfa_ms = prof.ttfa_ms.sample(self.rng) * prof.ttfa_scale
-        tr.injected_ttfa_ms = round(ttfa_ms, 3)
-        first_ns = r.trigger_ns + int(ttfa_ms * 1e6)
+            await reply.apply_faults(self, r, wire, 0, [0, 0])
+        first_ns = reply.first_delta_ns(prof, self.rng, r.trigger_ns, tr)
         call = None if tr.trigger == "toolResponse" else markers.call_for(self.instructions,
                                                                           r.input_index)
         if call is not None and call.name in self.tools:
-            wait = first_ns - time.monotonic_ns()
-            if wait > 0:
-                await asyncio.sleep(wait / 1e9)
+            await reply.sleep_until(first_ns)
             try:
                 args = orjson.loads(call.arguments)
             except orjson.JSONDecodeError:
@@ -617,38 +423,9 @@ class GeminiSession:
                             "broken": call.broken}
             tr.status = "tool_call"  # the turn goes on after the toolResponse
             return
-        reply_ms = max(1, round(prof.reply_s.sample(self.rng) * 1000))
-        delta_ms = prof.delta_ms
-        n = math.ceil(reply_ms / delta_ms)
-        tr.planned_audio_ms = reply_ms
-        words = markers.reply_text(reply_ms / 1000, prof.reply_text).split()
-        per_delta: list[list[str]] = [[] for _ in range(n)]
-        for j, w in enumerate(words):
-            per_delta[j * n // len(words)].append(w)
-        slot = [first_ns, int(delta_ms * 1e6 / prof.speed)]
-        jitter = pacing.jitter_of(prof)
-        clip = audio.reply_clip("pcm16", delta_ms)
-        head = b'{"serverContent":{"modelTurn":{"parts":[{"inlineData":{"mimeType":"' + OUT_MIME + b'","data":"'
-        tail = b'"}}]}}}'
-        lateness = self.state.lateness
-        offset = self.rng.randrange(len(clip.chunks_b64))
-        for i in range(n):
-            if i in r.faults and not await self.fault_point(r, i, slot):
-                return
-            deadline = await pacing.until_due(i, slot, jitter, self.rng)
-            chunk_ms = delta_ms if i < n - 1 else reply_ms - (n - 1) * delta_ms
-            b64 = clip.chunk(offset + i) if chunk_ms == delta_ms else clip.partial(offset + i, chunk_ms)
-            t = await self.chan.write(head + b64 + tail)
-            pacing.audio_sent(tr, lateness, t, deadline, chunk_ms)
-            if per_delta[i] and self.out_transcription:
-                t2 = await self.send({"serverContent": {"outputTranscription": {
-                    "text": " ".join(per_delta[i]) + " "}}})
-                if tr.first_text_ns is None:
-                    tr.first_text_ns = t2
-            r.text.extend(per_delta[i])
-        for i in sorted(r.faults):
-            if not await self.fault_point(r, i, slot):
-                return
+        plan = reply.ReplyPlan(prof, self.rng, first_ns, tr, "pcm16")
+        if not await plan.play(self, r, wire, self.state.lateness):
+            return
         await self.send({"serverContent": {"generationComplete": True}})
         if self.active is r:
             self.active = None  # a new turn may start as soon as turnComplete is out

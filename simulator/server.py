@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -26,12 +24,13 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from .channel import MAX_MESSAGE
-from .faults import SESSION_KINDS, TURN_KINDS, UPGRADE_KINDS, FaultBoard
-from .gemini_session import PATH_RE as GEMINI_PATH_RE
+from .faults import SESSION_KINDS, TURN_KINDS, UPGRADE_KINDS
 from .gemini_session import GeminiConnInfo, GeminiSession
-from .openai_session import ConnInfo, OpenAISession, abort_rst
-from .profiles import ProfileBook
-from .truth import Lateness, SessionTruth, TruthLog
+from .gemini_wire import PATH_RE as GEMINI_PATH_RE
+from .openai_session import ConnInfo, OpenAISession
+from .state import SimState
+from .truth import SessionTruth
+from .util import abort_rst
 
 log = logging.getLogger("simulator")
 
@@ -45,31 +44,6 @@ _ERR = {400: ("invalid_request_error", "invalid_request"),
         429: ("requests", "rate_limit_exceeded"),
         500: ("server_error", "server_error"), 502: ("server_error", "bad_gateway"),
         503: ("server_error", "service_unavailable"), 504: ("server_error", "timeout")}
-
-
-@dataclass
-class SimOptions:
-    api_keys: list[str] = field(default_factory=list)  # empty = any non-empty key
-    beta: str = "on"  # on | retired
-    reader: str = "fast"  # fast (own frame reader after the handshake) | websockets
-    seed: int | None = None
-    go_away_lead_s: float = 60.0  # Gemini: goAway this long before the connection lifetime ends
-
-
-class SimState:
-    """Everything shared by the sessions and the control API."""
-
-    def __init__(self, profiles: ProfileBook, options: SimOptions, truth: TruthLog):
-        self.profiles = profiles
-        self.options = options
-        self.truth = truth
-        self.rng = random.Random(options.seed)
-        self.faults = FaultBoard(self.rng)
-        self.lateness = Lateness()
-        self.started_ns = time.monotonic_ns()
-        self.active_sessions = 0
-        self.sessions: set = set()  # live OpenAISession objects (closed on shutdown)
-        self.total_sessions = 0
 
 
 def json_response(status: int, body: dict, extra: dict | None = None) -> Response:
@@ -157,6 +131,31 @@ class SimServer:
     def __init__(self, state: SimState):
         self.state = state
 
+    async def admit(self, connection: ServerConnection, profile, faults: list, truth: SessionTruth,
+                    key: str | None) -> str | None:
+        """The upgrade-time faults and the key check, for every protocol: the connect delay (plus
+        slow_handshake), then refuse (a TCP reset), an injected HTTP status, a missing or unknown
+        key. None to upgrade; else "refused", the status ("503") or "key", with the outcome
+        recorded as truth."""
+        st = self.state
+        delay_ms = profile.connect_delay_ms.sample(st.rng)
+        delay_ms += sum(float(f.params["delay_ms"]) for f in faults if f.kind == "slow_handshake")
+        if delay_ms > 0:
+            await asyncio.sleep(delay_ms / 1000)
+        refusal = None
+        if any(f.kind == "refuse" for f in faults):
+            truth.outcome = refusal = "refused"
+        elif statuses := [int(f.params["status"]) for f in faults if f.kind == "http_status"]:
+            refusal = str(statuses[0])
+            truth.outcome = f"http_{refusal}"
+        elif key is None or (st.options.api_keys and key not in st.options.api_keys):
+            truth.outcome, refusal = "http_401", "key"
+        if refusal is not None:
+            st.truth.session(truth)
+        if refusal == "refused":
+            abort_rst(connection)
+        return refusal
+
     async def gemini_request(self, connection: ServerConnection, request: Request, version: str,
                              t0: int):
         """Upgrade of a Gemini Live path: upgrade-time faults and the key; the model (and so
@@ -168,30 +167,18 @@ class SimServer:
         connection.sim_info = None
         faults = st.faults.pick(profile, "", UPGRADE_KINDS)
         truth.faults = [f.record() for f in faults]
-        delay_ms = profile.connect_delay_ms.sample(st.rng)
-        delay_ms += sum(float(f.params["delay_ms"]) for f in faults if f.kind == "slow_handshake")
-        if delay_ms > 0:
-            await asyncio.sleep(delay_ms / 1000)
-        for f in faults:
-            if f.kind == "refuse":
-                truth.outcome = "refused"
-                st.truth.session(truth)
-                abort_rst(connection)
-                return gemini_error(503, "refused")
-        for f in faults:
-            if f.kind == "http_status":
-                status = int(f.params["status"])
-                truth.outcome = f"http_{status}"
-                st.truth.session(truth)
-                return gemini_error(status, "The service is currently unavailable.",
-                                    {"Retry-After": "1"} if status in (429, 503) else None)
         key = gemini_key(request)
-        if key is None or (st.options.api_keys and key not in st.options.api_keys):
-            truth.outcome = "http_401"
-            st.truth.session(truth)
+        refusal = await self.admit(connection, profile, faults, truth, key)
+        if refusal == "refused":
+            return gemini_error(503, "refused")
+        if refusal == "key":
             return gemini_error(401, "API key not valid. Please pass a valid API key."
                                 if key else "Method doesn't allow unregistered callers. Please "
                                 "use an API key.")
+        if refusal is not None:
+            status = int(refusal)
+            return gemini_error(status, "The service is currently unavailable.",
+                                {"Retry-After": "1"} if status in (429, 503) else None)
         connection.sim_info = GeminiConnInfo(path, version, profile, truth)
         connection.sim_shape = "gemini"
         return None
@@ -217,35 +204,21 @@ class SimServer:
         faults = st.faults.pick(profile, model, UPGRADE_KINDS + SESSION_KINDS)
         faults += st.faults.pick(profile, model, TURN_KINDS, per="session")
         truth.faults = [f.record() for f in faults if f.kind in UPGRADE_KINDS + SESSION_KINDS]
-        delay_ms = profile.connect_delay_ms.sample(st.rng)
-        for f in faults:
-            if f.kind == "slow_handshake":
-                delay_ms += float(f.params["delay_ms"])
-        if delay_ms > 0:
-            await asyncio.sleep(delay_ms / 1000)
-        for f in faults:
-            if f.kind == "refuse":
-                truth.outcome = "refused"
-                st.truth.session(truth)
-                abort_rst(connection)
-                return error_response(503, "refused")  # never written: the socket is gone
-        for f in faults:
-            if f.kind == "http_status":
-                status = int(f.params["status"])
-                truth.outcome = f"http_{status}"
-                st.truth.session(truth)
-                extra = {"Retry-After": "1"} if status in (429, 503) else None
-                msg = {401: "Incorrect API key provided.",
-                       429: "Rate limit reached for requests. Please try again in 1s."}.get(
-                    status, "The server is temporarily unable to handle the request.")
-                return error_response(status, msg, extra)
-        if key is None or (st.options.api_keys and key not in st.options.api_keys):
-            truth.outcome = "http_401"
-            st.truth.session(truth)
+        refusal = await self.admit(connection, profile, faults, truth, key)
+        if refusal == "refused":
+            return error_response(503, "refused")  # never written: the socket is gone
+        if refusal == "key":
             msg = ("You didn't provide an API key. You need to provide your API key in an "
                    "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
                    if key is None else "Incorrect API key provided.")
             return error_response(401, msg)
+        if refusal is not None:
+            status = int(refusal)
+            extra = {"Retry-After": "1"} if status in (429, 503) else None
+            msg = {401: "Incorrect API key provided.",
+                   429: "Rate limit reached for requests. Please try again in 1s."}.get(
+                status, "The server is temporarily unable to handle the request.")
+            return error_response(status, msg, extra)
         connection.sim_info = ConnInfo(model, truth.path, shape == "ga", profile, truth,
                                        [f for f in faults if f.kind not in UPGRADE_KINDS])
         connection.sim_shape = shape
