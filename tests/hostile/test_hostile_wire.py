@@ -131,6 +131,13 @@ def test_tiny_delta_flood_memory_is_bounded():
     with HostileProcess("tiny-deltas") as h:
         m = _session_mem(h.url(), 2.0, 4.0)
     assert m["outcome"] == "timeout:response_done", m
+    # the flood arrived: each delta is 4 bytes of 24 kHz PCM16 (1/12000 s) in a 59-byte frame
+    # (57-byte JSON, 2-byte header); ~115,000 in the 4 s here, at least 5,000/s demanded
+    deltas = round(m["audio_s"] * 12000)
+    assert deltas >= 20_000, m
+    # and was parsed: what was read is the deltas plus the handshake and whatever one deadline
+    # left unread in the last buffers
+    assert 0 <= m["rx_bytes"] - deltas * 59 <= 256 * 1024, (m, deltas)
     assert m["rss_growth_mb"] < 64, m
 
 
@@ -141,6 +148,7 @@ def test_transcript_flood_memory_is_bounded():
     with HostileProcess("frames-forever", "--limit-mb", "48") as h:
         m = _session_mem(h.url(), 6.0, 7.0)  # time for all 48 MiB even on a busy machine
     assert m["outcome"] == "timeout:first_audio", m
+    assert m["rx_bytes"] >= 48 * 2**20, m  # all of the flood arrived (plus framing)
     assert m["transcript_chars"] <= 2**20, {k: v for k, v in m.items() if k != "error"}
     assert m["rss_growth_mb"] < 16, m
 
