@@ -17,7 +17,7 @@ from loadtests.plan import Plan
 from loadtests.summary import LoadSummary, WorkerHealth, metric_stats, scenario_stats
 from loadtests.thresholds import Threshold, Verdict, evaluate, parse_threshold
 from probes.results import SessionResult, TurnResult, Usage
-from telemetry.hdr import LATENCY_TAGS, percentiles_ms
+from telemetry.hdr import LATENCY_TAGS
 from telemetry.points import LoadgenSample, Point
 
 
@@ -45,7 +45,7 @@ def _p99(delta: Delta, metric: str) -> float | None:
     h = delta.hist.get(metric)
     if h is None or not h.count:
         return None
-    return percentiles_ms(h.hist, (99.0,))[99.0]
+    return h.percentiles_ms((99.0,))[99.0]  # clamped to the exact max
 
 
 def achieved_rate(total: Delta) -> float | None:
@@ -220,7 +220,7 @@ class Collector:
                    "arrivals_per_s": recent.counters.arrivals_started / span if span > 1 else None}
         h = recent.hist.get("ttfa_ms")
         if h is not None and h.count:
-            p = percentiles_ms(h.hist, (50.0, 95.0))
+            p = h.percentiles_ms((50.0, 95.0))
             f["ttfa_p50_ms"], f["ttfa_p95_ms"] = p[50.0], p[95.0]
         lag = _p99(recent, "send_lag_ms")
         if lag is not None:
