@@ -23,7 +23,8 @@ sys.path.insert(0, ROOT)
 import psutil  # noqa: E402
 
 from telemetry.points import Point  # noqa: E402
-from telemetry.sinks import InfluxV1Sink, build_sink  # noqa: E402
+from telemetry.sinks import InfluxV1Sink  # noqa: E402
+from telemetry.wiring import build_sink  # noqa: E402
 from tests.servers import InfluxServer  # noqa: E402
 
 BASE = 1_790_000_000_000_000_000

@@ -125,12 +125,11 @@ class Controller:
         self.recorder = None
         self.done = False
         self.names: dict[str, str] = {}
-        if plan.record:
-            from telemetry.recorder import Recorder
-            from telemetry.sinks import build_sink
+        if plan.record:  # the destination the command chose, carried by the plan
+            from telemetry.wiring import Telemetry
 
-            sink = build_sink(plan.sink_configs(), store_path=plan.store, outbox_dir=plan.outbox)
-            self.recorder = Recorder(sink, plan.load.interval_s, aggregate=False)
+            telemetry = Telemetry(tuple(plan.sink_configs()), plan.store, plan.outbox)
+            self.recorder = telemetry.recorder(plan.load.interval_s, aggregate=False)
         self.hard_limit_s = (10.0 + plan.load.slot_count(plan.scenario) / SPAWN_RATE
                              + plan.load.profile().duration_s + plan.load.drain_s)
         self._greenlets = [gevent.spawn(self._writer)]

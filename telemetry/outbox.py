@@ -28,17 +28,42 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
 
 from .points import Point, to_line
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(slots=True)
+class SendResult:
+    """One send's outcome: `ok`, `retry` (connection trouble, 429, 5xx; with the server's
+    Retry-After if any) or `permanent` (any other 4xx), with the server's reason."""
+
+    kind: str  # ok | retry | permanent
+    status: int | None = None
+    reason: str = ""
+    retry_after_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "ok"
+
+
+class Transport(Protocol):
+    """What the outbox sends through (telemetry/transports.py): one batch of line protocol per
+    call, never retried or buffered by the transport itself. A `close()`, if it has one, is
+    called when the outbox closes."""
+
+    def send(self, body: bytes) -> SendResult: ...
+
+
 class Outbox:
     def __init__(
         self,
         path: str,
-        transport,
+        transport: Transport,
         *,
         name: str = "",
         precision: str = "ns",
@@ -283,8 +308,6 @@ class Outbox:
             try:
                 res = self.transport.send(body)
             except Exception as e:  # a transport bug must not kill delivery
-                from .transports import SendResult
-
                 res = SendResult("retry", None, f"{type(e).__name__}: {e}")
             try:
                 attempt = self._settle(res, ids, n, body, attempt)
@@ -294,7 +317,7 @@ class Outbox:
                     return
                 log.exception("outbox %s: updating the outbox failed", self.name)
 
-    def _settle(self, res, ids: list[int], n: int, body: bytes, attempt: int) -> int:
+    def _settle(self, res: SendResult, ids: list[int], n: int, body: bytes, attempt: int) -> int:
         """Apply one send's outcome; returns the new attempt count."""
         if res.kind == "ok":
             removed, _ = self._remove(ids)

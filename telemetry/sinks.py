@@ -1,4 +1,6 @@
-"""Sink configuration (the YAML `sinks:` list) and `build_sink`, which assembles the writers.
+"""Sink configuration: the YAML `sinks:` list, and the outbox file name of each destination.
+
+`telemetry/wiring.py` assembles the writers from these (`build_sink`).
 
 The config dataclasses' field names equal the YAML keys, so the config loader constructs them
 directly (`type: influx` + `api: v2|v1` selects the class). Secrets are never fields: only the
@@ -8,11 +10,7 @@ names of the environment variables that hold them, read when the writer starts.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
-
-from .embedded import DEFAULT_PATH, EmbeddedStore
-from .recorder import FanOut, Sink
 
 DEFAULT_OUTBOX_DIR = ".voicepulse/outbox"
 
@@ -71,39 +69,3 @@ def outbox_name(cfg: SinkConfig) -> str:
         short = f"v1-{cfg.database}"
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in short)[:40]
     return f"{safe}-{hashlib.sha256(ident.encode()).hexdigest()[:10]}"
-
-
-def build_sink(
-    sinks: list[SinkConfig],
-    *,
-    store_path: str | None = DEFAULT_PATH,
-    outbox_dir: str | None = DEFAULT_OUTBOX_DIR,
-    **outbox_options,
-) -> Sink:
-    """The embedded store when `sinks` is empty; otherwise one outbox-backed writer per network
-    sink, fanned out. `outbox_options` go to every `Outbox` (batch_points, max_points, ...)."""
-    if not sinks:
-        return EmbeddedStore(store_path or DEFAULT_PATH)
-    from .outbox import Outbox
-    from .transports import transport_for
-
-    outbox_dir = outbox_dir or DEFAULT_OUTBOX_DIR
-    os.makedirs(outbox_dir, exist_ok=True)
-    writers: list[Sink] = []
-    names: list[str] = []
-    for cfg in sinks:
-        name = outbox_name(cfg)
-        transport = transport_for(cfg)
-        writers.append(
-            Outbox(
-                os.path.join(outbox_dir, name + ".sqlite"),
-                transport,
-                precision=getattr(cfg, "precision", "ns"),
-                name=name,
-                **outbox_options,
-            )
-        )
-        names.append(name)
-    if len(writers) == 1:
-        return writers[0]
-    return FanOut(writers, names)

@@ -13,28 +13,16 @@ import email.utils
 import gzip as gzip_mod
 import os
 import time
-from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import orjson
 import urllib3
 
+from .outbox import SendResult
 from .sinks import InfluxV1Sink, InfluxV2Sink, SinkConfig, safe_url
 
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
-
-
-@dataclass(slots=True)
-class SendResult:
-    kind: str  # ok | retry | permanent
-    status: int | None = None
-    reason: str = ""
-    retry_after_s: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.kind == "ok"
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
-from pathlib import Path
 
 import click
 import orjson
 
+from simulator.cli import main as sim_main
+from voicepulse.cmd_load import load
+from voicepulse.cmd_report import report
+from voicepulse.cmd_service import alerts, serve
 from voicepulse.configkit import ConfigError, parse_duration
 from voicepulse.errors import ConfigErrorExit
+from voicepulse.wiring import load_or_default, telemetry_for
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -29,19 +32,6 @@ def main() -> None:
       voicepulse results --since 1h   what the store holds
       voicepulse config check FILE    validate a voicepulse.yaml
     """
-
-
-def load_or_default(config_path: str | None):
-    from voicepulse import config as cfgmod
-
-    try:
-        if config_path:
-            return cfgmod.load_config(config_path)
-        if Path("voicepulse.yaml").is_file():
-            return cfgmod.load_config("voicepulse.yaml")
-        return cfgmod.default_config()
-    except ConfigError as exc:
-        raise ConfigErrorExit(str(exc)) from None
 
 
 # -- config ----------------------------------------------------------------------------------
@@ -169,11 +159,7 @@ def probe(target, config_path, url, model, provider, api_key_env, scenario, turn
 
 def record_results(cfg, results, store: str | None = None) -> None:
     """Write results through telemetry to the configured sinks (embedded store by default)."""
-    from telemetry.recorder import Recorder
-    from telemetry.sinks import build_sink
-
-    sink = build_sink(cfg.sinks, store_path=store or cfg.store, outbox_dir=cfg.outbox)
-    recorder = Recorder(sink)
+    recorder = telemetry_for(cfg, store).recorder()
     try:
         for r in results:
             recorder.record(r)
@@ -199,22 +185,15 @@ def results(config_path, store, since, kind) -> None:
         since_s = parse_duration(since)
     except ValueError:
         raise ConfigErrorExit(f"--since: expected a duration like 30m, 1h or 2d, got {since!r}") from None
-    rows = query_summary(cfg, store, since_s=since_s, kind=kind)
+    query = telemetry_for(cfg, store).query()
+    try:
+        rows = query.summary(since_s=since_s, kind=kind)
+    finally:
+        query.close()
     if not rows:
         click.echo(f"no sessions in the last {since}")
         return
     click.echo(summary_table(rows))
-
-
-def open_query(cfg, store: str | None = None):
-    from telemetry.query import open_query as _open
-
-    influx = cfg.sinks[0] if cfg.sinks and not store else None
-    return _open(store_path=store or cfg.store, influx=influx)
-
-
-def query_summary(cfg, store=None, **kwargs):
-    return open_query(cfg, store).summary(**kwargs)
 
 
 # -- demo ------------------------------------------------------------------------------------
@@ -254,21 +233,11 @@ def demo(duration, load_duration, report_path, store, config_path) -> None:
 
 
 # -- commands owned by other parts -----------------------------------------------------------
-def _register(module: str, *names: str) -> None:
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return
-    for name in names:
-        cmd = getattr(mod, name, None)
-        if isinstance(cmd, click.Command):
-            main.add_command(cmd, "sim" if module == "simulator.cli" else cmd.name)
-
-
-_register("simulator.cli", "main")
-_register("voicepulse.cmd_service", "serve", "alerts")
-_register("voicepulse.cmd_load", "load")
-_register("voicepulse.cmd_report", "report")
+# Imported like any module: one that is broken stops the CLI with its error, never makes its
+# command silently vanish.
+main.add_command(sim_main, "sim")
+for _command in (serve, alerts, load, report):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

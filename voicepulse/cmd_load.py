@@ -117,9 +117,9 @@ def write_report(config_path, summary, path: str, started_ns: int) -> None:
     import time
 
     from reports import build_report, load_summary_extras
-    from voicepulse.cli import load_or_default, open_query
+    from voicepulse.wiring import load_or_default, telemetry_for
 
-    query = open_query(load_or_default(config_path))
+    query = telemetry_for(load_or_default(config_path)).query()
     try:
         out = build_report(query, path, start_ns=started_ns, end_ns=time.time_ns() + 1,
                            run_id=summary.run_id, **load_summary_extras(summary))
@@ -155,7 +155,7 @@ def build_plan(target, config_path, scenario, rate, users, stages, shape, durati
     from loadtests.plan import LoadConfig, Plan, sink_dict
     from loadtests.profile import parse_shape, parse_stages, shape_stages
     from loadtests.thresholds import parse_threshold
-    from voicepulse.cli import load_or_default
+    from voicepulse.wiring import load_or_default
 
     cfg = load_or_default(config_path)
     if rate is not None and users is not None:
@@ -209,7 +209,7 @@ def build_plan(target, config_path, scenario, rate, users, stages, shape, durati
 def _require_env(config_path, target) -> None:
     """The sinks' and the target's secrets are in the environment before anything starts."""
     from voicepulse import config as cfgmod
-    from voicepulse.cli import load_or_default
+    from voicepulse.wiring import load_or_default
 
     cfg = load_or_default(config_path)
     try:

@@ -70,7 +70,8 @@ def report(config_path, store, since, from_, to, run_id, targets, thresholds, ti
     """
     from reports import build_report
     from reports.verdict import parse_threshold
-    from voicepulse.cli import ConfigErrorExit, load_or_default, open_query
+    from voicepulse.errors import ConfigErrorExit
+    from voicepulse.wiring import load_or_default, telemetry_for
 
     if since and from_:
         raise ConfigErrorExit("--since and --from exclude each other")
@@ -96,7 +97,7 @@ def report(config_path, store, since, from_, to, run_id, targets, thresholds, ti
     if run_id and getattr(cfg, "load", None) is not None:
         all_thresholds += [t for t in getattr(cfg.load, "thresholds", []) or []
                            if t not in all_thresholds]
-    query = open_query(cfg, store)
+    query = telemetry_for(cfg, store).query()
     try:
         out = build_report(query, output, start_ns=start_ns, end_ns=end_ns,
                            targets=list(targets) or None, run_id=run_id, title=title,

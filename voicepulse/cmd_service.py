@@ -19,6 +19,7 @@ import click
 from voicepulse import config as cfgmod
 from voicepulse.configkit import ConfigError, parse_duration
 from voicepulse.errors import ConfigErrorExit
+from voicepulse.wiring import load_or_default, telemetry_for
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 log = logging.getLogger("voicepulse.serve")
@@ -28,33 +29,16 @@ ConfigExit = ConfigErrorExit
 
 
 def _load(config_path: str | None):
-    from pathlib import Path
-
-    try:
-        if config_path:
-            return cfgmod.load_config(config_path)
-        if Path("voicepulse.yaml").is_file():
-            return cfgmod.load_config("voicepulse.yaml")
-    except ConfigError as exc:
-        raise ConfigExit(str(exc)) from None
-    raise ConfigExit("no config: pass --config FILE (or put a voicepulse.yaml here)")
+    """The service needs a real config (probes, rules): no built-in defaults here."""
+    return load_or_default(config_path, defaults=False)
 
 
-def open_source(cfg, store: str | None = None):
-    """The alert source of a config: its first InfluxDB sink (InfluxQL) or the embedded store."""
+def open_source(tel):
+    """The alert source over a destination: its first InfluxDB sink (InfluxQL) or the embedded
+    store, where the service's recorder writes."""
     from scheduler.source import TelemetrySource
-    from telemetry.query import open_query
 
-    influx = cfg.sinks[0] if cfg.sinks and not store else None
-    return TelemetrySource(open_query(store_path=store or cfg.store, influx=influx))
-
-
-def build_recorder(cfg, store: str | None = None):
-    from telemetry.recorder import Recorder
-    from telemetry.sinks import build_sink
-
-    sink = build_sink(cfg.sinks, store_path=store or cfg.store, outbox_dir=cfg.outbox)
-    return Recorder(sink)
+    return TelemetrySource(tel.query())
 
 
 @click.command("serve", context_settings=CONTEXT)
@@ -108,8 +92,9 @@ def serve(config_path, duration, store, status_port, verbose) -> None:
     svc_cfg = cfg.service
     if status_port is not None:
         svc_cfg.status_port = status_port
-    source = open_source(cfg, store)
-    recorder = build_recorder(cfg, store)
+    tel = telemetry_for(cfg, store)
+    source = open_source(tel)
+    recorder = tel.recorder()
     service = ProbeService(svc_cfg, cfg.targets, cfg.scenarios, recorder, source)
     try:
         status = StatusServer(service.status, svc_cfg.status_host, svc_cfg.status_port).start()
@@ -185,7 +170,7 @@ def alerts_check(config_path, store) -> None:
     cfg = _load(config_path)
     if cfg.service is None:
         raise ConfigExit(f"{cfg.file}: slos/alerts: no rules to check")
-    rows = check_once(cfg.service, open_source(cfg, store))
+    rows = check_once(cfg.service, open_source(telemetry_for(cfg, store)))
     click.echo(render_check(rows))
     if any(r.state == "firing" for r in rows):
         sys.exit(1)

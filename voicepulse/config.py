@@ -17,6 +17,8 @@ import yaml
 
 from probes.script import StepError, parse_script
 from probes.spec import PROVIDERS, TURN_MODES, Scenario, Target, Timeouts
+from voicepulse.config_load import parse_load
+from voicepulse.config_service import parse_service
 from voicepulse.configkit import ConfigError, Section
 
 DEFAULT_STORE = "voicepulse.db"
@@ -130,8 +132,8 @@ def parse_config(data: Any, file: str, base_dir: Path | None = None) -> Config:
     cfg.sinks = [_sink(s) for s in root.sections("sinks", [])]
     cfg.store = root.str("store", DEFAULT_STORE)
     cfg.outbox = root.str("outbox", DEFAULT_OUTBOX)
-    cfg.service = _section_parser("config_service", "parse_service")(root, cfg.targets, cfg.scenarios)
-    cfg.load = _section_parser("config_load", "parse_load")(root)
+    cfg.service = parse_service(root, cfg.targets, cfg.scenarios)
+    cfg.load = parse_load(root)
     root.done()
     return cfg
 
@@ -174,14 +176,6 @@ def require_env(cfg: Config, targets: list[Target]) -> None:
                                   f"environment variable {var} is not set")
     for t in targets:
         require_key(t, cfg.file, f"targets.{t.name}.api_key_env")
-
-
-def _section_parser(module: str, name: str):
-    """The parser of a section owned by another part (service, load); absent until it lands."""
-    import importlib
-
-    mod = importlib.import_module(f"voicepulse.{module}")
-    return getattr(mod, name, lambda *args: None)
 
 
 def _target(s: Section, name: str) -> Target:

@@ -39,18 +39,15 @@ def run_demo(cfg, *, seconds: float, store: str | None, load_s: float = 10.0,
     from scheduler.presets import demo_service_config
     from scheduler.service import ProbeService
     from scheduler.source import TelemetrySource
-    from telemetry.query import open_query
-    from telemetry.recorder import Recorder
-    from telemetry.sinks import build_sink
     from voicepulse.config import sim_target
     from voicepulse.render import summary_table
+    from voicepulse.wiring import telemetry_for
 
     total = 7
     # skipped runs are counted and shown by the service; its per-skip warning is noise here
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     os.environ.setdefault("SIM_API_KEY", "local-simulator")
-    store_path = store or cfg.store
-    query_store = None if cfg.sinks else store_path
+    tel = telemetry_for(cfg, store)
     started_ns = time.time_ns()
     step(1, total, "starting the reference simulator (OpenAI Realtime profiles sim-fast and "
                    "sim-slow, and a Gemini Live endpoint)")
@@ -60,13 +57,12 @@ def run_demo(cfg, *, seconds: float, store: str | None, load_s: float = 10.0,
         # the same simulator speaking Gemini Live, with its default latency profile
         targets["gemini-sim"] = Target(name="gemini-sim", url=sim.gemini_url(), model="sim-live",
                                        provider="gemini", api_key_env="SIM_API_KEY")
-        where = "InfluxDB" if cfg.sinks else f"the embedded store {store_path}"
         service_cfg = demo_service_config(list(targets), seconds, every_s=4.0)
         step(2, total, f"probe service: {', '.join(targets)} every 4 s for {seconds:.0f} s "
-                       f"into {where}; alert rules: availability SLO burn rate, TTFA regression")
+                       f"into {tel.where}; alert rules: availability SLO burn rate, TTFA regression")
         events: list = []
-        recorder = Recorder(build_sink(cfg.sinks, store_path=store_path, outbox_dir=cfg.outbox))
-        query = open_query(store_path=query_store, influx=cfg.sinks[0] if cfg.sinks else None)
+        recorder = tel.recorder()
+        query = tel.query()
         service = ProbeService(service_cfg, targets, {"default": DEMO_SCENARIO}, recorder,
                                TelemetrySource(query), extra_listeners=[events.append]).start()
         try:
@@ -79,9 +75,9 @@ def run_demo(cfg, *, seconds: float, store: str | None, load_s: float = 10.0,
         step(3, total, f"load test: open model, 2 sessions/s for {load_s:.0f} s against sim-slow")
         plan = Plan(target=targets["sim-slow"], scenario=DEMO_SCENARIO,
                     load=LoadConfig(rate=2.0, duration_s=load_s, drain_s=15.0),
-                    sinks=[sink_dict(s) for s in cfg.sinks],
-                    store=None if cfg.sinks else str(Path(store_path).resolve()),
-                    outbox=str(Path(cfg.outbox).resolve()))
+                    sinks=[sink_dict(s) for s in tel.sinks],
+                    store=None if tel.sinks else str(Path(tel.store).resolve()),
+                    outbox=str(Path(tel.outbox).resolve()))
         summary = run_load(plan)
         click.echo("\n".join("      " + line for line in summary.table().splitlines()))
 
@@ -97,7 +93,7 @@ def run_demo(cfg, *, seconds: float, store: str | None, load_s: float = 10.0,
 
         step(6, total, "voice scenarios against sim-fast: a support call with a tool lookup and "
                        "a caller who talks over the answer")
-        run_scenarios(cfg, sim, targets["sim-fast"], store_path)
+        run_scenarios(tel, sim, targets["sim-fast"])
     if report:
         from reports import build_report, load_summary_extras
 
@@ -106,7 +102,8 @@ def run_demo(cfg, *, seconds: float, store: str | None, load_s: float = 10.0,
                            title="VoicePulse demo", **load_summary_extras(summary))
         click.echo(f"      wrote {out}")
     query.close()
-    click.echo(f"\nsee it again with: voicepulse results --store {store_path} --since 1h")
+    again = "--config FILE" if tel.sinks else f"--store {tel.store}"
+    click.echo(f"\nsee it again with: voicepulse results {again} --since 1h")
     return 0 if rows else 1
 
 
@@ -115,13 +112,12 @@ DEMO_SCENARIOS = ("support-call.yaml", "interrupting-caller.yaml")
 SCENARIO_DIR = Path(__file__).resolve().parents[1] / "scenarios"
 
 
-def run_scenarios(cfg, sim, target: Target, store_path: str) -> None:
-    """Play the example scenarios at the same time, store them and print their timelines."""
+def run_scenarios(tel, sim, target: Target) -> None:
+    """Play the example scenarios at the same time, store them (in `tel`, the demo's telemetry)
+    and print their timelines."""
     import threading
 
     from probes.session import run_session
-    from telemetry.recorder import Recorder
-    from telemetry.sinks import build_sink
     from voicepulse.config import load_scenario_file
     from voicepulse.configkit import ConfigError
     from voicepulse.render import probe_timeline
@@ -148,7 +144,7 @@ def run_scenarios(cfg, sim, target: Target, store_path: str) -> None:
         t.start()
     for t in threads:
         t.join()
-    recorder = Recorder(build_sink(cfg.sinks, store_path=store_path, outbox_dir=cfg.outbox))
+    recorder = tel.recorder()
     for r in results:
         recorder.record(r)
         click.echo("\n".join("      " + line for line in probe_timeline(r).splitlines()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from probes import audio
+from telemetry.wiring import Telemetry
 from voicepulse import demo
 
 
@@ -13,7 +14,7 @@ def test_demo_skips_the_scenarios_without_espeak(monkeypatch, capsys, tmp_path):
         def set_profile(self, **kw):
             raise AssertionError("a session was attempted")
 
-    demo.run_scenarios(None, NoSim(), None, str(tmp_path / "vp.db"))
+    demo.run_scenarios(Telemetry(store=str(tmp_path / "vp.db")), NoSim(), None)
     out = capsys.readouterr().out
     assert "skipped:" in out and "support-call.yaml" in out and "espeak-ng" in out
 

@@ -99,7 +99,8 @@ def _scripted_probes(ws: str, influx_url: str, tmp: Path, box: dict) -> None:
     from probes.session import run_session
     from probes.spec import Scenario, Target
     from telemetry.recorder import Recorder
-    from telemetry.sinks import InfluxV1Sink, build_sink
+    from telemetry.sinks import InfluxV1Sink
+    from telemetry.wiring import build_sink
 
     pcm = audio.speech(1.2, 16000, seed=3)
     with wave.open(str(tmp / "ask.wav"), "wb") as w:

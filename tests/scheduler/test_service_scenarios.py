@@ -22,8 +22,8 @@ from scheduler.status_http import StatusServer
 from telemetry.embedded import EmbeddedStore, qi
 from telemetry.recorder import Recorder
 from tests.sim_server import SimProcess
-from voicepulse.cmd_service import build_recorder
 from voicepulse.config import load_config
+from voicepulse.wiring import telemetry_for
 
 pytestmark = [pytest.mark.system, pytest.mark.slow, pytest.mark.timeout(120),
               pytest.mark.needs_tool("espeak-ng")]  # the scenario files speak
@@ -207,7 +207,8 @@ def test_scripted_probe_reaches_influxdb_v1(influxd, tmp_path, monkeypatch) -> N
         path = write_config(tmp_path, sim, "probes:\n  - {target: vp-support, scenario: "
                                            "support, every: 1s}\n" + sinks)
         cfg = load_config(path)
-        svc = ProbeService(cfg.service, cfg.targets, cfg.scenarios, build_recorder(cfg))
+        svc = ProbeService(cfg.service, cfg.targets, cfg.scenarios,
+                           telemetry_for(cfg).recorder())
         svc.start()
         assert wait_for(lambda: svc.target_states()["probe:vp-support:support"].ok >= 1, 30)
         assert svc.stop(6.0)  # closes the recorder: the outbox is delivered

@@ -9,8 +9,8 @@ from telemetry.embedded import EmbeddedStore
 from telemetry.points import LoadgenSample, Point, alert_point, session_points
 from telemetry.query import open_query
 from telemetry.recorder import FanOut, Recorder
-from telemetry.sinks import build_sink
 from telemetry.stats import percentile as nearest_rank
+from telemetry.wiring import build_sink
 
 from .helpers import make_result
 

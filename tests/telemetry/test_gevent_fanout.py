@@ -9,7 +9,8 @@ import textwrap
 import pytest
 
 from telemetry.points import session_points
-from telemetry.sinks import InfluxV1Sink, build_sink
+from telemetry.sinks import InfluxV1Sink
+from telemetry.wiring import build_sink
 
 from .helpers import make_result
 
@@ -20,7 +21,8 @@ GEVENT_CHILD = textwrap.dedent(
     """
     from gevent import monkey; monkey.patch_all()
     import sys, time, gevent
-    from telemetry.sinks import build_sink, InfluxV1Sink
+    from telemetry.sinks import InfluxV1Sink
+    from telemetry.wiring import build_sink
     from telemetry.recorder import Recorder
     from tests.telemetry.helpers import make_result
     rec = Recorder(build_sink([InfluxV1Sink(url=sys.argv[1], database="gev")],

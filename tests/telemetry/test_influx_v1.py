@@ -10,7 +10,8 @@ from telemetry.embedded import EmbeddedStore
 from telemetry.hdr import IntervalAggregator
 from telemetry.points import Point, session_points
 from telemetry.query import open_query
-from telemetry.sinks import InfluxV1Sink, build_sink
+from telemetry.sinks import InfluxV1Sink
+from telemetry.wiring import build_sink
 
 from .helpers import make_result
 

@@ -6,7 +6,8 @@ import time
 import pytest
 
 from telemetry.points import Point
-from telemetry.sinks import InfluxV2Sink, build_sink
+from telemetry.sinks import InfluxV2Sink
+from telemetry.wiring import build_sink
 
 pytestmark = pytest.mark.system
 

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from telemetry.points import Point
-from telemetry.sinks import InfluxV1Sink, build_sink
+from telemetry.sinks import InfluxV1Sink
+from telemetry.wiring import build_sink
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
@@ -89,7 +90,8 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from telemetry.points import Point
-    from telemetry.sinks import InfluxV1Sink, build_sink
+    from telemetry.sinks import InfluxV1Sink
+    from telemetry.wiring import build_sink
     url, outbox = sys.argv[1], sys.argv[2]
     sink = build_sink([InfluxV1Sink(url=url, database="crash")], outbox_dir=outbox,
                       backoff_initial_s=0.1, backoff_max_s=0.5)
