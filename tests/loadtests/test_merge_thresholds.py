@@ -66,7 +66,11 @@ def test_threshold_parsing_and_errors():
         "ttfa_ms", "p95", "<", 800.0, 60.0, True)
     assert parse_threshold("late_starts==0").stat is None
     assert parse_threshold("ttfa_ms.p99.9<=1000").stat == "p99.9"
-    for bad in ("ttfa_ms<800", "error_rate.p95<1", "ttfa_ms.p95<<3", "ttfa_ms.p95[x]<3", "x"):
+    assert parse_threshold("error_rate<1%").value == 0.01  # telemetry.stats' units
+    assert parse_threshold("ttfa_ms.p95<0.8s").value == 800.0
+    assert parse_threshold("ttfa_ms.median!=0").op == "!="
+    for bad in ("ttfa_ms<800", "error_rate.p95<1", "ttfa_ms.p95<<3", "ttfa_ms.p95[x]<3", "x",
+                "ttfa_ms.p0<1", "ttfa_ms.p101<1", "ttfa_ms.avg<1", "ttfa_ms.p95[0s]<1"):
         with pytest.raises(ValueError):
             parse_threshold(bad)
 
@@ -81,6 +85,8 @@ def test_threshold_evaluation():
     assert evaluate(parse_threshold("error_rate<0.03"), d, 10).ok
     assert not evaluate(parse_threshold("error_rate<0.01"), d, 10).ok
     assert evaluate(parse_threshold("late_starts==0"), d, 10).ok
+    assert evaluate(parse_threshold("success_ratio>=0.98"), d, 10).actual == 0.98
+    assert not evaluate(parse_threshold("success_ratio>0.98"), d, 10).ok
     nodata = evaluate(parse_threshold("ttft_ms.p95<800"), d, 10)
     assert not nodata.ok and nodata.actual is None  # no data never passes
 
