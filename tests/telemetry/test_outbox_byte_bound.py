@@ -23,8 +23,6 @@ try:  # telemetry.wiring holds it once the import-cycle split lands (issue 14)
 except ImportError:
     from telemetry.sinks import build_sink
 
-pytestmark = pytest.mark.system
-
 BOUND = 64 * 1024
 
 
@@ -44,6 +42,7 @@ def test_the_default_bound_is_512_mib(tmp_path) -> None:
         sink.close(timeout=0.1)
 
 
+@pytest.mark.system
 def test_byte_bound_drops_the_oldest_counts_and_delivers_the_newest(
         influx_factory, tmp_path, caplog) -> None:
     from scheduler.config import ServiceConfig
