@@ -18,6 +18,7 @@ schedules (config parsed from YAML, windows shrunk by time_scale = 1/180, so 30 
 
 from __future__ import annotations
 
+import os
 import queue
 import time
 
@@ -34,6 +35,7 @@ from telemetry.query import EmbeddedQuery
 from telemetry.recorder import Recorder
 from tests.scheduler.receiver import Receiver
 from tests.sim_server import SimProcess
+from tests.timing import LoadWatch
 from voicepulse.config import parse_config
 
 pytestmark = pytest.mark.slow
@@ -42,6 +44,7 @@ SCALE = 1 / 180  # 30 m -> 10 s
 EVAL_S = 180 * SCALE  # `service.evaluate_every: 180s` -> 1 s
 RECENT_S = 1800 * SCALE
 SCHEDULE_S = 30.0  # the schedule scenario's length
+LATENESS_P99_MS = 50.0  # the service's scheduling promise
 CHANGE_AT, RESTORE_BOUND, REG_RESOLVE_BY = 15.0, 20.0, 60.0  # regression scenario
 OUT_AT, OUTAGE_S, OUT_RESOLVE_BY = 10.0, 10.0, 45.0  # outage scenario
 
@@ -178,12 +181,26 @@ def scenario(tmp_path_factory, name: str, body: str, profiles: dict, script) -> 
     return rec
 
 
+def lateness_p99(rec: dict) -> float:
+    return float(np.percentile([v for vs in rec["lateness"].values() for v in vs], 99))
+
+
 @pytest.fixture(scope="module")
 def schedule_run(tmp_path_factory):
-    """Three healthy targets every 2.5 s for SCHEDULE_S, with vp-stable's alert rules."""
-    return scenario(tmp_path_factory, "schedule", SCHEDULE,
-                    {m: FAST for m in ("vp-stable", "vp-peer", "vp-peer2")},
-                    lambda run: run.at(SCHEDULE_S))
+    """Three healthy targets every 2.5 s for SCHEDULE_S, with vp-stable's alert rules. The
+    service runs in this process: if its lateness p99 misses the bound while this process
+    waited for a CPU longer than the bound (tests/timing.py), the scenario runs once more."""
+    loads = []
+    for _attempt in (1, 2):
+        with LoadWatch([os.getpid()]) as w:
+            rec = scenario(tmp_path_factory, "schedule", SCHEDULE,
+                           {m: FAST for m in ("vp-stable", "vp-peer", "vp-peer2")},
+                           lambda run: run.at(SCHEDULE_S))
+        loads.append(w.load)
+        if lateness_p99(rec) <= LATENESS_P99_MS or not w.load.busy(LATENESS_P99_MS):
+            break
+    rec["loads"] = loads
+    return rec
 
 
 @pytest.fixture(scope="module")
@@ -264,10 +281,15 @@ def test_probes_fire_on_schedule(schedule_run) -> None:
     runs = {t: len(v) for t, v in run["lateness"].items()}
     p50, p99, mx = np.percentile(lat, 50), np.percentile(lat, 99), lat.max()
     print(f"\nschedule lateness over {len(lat)} runs in {SCHEDULE_S:.0f} s (jitter excluded): "
-          f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {mx:.2f} ms; runs per target {runs}")
+          f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {mx:.2f} ms; runs per target {runs}; "
+          f"{run['loads'][-1]}")
     want = int(SCHEDULE_S / 2.5) - 2  # every 2.5 s for the whole run (first fire, jitter)
     assert all(n >= want for n in runs.values()), (want, runs)
-    assert p99 <= 50.0
+    if p99 > LATENESS_P99_MS and run["loads"][-1].busy(LATENESS_P99_MS):
+        pytest.fail(f"machine too busy: lateness p99 {p99:.1f} ms > {LATENESS_P99_MS:g} ms in "
+                    f"{len(run['loads'])} runs while this process waited for a CPU: "
+                    + "; ".join(map(str, run["loads"])))
+    assert p99 <= LATENESS_P99_MS, f"on a quiet machine ({run['loads'][-1]})"
     assert lat.min() >= -1.0  # never early
     stored = [r for r in run["schedule_rows"] if r[1] == "run"]
     assert len(stored) >= len(lat) and all(r[2] is not None for r in stored)
