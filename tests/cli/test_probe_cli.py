@@ -60,6 +60,7 @@ def test_probe_dead_target_exits_1_with_error_class(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_probe_timeline_is_readable(simulator, tmp_path):
     out = vp("probe", "--url", simulator.realtime_url(), "--model", "sim-fast", "--turns", "1",
              "--no-store", env={"SIM_API_KEY": "k", "NO_COLOR": "1"}, cwd=tmp_path)

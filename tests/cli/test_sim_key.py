@@ -64,6 +64,7 @@ def _probe(cfg_path, cwd, **env: str) -> subprocess.CompletedProcess:
                           timeout=90, env={**clean, **env}, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_probe_with_a_config_file_and_no_exported_key(tmp_path):
     """The README's config example, end to end: no `export SIM_API_KEY`, a real session."""
     with SimProcess() as sim:
@@ -75,6 +76,7 @@ def test_probe_with_a_config_file_and_no_exported_key(tmp_path):
     assert orjson.loads(out.stdout)["outcome"] == "ok"
 
 
+@pytest.mark.slow
 def test_a_simulator_with_its_own_key_refuses_the_placeholder(tmp_path):
     """Started with --api-key, the simulator wants that key: the placeholder is refused (exit 1,
     an auth failure), and exporting the key fixes it."""

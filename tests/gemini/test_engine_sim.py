@@ -58,6 +58,7 @@ def test_single_session_ttfa_within_2ms_of_truth(gsim, mode):
     assert res.connect_ms > 0 and res.ready_ms >= res.connect_ms
 
 
+@pytest.mark.slow
 def test_input_is_rendered_at_16k(gsim):
     res = run_session(target(gsim), Scenario(turns=1, utterance_s=0.8, turn_mode="manual"), api_key="x")
     assert res.outcome == "ok", res.error
@@ -116,6 +117,7 @@ def test_close_1011_mid_reply(gsim):
     assert res.turns[0].outcome == "ws_closed_1011" and res.turns[0].audio_s > 0
 
 
+@pytest.mark.slow
 def test_go_away_lifetime_ends_the_session_as_go_away():
     with SimProcess(["--ttfa-ms", "100", "--reply-s", "0.4", "--go-away-lead-s", "0.5"]) as sim:
         sim.fault(kind="session_expiry", after_s=1.5)

@@ -61,6 +61,7 @@ async def _sdk_turns(base_url: str, manual: bool) -> list[dict]:
 
 
 @pytest.mark.parametrize("manual", [False, True])
+@pytest.mark.slow
 def test_google_genai_sdk_voice_turns_over_tls(gsim_tls, monkeypatch, manual):
     monkeypatch.setenv("SSL_CERT_FILE", gsim_tls.cert)
     base_url = f"https://{gsim_tls.host}:{gsim_tls.port}"
@@ -74,6 +75,7 @@ def test_google_genai_sdk_voice_turns_over_tls(gsim_tls, monkeypatch, manual):
     assert sessions and sessions[-1]["path"].endswith(".v1.GenerativeService.BidiGenerateContent")
 
 
+@pytest.mark.slow
 def test_engine_over_wss_with_ca_file(gsim_tls):
     tgt = Target("gtls", gsim_tls.gemini_url(), "sim-fast", provider="gemini", ca_file=gsim_tls.cert)
     res = run_session(tgt, Scenario(turns=2, utterance_s=0.6, turn_mode="manual"), api_key="x")

@@ -207,6 +207,7 @@ def test_bad_first_message_closes_1007(gsim, first):
     assert e.value.rcvd.code == 1007
 
 
+@pytest.mark.slow
 def test_go_away_before_lifetime_then_close_1008():
     from tests.sim_server import SimProcess
 

@@ -230,6 +230,7 @@ def test_probe_with_missing_key_env_starts_nothing(tmp_path):
     assert_nothing_started(tmp_path)
 
 
+@pytest.mark.slow
 def test_unreadable_config_is_one_line(tmp_path):
     d = tmp_path / "dir.yaml"
     d.mkdir()

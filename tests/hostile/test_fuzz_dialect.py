@@ -109,12 +109,14 @@ def test_binary_garbage(frame):
 
 @SETTINGS
 @given(json_values)
+@pytest.mark.slow
 def test_any_json_value(value):
     check(enc(value))
 
 
 @SETTINGS
 @given(st.sampled_from(KNOWN_TYPES), st.dictionaries(field_names, json_values, max_size=6))
+@pytest.mark.slow
 def test_known_types_with_arbitrary_fields(t, fields):
     """Wrong types and missing fields in every event the dialect knows."""
     msg = dict(fields, type=t)
@@ -123,6 +125,7 @@ def test_known_types_with_arbitrary_fields(t, fields):
 
 @SETTINGS
 @given(st.data())
+@pytest.mark.slow
 def test_valid_frames_with_one_field_replaced(data):
     """Take a valid frame and replace one (possibly nested) field with any JSON value."""
     check(one_field_replaced(data, VALID))

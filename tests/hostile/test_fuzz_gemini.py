@@ -165,6 +165,7 @@ def test_binary_garbage(frame):
     {"serverContent": {"outputTranscription": {"text": t}}}, ensure_ascii=False)))
 @example("\ud800")  # a lone surrogate: not encodable as UTF-8
 @example('{"serverContent":{"outputTranscription":{"text":"\udfff"}}}')
+@pytest.mark.slow
 def test_text_frame_garbage(frame):
     check(frame)
 
@@ -211,6 +212,7 @@ def test_turn_complete_with_arbitrary_siblings(content, usage, snake_case):
 
 @SETTINGS
 @given(st.data())
+@pytest.mark.slow
 def test_valid_frames_with_one_field_replaced(data):
     """Take a valid frame and replace one (possibly nested) field with any JSON value."""
     check(one_field_replaced(data, VALID))

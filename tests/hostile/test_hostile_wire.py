@@ -95,6 +95,7 @@ def test_legal_but_odd_frames_complete(mode):
         ("never-done", "timeout:response_done", DONE),
     ],
 )
+@pytest.mark.slow
 def test_endless_streams_are_cut_off(mode, outcome, bound):
     """Frames forever, tiny deltas forever, a reply that never finishes: the phase deadline
     (counted from the intended end of speech, 0.3 s after the start) ends the session."""
@@ -108,6 +109,7 @@ def test_endless_streams_are_cut_off(mode, outcome, bound):
 
 
 @pytest.mark.parametrize("mode", ["slowloris", "silent"])
+@pytest.mark.slow
 def test_slow_upgrade_is_timeout_connect(mode):
     with HostileProcess(mode) as h:
         r, elapsed = probe(h.url())

@@ -101,6 +101,7 @@ def test_voiced_bounds_threshold_is_relative_to_the_loudest_frame_with_a_floor()
 
 
 @needs_espeak
+@pytest.mark.slow
 def test_spoken_duration_grows_with_the_text():
     a, b, c = (audio.spoken(t) for t in (SHORT, MEDIUM, LONG))
     assert 0.1 < a.speech_s < b.speech_s < c.speech_s

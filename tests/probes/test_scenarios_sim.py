@@ -17,7 +17,7 @@ from probes.session import run_session
 from probes.spec import Scenario, Target, Timeouts
 from tests.sim_server import SimProcess
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]  # real-time scripted calls
 
 FIXED = ["--ttfa-ms", "150", "--reply-s", "0.6", "--delta-ms", "50", "--speed", "4"]
 

@@ -49,6 +49,7 @@ def run(sim, sc=SC, **kw):
     ],
     ids=lambda v: v["kind"] + str(v.get("status", "")) if isinstance(v, dict) else v,
 )
+@pytest.mark.slow
 def test_fault_maps_to_its_error_class(sim, fault, outcome):
     sim.fault(count=1, **fault)
     res = run(sim)
@@ -61,6 +62,7 @@ def test_fault_maps_to_its_error_class(sim, fault, outcome):
     assert run(sim).outcome == "ok"
 
 
+@pytest.mark.slow
 def test_stall_beyond_the_timeout(sim):
     sim.fault(kind="stall", count=1, after_deltas=2, stall_s=3.0)
     sc = Scenario(turns=1, utterance_s=0.5, turn_mode="manual",
@@ -72,6 +74,7 @@ def test_stall_beyond_the_timeout(sim):
     assert res.turns[0].ttfa_ms is not None and res.turns[0].audio_s == pytest.approx(0.2)
 
 
+@pytest.mark.slow
 def test_stall_before_first_audio(sim):
     sim.fault(kind="stall", count=1, after_deltas=0, stall_s=3.0)
     sc = Scenario(turns=1, utterance_s=0.5, turn_mode="manual", timeouts=Timeouts(first_audio=0.6))
@@ -80,6 +83,7 @@ def test_stall_before_first_audio(sim):
     assert res.turns[0].ttfa_ms is None and res.turns[0].outcome == "timeout:first_audio"
 
 
+@pytest.mark.slow
 def test_session_expiry(sim):
     sim.fault(kind="session_expiry", count=1, after_s=0.8)
     res = run(sim, Scenario(turns=5, utterance_s=0.5, turn_mode="manual"))
@@ -171,6 +175,7 @@ def test_tls_to_a_plain_server_is_tls(sim):
     assert res.outcome == "tls", res.error
 
 
+@pytest.mark.slow
 def test_bad_url_and_bad_ca_file_are_config_errors(tmp_path):
     res = run_session(Target("x", "http://127.0.0.1:1/v1/realtime", "m"), SC, api_key="x")
     assert res.outcome == "config" and "ws://" in res.error

@@ -183,6 +183,7 @@ def test_usage_and_cost_match_the_simulator_and_the_price_table(fixed_sim):
     assert prices.price_for("mystery-model") is None
 
 
+@pytest.mark.slow
 def test_slow_delivery_gives_stalls_and_rtf():
     speed, delta_s, reply_s, jb_ms = 0.7, 0.1, 2.0, 100.0
     args = ["--ttfa-ms", "100", "--reply-s", str(reply_s), "--delta-ms", "100", "--speed", str(speed)]
@@ -203,6 +204,7 @@ def test_slow_delivery_gives_stalls_and_rtf():
     assert t.gap_p95_ms == pytest.approx(delta_s / speed * 1000, abs=10.0)
 
 
+@pytest.mark.slow
 def test_beta_shape_and_azure_paths(fixed_sim):
     sc = Scenario(turns=1, utterance_s=0.6, turn_mode="manual")
     beta = run_session(target(fixed_sim, beta=True), sc, api_key="x")
@@ -239,6 +241,7 @@ def test_api_key_from_env_and_missing_env(fixed_sim, monkeypatch):
     assert res.connect_ms is None  # nothing was sent
 
 
+@pytest.mark.slow
 def test_wrong_key_is_http_401_and_never_echoed():
     secret = "sk-very-secret-123"
     with SimProcess(args=["--api-key", "the-right-key", *FIXED]) as sim:
@@ -262,6 +265,7 @@ def test_stop_event_ends_a_session_early(fixed_sim):
     assert len(res.turns) >= 1
 
 
+@pytest.mark.slow
 def test_session_timeout_bounds_the_whole_session(fixed_sim):
     sc = Scenario(turns=10, utterance_s=1.0, timeouts=Timeouts(session=1.5))
     t = time.monotonic()

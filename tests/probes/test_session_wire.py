@@ -34,12 +34,14 @@ def check(fake, res, turns=1):
     indirect=True,
     ids=["fragmented", "escaped", "delta-first"],
 )
+@pytest.mark.slow
 def test_delta_variants_are_counted_exactly(fake):
     res = run_session(Target("f", fake.url, "sim-x"), Scenario(turns=2, utterance_s=0.4,
                       turn_mode="manual", pause_s=0.05), api_key="k")
     check(fake, res, turns=2)
 
 
+@pytest.mark.slow
 def test_sender_keeps_an_absolute_schedule(fake):
     sc = Scenario(turns=1, utterance_s=2.0, trailing_silence_s=0.5, chunk_ms=50)
     res = run_session(Target("f", fake.url, "sim-x"), sc, api_key="k")
@@ -79,6 +81,7 @@ def test_no_session_created_is_timeout_ready(fake):
 
 
 @pytest.mark.parametrize("fake", [{"close_after_turns": 1}], indirect=True)
+@pytest.mark.slow
 def test_server_close_after_the_last_turn_is_a_normal_end_but_mid_session_is_not(fake):
     one = run_session(Target("f", fake.url, "sim-x"),
                       Scenario(turns=1, utterance_s=0.3, turn_mode="manual"), api_key="k")
@@ -108,6 +111,7 @@ def _ws_frame(text: bytes) -> bytes:
     return bytes([0x81, len(text)]) + text
 
 
+@pytest.mark.slow
 def test_a_server_that_stops_reading_ends_as_timeout_send(monkeypatch):
     """The upgrade and setup succeed, then the server never reads: the engine's sends block
     once the socket buffers fill, and the send timeout (not a hang) ends the session."""
@@ -167,6 +171,7 @@ def test_a_server_that_stops_reading_ends_as_timeout_send(monkeypatch):
 
 
 @pytest.mark.parametrize("fake", [{"unknown_events": 3}], indirect=True)
+@pytest.mark.slow
 def test_unknown_events_are_counted_not_fatal(fake):
     res = run_session(Target("f", fake.url, "sim-x"),
                       Scenario(turns=2, utterance_s=0.3, turn_mode="manual"), api_key="k")
@@ -198,6 +203,7 @@ def test_websockets_debug_logging_never_shows_the_key(fake, caplog):
 
 
 @pytest.mark.parametrize("fake", [{"reply_s": 3.0, "speed": 1.0}], indirect=True)
+@pytest.mark.slow
 def test_a_deadline_mid_stream_still_gives_turn_results(fake):
     from probes.results import TurnResult
 

@@ -74,6 +74,7 @@ def tmux_run(tmp_path):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 def test_tty_redraws_one_block_in_place(tmux_run):
     t = tmux_run(30)
     live = t.wait_for("started 5 ")  # mid-run: the block is live
@@ -100,6 +101,7 @@ def test_tty_respects_no_color(tmux_run):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 def test_piped_prints_plain_periodic_lines():
     out = subprocess.run([sys.executable, str(SCRIPT), "20"], env=_env(), capture_output=True,
                          text=True, timeout=30, check=True).stdout

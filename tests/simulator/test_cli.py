@@ -39,6 +39,7 @@ def test_ready_lines_and_sigterm_stop():
     assert started < 5  # ~0.3-0.6 s on a quiet machine; generous under CI contention
 
 
+@pytest.mark.slow
 def test_sigint_and_duration_bound():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     p = subprocess.Popen([sys.executable, "-m", "simulator", "--port", "0", "--control-port", "0",

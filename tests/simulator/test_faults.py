@@ -165,6 +165,7 @@ def test_oversized_frame_trips_client_max_size(quick_sim):
     assert exc.sent is not None and exc.sent.code == 1009  # the client refused the frame
 
 
+@pytest.mark.slow
 def test_session_expiry(sim):
     sim.fault(kind="session_expiry", after_s=0.8, models=["expire"])
     t0 = time.perf_counter_ns()
@@ -221,6 +222,7 @@ def test_per_session_scope_hits_every_turn_of_chosen_sessions(sim):
     assert results == [["failed"] * 3, ["completed"] * 3]
 
 
+@pytest.mark.slow
 def test_outage_window(sim):
     sim.fault(kind="http_status", status=503, start_s=0, duration_s=1.0, models=["outage"])
     t0 = time.monotonic()

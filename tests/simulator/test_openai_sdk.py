@@ -6,6 +6,7 @@ import asyncio
 import base64
 
 import numpy as np
+import pytest
 
 from tests.simulator.wire import silence, tone_speech
 from tests.tools import require_module
@@ -37,6 +38,7 @@ async def _voice_turn(ws_url: str) -> dict:
     return got
 
 
+@pytest.mark.slow
 def test_openai_sdk_voice_turn(quick_sim):
     got = asyncio.run(asyncio.wait_for(_voice_turn(quick_sim.ws_url), timeout=20))
     assert got["status"] == "completed"

@@ -192,6 +192,7 @@ async def _one_manual_reply(url: str) -> tuple[int, list[tuple[dict, int]]]:
         return t_create, await asyncio.wait_for(until("response.done"), 20)
 
 
+@pytest.mark.slow
 def test_deltas_on_absolute_schedule(sim):
     """Deltas every delta_ms/speed after the first, never drifting; TTFA as injected."""
     import asyncio
@@ -220,6 +221,7 @@ def test_deltas_on_absolute_schedule(sim):
     bounded(measure, misses, pids=[sim.pid], budget_ms=2.0, what="delta schedule and TTFA")
 
 
+@pytest.mark.slow
 def test_profile_change_takes_effect_mid_session(sim):
     sim.set_profile(model="regress", ttfa_ms=120, reply_s=0.3)
 

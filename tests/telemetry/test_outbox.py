@@ -52,6 +52,7 @@ def pts(a, b):
     return [Point("m", {"k": "v"}, {"i": i}, i) for i in range(a, b)]
 
 
+@pytest.mark.slow
 def test_retry_after_is_honoured(scripted, tmp_path):
     scripted.script = [(503, {"Retry-After": "1"}, b'{"error":"busy"}')]
     ob = _outbox(scripted, tmp_path, backoff_initial_s=0.01)
@@ -65,6 +66,7 @@ def test_retry_after_is_honoured(scripted, tmp_path):
     ob.close()
 
 
+@pytest.mark.slow
 def test_backoff_grows_with_jitter_and_429_is_transient(scripted, tmp_path):
     scripted.script = [(500, {}, b"")] * 3 + [(429, {}, b"")]
     ob = _outbox(scripted, tmp_path, backoff_initial_s=0.2, backoff_max_s=10)
@@ -107,6 +109,7 @@ def test_pending_points_survive_a_restart(scripted, tmp_path):
     assert last[1] == 204 and last[2].count(b"\n") == 24
 
 
+@pytest.mark.slow
 def test_write_returns_while_server_hangs(tmp_path):
     """A server that accepts and never answers: write() still returns at once."""
     import socket
