@@ -30,7 +30,7 @@ def parse_duration(value: Any) -> float:
     return float(m.group(1)) * _UNIT_S[m.group(2)]
 
 
-PROVIDERS = ("openai", "azure", "gemini")
+PROVIDERS = ("openai", "azure", "gemini", "openai-live")
 TURN_MODES = ("server_vad", "semantic_vad", "manual")
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from probes.dialects.base import Dialect, DialectError
 from probes.dialects.gemini_live import GeminiLive
+from probes.dialects.gpt_live import GptLive
 from probes.dialects.openai_realtime import OpenAIRealtime
 
-__all__ = ["Dialect", "DialectError", "GeminiLive", "OpenAIRealtime", "dialect_for"]
+__all__ = ["Dialect", "DialectError", "GeminiLive", "GptLive", "OpenAIRealtime", "dialect_for"]
 
 
 def dialect_for(target, turn_mode: str = "server_vad", *, interrupt_response: bool = True,
@@ -22,4 +23,7 @@ def dialect_for(target, turn_mode: str = "server_vad", *, interrupt_response: bo
         return OpenAIRealtime.for_target(target, turn_mode, **opts)
     if target.provider == "gemini":  # Gemini API, or Vertex AI by its URL (see gemini_live.py)
         return GeminiLive.for_target(target, turn_mode, **opts)
-    raise ValueError(f"provider {target.provider!r} has no dialect (openai, azure, gemini)")
+    if target.provider == "openai-live":  # GPT-Live, OpenAI or Azure by its URL (gpt_live.py)
+        return GptLive.for_target(target, turn_mode, **opts)
+    raise ValueError(f"provider {target.provider!r} has no dialect "
+                     "(openai, azure, gemini, openai-live)")

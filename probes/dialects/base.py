@@ -59,16 +59,21 @@ class ResponseCreated:
 
 @dataclass(slots=True, frozen=True)
 class AudioDelta:
-    """A chunk of reply audio; only its decoded size is kept (the engine never decodes it)."""
+    """A chunk of reply audio: its decoded size, and (dialects whose engine must look at the
+    sound, GPT-Live's audible-onset gate) its base64 text, undecoded; empty otherwise."""
 
     nbytes: int
+    audio: bytes = b""
 
 
 @dataclass(slots=True, frozen=True)
 class TranscriptDelta:
-    """Transcript of the reply audio."""
+    """Transcript of the reply audio; GPT-Live adds where it lies on the session timeline
+    (ms from the session's start, the server's clock)."""
 
     text: str
+    start_ms: int | None = None
+    end_ms: int | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -84,6 +89,8 @@ class InputTranscript:
 
     text: str
     final: bool = True
+    start_ms: int | None = None  # GPT-Live: the fragment's span on the session timeline
+    end_ms: int | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -93,6 +100,7 @@ class ToolCall:
     call_id: str
     name: str
     arguments: str  # raw JSON text as sent; validity is the scenario's check, not the dialect's
+    delegation_id: str = ""  # GPT-Live: the delegation the call belongs to
 
 
 @dataclass(slots=True, frozen=True)
@@ -132,6 +140,68 @@ class GoAway:
 
 
 @dataclass(slots=True, frozen=True)
+class UsageUpdated:
+    """Cumulative billable session time (GPT-Live `session.usage.updated`): never summed."""
+
+    seconds: float
+    active_seconds: int | None = None
+    paused_seconds: int | None = None
+    context_ratio: float | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class SessionClosed:
+    """The server finalised the session (GPT-Live `session.closed`): why, and the final usage.
+    reason: close_requested | expired | content | remote_hangup | connection_lost."""
+
+    reason: str
+    seconds: float | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class DelegationCreated:
+    """The model handed a task to the app (`target` client) or a Responses backend
+    (GPT-Live `session.delegation.created`); `offset_ms` is on the session timeline."""
+
+    delegation_id: str
+    target: str
+    response_id: str = ""
+    offset_ms: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class BackendEvent:
+    """A nested Responses stream event of a delegation (GPT-Live `response.event`) that is not
+    a function call. For `response.completed|failed|incomplete|cancelled`, status and usage
+    (backend tokens, billed apart from the session's seconds) are set."""
+
+    delegation_id: str
+    type: str
+    response_id: str = ""
+    status: str = ""
+    usage: Usage = field(default_factory=Usage)
+    error_code: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Ack:
+    """A command's acknowledgement (GPT-Live `...appended`, `...muted`); appends carry the
+    estimated injection span on the session timeline, which is not speech."""
+
+    type: str
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Info:
+    """An informational notice (GPT-Live `info`, e.g. data_channel_permissions)."""
+
+    code: str
+    message: str = ""
+
+
+@dataclass(slots=True, frozen=True)
 class Ignored:
     """A known event the engine has no use for (rate limits, item bookkeeping)."""
 
@@ -161,6 +231,12 @@ Event = (
     | Interrupted
     | ServerError
     | GoAway
+    | UsageUpdated
+    | SessionClosed
+    | DelegationCreated
+    | BackendEvent
+    | Ack
+    | Info
     | Ignored
     | Unknown
 )
