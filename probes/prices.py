@@ -4,6 +4,11 @@ Values from the protocol reference §10 (openai-realtime.md; gpt-realtime's come
 parties, marked there). A model missing from the table costs None, never a guess; a price can
 be overridden per target (Target.prices) or for the whole process (`PRICES.update(...)`).
 Snapshot names (`gpt-realtime-2025-08-28`) resolve to their base model by longest prefix.
+
+GPT-Live bills per second of session instead (silence, mute and backend waits included), not per
+token: `SECOND_PRICES` and `session_cost_usd`, from the server's cumulative `usage.seconds`, or
+the session's wall time when the server reported none. Its backend (Responses) tokens are billed
+apart and are not counted here.
 """
 
 from __future__ import annotations
@@ -86,9 +91,13 @@ def with_override(base: Price | None, override: dict[str, float] | None) -> Pric
     unknown model, a partial one on an unknown model stays None (half a price is a guess)."""
     if not override:
         return base
-    bad = set(override) - set(_FIELDS)
+    bad = set(override) - set(_FIELDS) - set(_SECOND_FIELDS)
     if bad:
-        raise ValueError(f"unknown price keys {sorted(bad)}; expected some of {list(_FIELDS)}")
+        raise ValueError(f"unknown price keys {sorted(bad)}; expected some of "
+                         f"{list(_FIELDS + _SECOND_FIELDS)}")
+    override = {k: v for k, v in override.items() if k in _FIELDS}  # per-second keys: not here
+    if not override:
+        return base
     if base is None:
         if set(override) != set(_FIELDS):
             return None
@@ -99,3 +108,63 @@ def with_override(base: Price | None, override: dict[str, float] | None) -> Pric
 def cost_usd(model: str, usage: Usage, override: dict[str, float] | None = None) -> float | None:
     price = with_override(price_for(model), override)
     return None if price is None else price.cost(usage)
+
+
+# ---- per-second pricing (GPT-Live) ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SecondPrice:
+    """USD per minute of session: active, and (gpt-live-1.1, WebRTC sessions configured for it)
+    standby while inference is paused. Billed per second, not rounded (gpt-live.md §11)."""
+
+    active_per_min: float
+    standby_per_min: float | None = None
+
+    def cost(self, seconds: float, paused_seconds: float = 0.0) -> float:
+        paused = min(max(paused_seconds, 0.0), seconds) if self.standby_per_min is not None else 0.0
+        return ((seconds - paused) * self.active_per_min
+                + paused * (self.standby_per_min or 0.0)) / 60.0
+
+
+SECOND_PRICES: dict[str, SecondPrice] = {
+    "gpt-live-1": SecondPrice(0.05),
+    "gpt-live-1.1": SecondPrice(0.05, 0.02),
+    # the simulator's live models: priced like gpt-live-1, so a cost can be checked against the
+    # seconds the simulator reports (its token models stay free)
+    "sim-live*": SecondPrice(0.05),
+}
+_SECOND_FIELDS = ("active_per_min", "standby_per_min")
+
+
+def second_price_for(model: str, override: dict[str, float] | None = None,
+                     table: dict[str, SecondPrice] | None = None) -> SecondPrice | None:
+    """The per-second price of `model` (same name rules as price_for), None when it is not
+    billed by the second. An override ({"active_per_min": 0.05}) may price an unknown model
+    when it names the active rate."""
+    base = price_for(model, SECOND_PRICES if table is None else table)
+    over = {k: v for k, v in (override or {}).items() if k in _SECOND_FIELDS}
+    if not over:
+        return base
+    if base is None:
+        if "active_per_min" not in over:
+            return None
+        return SecondPrice(float(over["active_per_min"]),
+                           None if over.get("standby_per_min") is None
+                           else float(over["standby_per_min"]))
+    return replace(base, **{k: float(v) for k, v in over.items()})
+
+
+def session_cost_usd(model: str, seconds: float | None, wall_s: float | None,
+                     override: dict[str, float] | None = None,
+                     paused_seconds: float | None = None) -> float | None:
+    """A per-second model's session cost: the server's cumulative usage `seconds` (the latest
+    usage.updated or session.closed), else `wall_s` (the session's wall time) when the server
+    reported none. None for a model not billed by the second, or with no duration at all."""
+    price = second_price_for(model, override)
+    if price is None:
+        return None
+    s = seconds if seconds is not None else wall_s
+    if s is None or s < 0:
+        return None
+    return price.cost(float(s), float(paused_seconds or 0.0))
