@@ -222,10 +222,7 @@ class ProbeService:
         self._abort()
         close_all(self.notifiers, timeout=max(0.5, min(3.0, deadline - time.monotonic())))
         if self.recorder is not None and close_recorder:
-            try:
-                self.recorder.close(timeout=max(1.0, deadline - time.monotonic()))
-            except TypeError:
-                self.recorder.close()
+            self.recorder.close(timeout=max(1.0, deadline - time.monotonic()))
         return clean
 
     def _abort(self, long_calls_only: bool = False) -> None:
@@ -392,8 +389,6 @@ class ProbeService:
         if self.recorder is not None and hasattr(self.recorder, "flush"):
             try:
                 self.recorder.flush(timeout=1.0)  # bounded: a down InfluxDB must not stall
-            except TypeError:
-                self.recorder.flush()
             except Exception:
                 log.exception("flush before evaluation failed")
         return self.engine.evaluate(now)
