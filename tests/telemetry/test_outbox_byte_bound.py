@@ -17,11 +17,7 @@ import pytest
 from telemetry.outbox import Outbox
 from telemetry.points import Point
 from telemetry.sinks import InfluxV1Sink
-
-try:  # telemetry.wiring holds it once the import-cycle split lands (issue 14)
-    from telemetry.wiring import build_sink
-except ImportError:
-    from telemetry.sinks import build_sink
+from telemetry.wiring import build_sink
 
 BOUND = 64 * 1024
 
