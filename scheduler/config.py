@@ -118,6 +118,17 @@ class NotifierSpec:
 
 
 @dataclass(slots=True)
+class StatusPage:
+    """The status page at `/` (scheduler/status_page.py): cards over the last `runs` runs."""
+
+    runs: int = 6  # N of "x / N runs" and of the last-runs percentiles
+    public: bool = False  # cards only: no endpoints, schedule or service health
+    refresh_s: float = 10.0  # how often the open page fetches page.json
+    bar_span_s: float = 86400.0  # the time the 90-interval uptime bar covers
+    title: str = "VoicePulse status"
+
+
+@dataclass(slots=True)
 class ServiceConfig:
     agent: str = "local"
     probes: list[ProbeJob] = field(default_factory=list)
@@ -129,6 +140,7 @@ class ServiceConfig:
     evaluate_every_s: float = 30.0
     status_host: str = "127.0.0.1"
     status_port: int = 9108  # 0 picks a free port
+    status_page: StatusPage = field(default_factory=StatusPage)
     max_workers: int = 8  # probes running at once across all targets
     probe_timeout_s: float | None = None  # None: the scenario's own session timeout
     shutdown_timeout_s: float = 10.0

@@ -1,4 +1,5 @@
-"""The status endpoint: /healthz, /status (JSON) and /metrics (Prometheus text), on loopback.
+"""The status endpoint: /healthz, /status (JSON), /metrics (Prometheus text) and, given a page,
+the status page at / with its page.json (scheduler/status_page.py), on loopback.
 
 A stdlib `ThreadingHTTPServer` on its own daemon thread: no dependency, and a slow scraper can
 never block the scheduler. It binds 127.0.0.1 by default; binding elsewhere is the operator's
@@ -107,6 +108,15 @@ def _flat(d: dict, prefix: str = "") -> dict[str, float]:
     return flat
 
 
+#: The page may fetch only its own page.json; nothing else from anywhere, and never cached.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                               "script-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+}
+
+
 class _Server6(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
@@ -114,14 +124,15 @@ class _Server6(ThreadingHTTPServer):
 class StatusServer:
     """Serves a service's status; `port=0` picks a free port (read `.port` after `start()`)."""
 
-    def __init__(self, status_fn, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, status_fn, host: str = "127.0.0.1", port: int = 0, page=None):
         self.status_fn = status_fn
+        self.page = page  # a LivePage (html(), document()) or None: no page at /
         self.host, self.port = host, port
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> StatusServer:
-        status_fn = self.status_fn
+        status_fn, page = self.status_fn, self.page
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's spelling
@@ -133,6 +144,13 @@ class StatusServer:
                         self._send(200, orjson.dumps(status_fn(), option=orjson.OPT_INDENT_2
                                                      | orjson.OPT_NON_STR_KEYS),
                                    "application/json")
+                    elif page is not None and path in ("/", "/index.html"):
+                        self._send(200, page.html().encode(), "text/html; charset=utf-8",
+                                   PAGE_HEADERS)
+                    elif page is not None and path == "/page.json":
+                        self._send(200, orjson.dumps(page.document(),
+                                                     option=orjson.OPT_NON_STR_KEYS),
+                                   "application/json", PAGE_HEADERS)
                     elif path == "/metrics":
                         self._send(200, prometheus_text(status_fn()).encode(),
                                    "text/plain; version=0.0.4; charset=utf-8")
@@ -142,9 +160,12 @@ class StatusServer:
                     log.exception("status endpoint %s failed", path)
                     self._send(500, b"internal error\n", "text/plain; charset=utf-8")
 
-            def _send(self, code: int, body: bytes, ctype: str) -> None:
+            def _send(self, code: int, body: bytes, ctype: str,
+                      headers: dict | None = None) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

@@ -1,4 +1,5 @@
-"""The `voicepulse` command: probe, demo, results, config check, sim, serve, alerts, load."""
+"""The `voicepulse` command: probe, demo, results, status, config check, sim, serve, alerts,
+load."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import orjson
 from simulator.cli import main as sim_main
 from voicepulse.cmd_load import load
 from voicepulse.cmd_report import report
+from voicepulse.cmd_results import results, status
 from voicepulse.cmd_service import alerts, serve
 from voicepulse.configkit import ConfigError, parse_duration
 from voicepulse.errors import ConfigErrorExit
@@ -167,35 +169,6 @@ def record_results(cfg, results, store: str | None = None) -> None:
         recorder.close(timeout=10.0)
 
 
-# -- results ---------------------------------------------------------------------------------
-@main.command(context_settings=CONTEXT)
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="Read from the store or InfluxDB this config names.")
-@click.option("--store", type=click.Path(dir_okay=False), help="Embedded store file to read.")
-@click.option("--since", default="1h", show_default=True, help="How far back: 30m, 1h, 2d ...")
-@click.option("--kind", type=click.Choice(["probe", "load"]), default=None,
-              help="Only probes or only load-test sessions.")
-def results(config_path, store, since, kind) -> None:
-    """Print a summary per target from the store: success ratio, TTFA p50/p95, turn p95,
-    errors by class."""
-    from voicepulse.render import summary_table
-
-    cfg = load_or_default(config_path)
-    try:
-        since_s = parse_duration(since)
-    except ValueError:
-        raise ConfigErrorExit(f"--since: expected a duration like 30m, 1h or 2d, got {since!r}") from None
-    query = telemetry_for(cfg, store).query()
-    try:
-        rows = query.summary(since_s=since_s, kind=kind)
-    finally:
-        query.close()
-    if not rows:
-        click.echo(f"no sessions in the last {since}")
-        return
-    click.echo(summary_table(rows))
-
-
 # -- demo ------------------------------------------------------------------------------------
 @main.command(context_settings=CONTEXT)
 @click.option("--duration", default="50s", show_default=True,
@@ -236,7 +209,7 @@ def demo(duration, load_duration, report_path, store, config_path) -> None:
 # Imported like any module: one that is broken stops the CLI with its error, never makes its
 # command silently vanish.
 main.add_command(sim_main, "sim")
-for _command in (serve, alerts, load, report):
+for _command in (serve, alerts, load, report, results, status):
     main.add_command(_command)
 
 

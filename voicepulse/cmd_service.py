@@ -56,7 +56,7 @@ def open_source(tel):
 def serve(config_path, duration, store, status_port, verbose) -> None:
     """Run the probe service: scheduled probes of every configured target, results into the
     store, SLO burn-rate, threshold and regression alerts to the notifiers, and a status
-    endpoint (/healthz, /status, /metrics) on 127.0.0.1.
+    endpoint on 127.0.0.1: the status page (/), /healthz, /status and /metrics.
 
     \b
     Signals: SIGTERM/SIGINT stop (running probes finish or are aborted at the shutdown
@@ -65,6 +65,7 @@ def serve(config_path, duration, store, status_port, verbose) -> None:
     """
     from scheduler.service import ProbeService
     from scheduler.status_http import StatusServer
+    from scheduler.status_page import LivePage
 
     seconds = None
     if duration:
@@ -97,7 +98,8 @@ def serve(config_path, duration, store, status_port, verbose) -> None:
     recorder = tel.recorder()
     service = ProbeService(svc_cfg, cfg.targets, cfg.scenarios, recorder, source)
     try:
-        status = StatusServer(service.status, svc_cfg.status_host, svc_cfg.status_port).start()
+        status = StatusServer(service.status, svc_cfg.status_host, svc_cfg.status_port,
+                              page=LivePage(service, source.query)).start()
     except OSError as exc:
         recorder.close(timeout=2.0)
         raise ConfigExit(f"{cfg.file}: status.port: cannot listen on {svc_cfg.status_host}:"
@@ -110,8 +112,8 @@ def serve(config_path, duration, store, status_port, verbose) -> None:
         signal.signal(signal.SIGHUP, lambda *_: reload_.set())
 
     service.start()
-    click.echo(f"serving: {len(svc_cfg.probes)} probes, agent {svc_cfg.agent}, status "
-               f"{status.url}/status", err=True)
+    click.echo(f"serving: {len(svc_cfg.probes)} probes, agent {svc_cfg.agent}, page "
+               f"{status.url}/, status {status.url}/status", err=True)
     deadline = time.monotonic() + seconds if seconds else None
     path = cfg.file
     while not stop.is_set():

@@ -17,6 +17,7 @@ from scheduler.config import (
     RegressionRule,
     ServiceConfig,
     Slo,
+    StatusPage,
     ThresholdRule,
 )
 from scheduler.rules import parse_expr
@@ -59,6 +60,7 @@ def parse_service(root: Section, targets: dict[str, Target],
     st = root.section("status", {})
     cfg.status_host = st.str("host", cfg.status_host)
     cfg.status_port = st.int("port", cfg.status_port, min=0, max=65535)
+    cfg.status_page = _status_page(st.section("page", {}))
     st.done()
     sv = root.section("service", {})
     cfg.evaluate_every_s = sv.duration("evaluate_every", cfg.evaluate_every_s)
@@ -66,6 +68,22 @@ def parse_service(root: Section, targets: dict[str, Target],
     cfg.shutdown_timeout_s = sv.duration("shutdown_timeout", cfg.shutdown_timeout_s)
     sv.done()
     return cfg if present else None
+
+
+def _status_page(s: Section) -> StatusPage:
+    """`status.page`: the cards' N runs, `public` (cards only), refresh and bar span."""
+    page = StatusPage()
+    page.runs = s.int("runs", page.runs, min=1, max=1000)
+    page.public = s.bool("public", page.public)
+    page.refresh_s = s.duration("refresh", page.refresh_s)
+    if page.refresh_s < 1:
+        raise s.error("refresh", "expected a duration of at least 1s")
+    page.bar_span_s = s.duration("bar_span", page.bar_span_s)
+    if page.bar_span_s < 90:
+        raise s.error("bar_span", "expected at least 90s (the bar has 90 intervals)")
+    page.title = s.str("title", page.title)
+    s.done()
+    return page
 
 
 def _known(s: Section, key: str, name: str, known: dict, what: str) -> None:
