@@ -1,9 +1,9 @@
 """One simulated Gemini Live (BidiGenerateContent) session on one WebSocket connection.
 
 Independent of the client codec (probes/dialects/gemini_live.py): written from the protocol
-reference. Reuses the simulator's frame I/O (channel.py, with server frames sent as BINARY
-frames as the real service does), energy VAD (vad.py, at 16 kHz), profiles, faults, reply
-audio and ground truth.
+reference. Runs on the shared session skeleton (session_base.py) and reply plan (reply.py: TTFA,
+paced deltas, faults, truth), in the shapes of gemini_wire.py; server frames are BINARY
+(channel.py), as the real service sends them; energy VAD (vad.py) at 16 kHz.
 
 - The first client message must be `setup`; `setupComplete` is the first server message.
 - Keys are accepted in camelCase or snake_case at every level; audio base64 may be standard or
