@@ -98,6 +98,9 @@ class Profile:
     wer: float = 0.0  # word errors injected into that transcript (substitutions)
     reply_text: str | None = None  # the reply's transcript; None = a canned sentence
     session_max_s: float = 3600.0  # session_expired + close 1001 after this
+    # GPT-Live's continuous output between replies: a noise floor at this level, None = digital
+    # silence (well below the -48 dBFS gates clients use; reference gpt-live.md section 6)
+    quiet_dbfs: float | None = -60.0
     seed: int | None = None
     faults: list[dict] = field(default_factory=list)
 
@@ -106,7 +109,7 @@ class Profile:
 
 
 _SCALARS = {"ttfa_scale": float, "delta_ms": int, "speed": float, "transcript": str, "wer": float,
-            "reply_text": str, "session_max_s": float, "seed": int}
+            "reply_text": str, "session_max_s": float, "seed": int, "quiet_dbfs": float}
 _DISTS = {f.name for f in fields(Profile) if f.type == "Dist"}
 
 
@@ -121,7 +124,7 @@ def apply(p: Profile, data: dict, where: str) -> Profile:
             setattr(p, k, Dist.parse(v, key))
         elif k in _SCALARS:
             typ = _SCALARS[k]
-            if v is None and k in ("transcript", "reply_text", "seed"):
+            if v is None and k in ("transcript", "reply_text", "seed", "quiet_dbfs"):
                 setattr(p, k, None)
                 continue
             if isinstance(v, bool) or (typ is str and not isinstance(v, str)) or (
@@ -143,6 +146,8 @@ def apply(p: Profile, data: dict, where: str) -> Profile:
         raise ProfileError(f"{where}.speed: expected > 0, got {p.speed}")
     if not 0 <= p.wer <= 1:
         raise ProfileError(f"{where}.wer: expected 0..1, got {p.wer}")
+    if p.quiet_dbfs is not None and not -120 <= p.quiet_dbfs < 0:
+        raise ProfileError(f"{where}.quiet_dbfs: expected -120..0 (or null), got {p.quiet_dbfs}")
     if p.ttfa_scale <= 0:
         raise ProfileError(f"{where}.ttfa_scale: expected > 0, got {p.ttfa_scale}")
     return p

@@ -9,6 +9,8 @@ connection. Endpoints (OpenAI Realtime shapes):
   `/ws/google.cloud.aiplatform.{v1,v1beta1}.LlmBidiService/BidiGenerateContent`: Gemini Live
   (gemini_session.py), key by `?key=` / `?access_token=` or `x-goog-api-key` /
   `Authorization: Bearer|Token`.
+- `/v1/live/sessions`, Azure `/openai/v1/live/sessions`: GPT-Live (live_session.py), key by
+  `Authorization: Bearer` or `api-key`, refused with an `error` after the upgrade.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from .channel import MAX_MESSAGE
 from .faults import SESSION_KINDS, TURN_KINDS, UPGRADE_KINDS
 from .gemini_session import GeminiConnInfo, GeminiSession
 from .gemini_wire import PATH_RE as GEMINI_PATH_RE
+from .live_session import LiveSession, live_admit
+from .live_wire import PATHS as LIVE_PATHS
 from .openai_session import ConnInfo, OpenAISession
 from .state import SimState
 from .truth import SessionTruth
@@ -132,7 +136,7 @@ class SimServer:
         self.state = state
 
     async def admit(self, connection: ServerConnection, profile, faults: list, truth: SessionTruth,
-                    key: str | None) -> str | None:
+                    key: str | None, check_key: bool = True) -> str | None:
         """The upgrade-time faults and the key check, for every protocol: the connect delay (plus
         slow_handshake), then refuse (a TCP reset), an injected HTTP status, a missing or unknown
         key. None to upgrade; else "refused", the status ("503") or "key", with the outcome
@@ -148,7 +152,7 @@ class SimServer:
         elif statuses := [int(f.params["status"]) for f in faults if f.kind == "http_status"]:
             refusal = str(statuses[0])
             truth.outcome = f"http_{refusal}"
-        elif key is None or (st.options.api_keys and key not in st.options.api_keys):
+        elif check_key and (key is None or (st.options.api_keys and key not in st.options.api_keys)):
             truth.outcome, refusal = "http_401", "key"
         if refusal is not None:
             st.truth.session(truth)
@@ -189,6 +193,8 @@ class SimServer:
         version = gemini_route(request.path)
         if version is not None:
             return await self.gemini_request(connection, request, version, t0)
+        if urlsplit("/" + request.path.lstrip("/")).path.rstrip("/") in LIVE_PATHS:  # GPT-Live
+            return await live_admit(self, connection, request, client_key(request), t0)
         model, forced_beta, err = route(request.path)
         if model is None:
             status = 404 if err == "not found" else 400
@@ -246,6 +252,8 @@ class SimServer:
                 return
             if ws.sim_shape == "gemini":
                 await GeminiSession(st, ws, info).run()
+            elif ws.sim_shape == "live":
+                await LiveSession(st, ws, info).run()
             else:
                 await OpenAISession(st, ws, info).run()
         except Exception:
