@@ -10,5 +10,10 @@ Public API:
 - `probes.dialects.dialect_for(target, turn_mode)`: the sans-I/O protocol codec.
 - `probes.audio`: speech-like utterances, G.711; `probes.prices`: cost of a usage.
 
+Inside, one engine over two seams: `transport` (how bytes reach the server: WebSocket today)
+under `session` (I/O and pacing), the dialect's normalised events into `marks` (the receiver's
+pure state machine), `measure` (marks -> results), and `play`, the one driver of every scenario
+(`turns: N` is compiled into a script).
+
 Imports nothing else of ours.
 """

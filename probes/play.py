@@ -1,12 +1,14 @@
-"""Plays a scripted scenario (probes/script.py) on an open session of the engine.
+"""The one driver: plays a script (probes/script.py) on an open session of the engine.
 
 The engine (probes/session.py) owns the socket, the clock, the receiver and the phase deadlines;
-this module only decides what to send next and what to wait for, step by step:
+this module only decides what to send next and what to wait for, step by step, through the
+session's small public surface (`Line` below). Plain `turns: N` scenarios are compiled into a
+script too (`plain_script`: say, wait for the reply, pause; N times), so every session runs here:
 
-- `say` / `text` start a user turn (a `_Turn`: everything the receiver hears until the next
+- `say` / `text` start a user turn (`TurnMarks`: everything the receiver hears until the next
   turn's reply is attributed to it). A turn begun while the previous reply still plays becomes
-  the engine's `next_turn`: the receiver switches to it when that reply ends, so a cancelled
-  reply's last events never land on the turn that interrupted it.
+  the receiver's `next_turn`: it switches to it when that reply ends, so a cancelled reply's
+  last events never land on the turn that interrupted it.
 - `interrupt_after` marks the reply it speaks over with `barge_ns` (when the interrupting speech
   was due to start, like E an intended time) before streaming; the receiver records when the
   server stopped the reply and how much audio still came after barge_ns.
@@ -20,14 +22,20 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterable
 from time import perf_counter_ns
+from typing import Protocol
 
 from probes import audio
 from probes.dialects.base import Dialect
+from probes.marks import Receiver, TurnMarks
+from probes.messages import append_messages
+from probes.outcomes import STOPPED, Failure
 from probes.results import timeout
 from probes.script import (
     ExpectTool,
     InterruptAfter,
+    Pause,
     Repeat,
     Say,
     Script,
@@ -37,14 +45,55 @@ from probes.script import (
     WaitReply,
     check_call,
 )
-from probes.session import STOPPED, _append_messages, _Failure, _Session, _Turn
-from probes.spec import Scenario
+from probes.spec import Scenario, Target, Timeouts
 
 _NS = 1_000_000_000
 #: how long a finished script waits for input transcripts still on their way (WER)
 TRANSCRIPT_GRACE_S = 3.0
 #: what a function call the scenario did not expect is answered with
 UNEXPECTED_CALL_OUTPUT = '{"error": "this call was not expected by the test scenario"}'
+
+
+class Line(Protocol):
+    """What the player needs of an open session (probes.session.Session)."""
+
+    dialect: Dialect
+    scenario: Scenario
+    target: Target
+    timeouts: Timeouts
+    marks: Receiver
+
+    def check(self) -> None:
+        """Raise Failure for the receiver's first failure or the caller's stop."""
+
+    def wait(self, done: Callable[[], bool], deadline_ns: int, phase: str) -> None:
+        """Until done(); Failure(timeout:<phase>) past the deadline."""
+
+    def settle(self, done: Callable[[], bool], seconds: float) -> None:
+        """Until done() or `seconds` passed (not a failure)."""
+
+    def sleep(self, seconds: float) -> bool:
+        """False when the caller stopped the session meanwhile."""
+
+    def send(self, msgs: Iterable[bytes]) -> None: ...
+
+    def speak(self, turn: TurnMarks, utt: audio.Utterance, t0: int | None = None,
+              user_turn: bool = True) -> None:
+        """Stream an utterance on the pacing clock (a user turn sets E and joins the turns)."""
+
+    def await_reply(self, turn: TurnMarks) -> None:
+        """First audio, then the end, of the reply to the turn's latest trigger."""
+
+
+def plain_script(sc: Scenario) -> Script:
+    """`turns: N` as a script: say `utterance_s` of speech, wait for the reply, pause `pause_s`;
+    N times (a Say per turn, so each turn keeps its own seed: sc.seed + turn index)."""
+    steps: list = []
+    for i in range(sc.turns):
+        if i:
+            steps.append(Pause(sc.pause_s))
+        steps += [Say("synthetic", sc.utterance_s), WaitReply()]
+    return Script(tuple(steps))
 
 
 # ---- audio for the script's utterances (rendered before the clock starts) ----------------------
@@ -74,11 +123,12 @@ def _utterances(script: Script) -> list[Say]:
 
 
 def render(dialect: Dialect, sc: Scenario) -> None:
-    """Render and encode every utterance and silence of the script (all cached)."""
-    for i, say in enumerate(_utterances(sc.script)):
-        _append_messages(dialect, say_utterance(dialect, sc, say, sc.seed + i))
-    for ms in _silences(sc.script.steps):
-        _append_messages(dialect, silence_utterance(dialect, sc, ms))
+    """Render and encode every utterance and silence of the scenario's script (all cached)."""
+    script = sc.script if sc.script is not None else plain_script(sc)
+    for i, say in enumerate(_utterances(script)):
+        append_messages(dialect, say_utterance(dialect, sc, say, sc.seed + i))
+    for ms in _silences(script.steps):
+        append_messages(dialect, silence_utterance(dialect, sc, ms))
 
 
 def _silences(steps) -> list[float]:
@@ -132,17 +182,17 @@ def _marker_text(text: str) -> str:
 # ---- playing ----------------------------------------------------------------------------------
 
 
-def play(s: _Session, script: Script) -> None:
+def play(s: Line, script: Script) -> None:
     _Player(s, script).run()
 
 
 class _Player:
-    def __init__(self, s: _Session, script: Script) -> None:
+    def __init__(self, s: Line, script: Script) -> None:
         self.s = s
         self.sc = s.scenario
         self.script = script
         self.seeds = {id(say): self.sc.seed + i for i, say in enumerate(_utterances(script))}
-        self.turn: _Turn | None = None  # the current user turn
+        self.turn: TurnMarks | None = None  # the current user turn
         self.inputs = 0
         self.calls_seen = 0  # tool calls of the current turn already checked
         self.call = None  # the ToolCall the next tool_result answers
@@ -154,7 +204,7 @@ class _Player:
 
     def steps(self, steps) -> None:
         for step in steps:
-            self.s._check()
+            self.s.check()
             self.step(step)
 
     def step(self, step) -> None:
@@ -174,25 +224,21 @@ class _Player:
             self.text(step.text)
         elif isinstance(step, Repeat):
             self.repeat(step)
+        elif isinstance(step, Pause):
+            if step.s > 0 and not self.s.sleep(step.s):
+                raise Failure(STOPPED, "stopped between turns")
 
     # -- user turns ------------------------------------------------------------------------
 
-    def _begin(self, turn: _Turn) -> None:
+    def _begin(self, turn: TurnMarks) -> None:
         """Make `turn` the one the receiver fills: now, or when the running reply ends."""
-        s = self.s
-        prev = self.turn
-        if prev is not None and prev.reply_from_ns is not None and prev.reply_done_ns is None:
-            s.next_turn = turn
-            if prev.reply_done_ns is not None:  # it ended meanwhile: the receiver may have missed
-                s.turn, s.next_turn = turn, None
-        else:
-            s.turn = turn
+        self.s.marks.begin(turn, self.turn)
         self.turn = turn
         self.calls_seen = 0
         self.call = None
 
-    def _new_turn(self) -> _Turn:
-        turn = _Turn(self.inputs)
+    def _new_turn(self) -> TurnMarks:
+        turn = TurnMarks(self.inputs)
         self.inputs += 1
         return turn
 
@@ -202,9 +248,9 @@ class _Player:
         turn = self._new_turn()
         if self.transcribing:  # the server transcribes what it heard: score it (WER)
             turn.expected_text = say.text
-            s.awaiting_transcript.append(turn)
+            s.marks.awaiting_transcript.append(turn)
         self._begin(turn)
-        s._speak(turn, utt, t0)
+        s.speak(turn, utt, t0)
 
     def text(self, text: str) -> None:
         s = self.s
@@ -213,28 +259,29 @@ class _Player:
         now = perf_counter_ns()
         turn.speech_end_ns = turn.speech_sent_ns = now  # E of a typed message: when it was sent
         turn.trigger(now)
-        s.res.turns.append(turn)
-        s._send_all(s.dialect.user_text(text))
+        s.marks.turns.append(turn)
+        s.send(s.dialect.user_text(text))
 
     def silence(self, ms: float) -> None:
         s = self.s
-        s._speak(self.turn or s.turn, silence_utterance(s.dialect, self.sc, ms), user_turn=False)
+        s.speak(self.turn or s.marks.turn, silence_utterance(s.dialect, self.sc, ms),
+                user_turn=False)
 
     def interrupt(self, step: InterruptAfter) -> None:
         """Speak over the current reply `ms` after its first audio arrived."""
         s = self.s
         old = self.turn
-        s._wait(lambda: old.reply_audio_ns is not None or old.reply_done_ns is not None,
-                old.reply_from_ns + int(s.t.first_audio * _NS), "first_audio")
+        s.wait(lambda: old.reply_audio_ns is not None or old.reply_done_ns is not None,
+               old.reply_from_ns + int(s.timeouts.first_audio * _NS), "first_audio")
         if old.reply_audio_ns is not None:
             at = old.reply_audio_ns + int(step.ms * 1_000_000)
             ahead = at - perf_counter_ns()
-            if ahead > 0 and not s._sleep(ahead / _NS):
-                raise _Failure(STOPPED, "stopped before the interruption")
+            if ahead > 0 and not s.sleep(ahead / _NS):
+                raise Failure(STOPPED, "stopped before the interruption")
             if old.reply_done_ns is None:  # still playing: this is a barge-in
                 old.barge_ns = at
                 if s.scenario.turn_mode == "manual" and not s.dialect.start_activity():
-                    s._send_all(s.dialect.cancel())  # no server VAD to notice the speech
+                    s.send(s.dialect.cancel())  # no server VAD to notice the speech
             else:
                 self._nothing_to_interrupt(old, f"the reply had ended before {step.ms:g} ms")
             self.say(step.say, t0=at)  # intended, like E: lateness shows as send lag
@@ -243,7 +290,7 @@ class _Player:
             self.say(step.say)
 
     @staticmethod
-    def _nothing_to_interrupt(turn: _Turn, why: str) -> None:
+    def _nothing_to_interrupt(turn: TurnMarks, why: str) -> None:
         turn.checks["reply_active"] = False
         turn.notes.append(f"no barge-in: {why}")
 
@@ -254,9 +301,9 @@ class _Player:
         s, turn = self.s, self.turn
         while True:
             seen = self.calls_seen
-            s._wait(lambda seen=seen: turn.reply_audio_ns is not None
-                    or turn.reply_done_ns is not None or len(turn.tool_calls) > seen,
-                    turn.reply_from_ns + int(s.t.first_audio * _NS), "first_audio")
+            s.wait(lambda seen=seen: turn.reply_audio_ns is not None
+                   or turn.reply_done_ns is not None or len(turn.tool_calls) > seen,
+                   turn.reply_from_ns + int(s.timeouts.first_audio * _NS), "first_audio")
             if len(turn.tool_calls) <= seen or turn.reply_audio_ns is not None:
                 break
             _t, call = turn.tool_calls[seen]
@@ -264,15 +311,15 @@ class _Player:
             turn.checks["no_unexpected_tool"] = False
             turn.notes.append(f"unexpected call to {call.name}")
             self._answer(call, UNEXPECTED_CALL_OUTPUT, 0.0)
-        s._await_reply(turn, turn.reply_from_ns)
+        s.await_reply(turn)
 
     # -- tools ------------------------------------------------------------------------------
 
     def expect_tool(self, exp: ExpectTool) -> None:
         s, turn = self.s, self.turn
         seen = self.calls_seen
-        s._wait(lambda: len(turn.tool_calls) > seen or turn.reply_done_ns is not None,
-                turn.reply_from_ns + int(s.t.response_done * _NS), "tool")
+        s.wait(lambda: len(turn.tool_calls) > seen or turn.reply_done_ns is not None,
+               turn.reply_from_ns + int(s.timeouts.response_done * _NS), "tool")
         if len(turn.tool_calls) > seen:
             _t, call = turn.tool_calls[seen]
             self.calls_seen = seen + 1
@@ -300,15 +347,15 @@ class _Player:
         s, turn = self.s, self.turn
         if s.dialect.tool_call_ends_response:
             # OpenAI: the call's response must be done, or response.create is refused
-            s._wait(lambda: turn.reply_done_ns is not None,
-                    turn.reply_from_ns + int(s.t.response_done * _NS), "response_done")
-        if delay_ms > 0 and not s._sleep(delay_ms / 1000):
-            raise _Failure(STOPPED, "stopped before the tool result")
+            s.wait(lambda: turn.reply_done_ns is not None,
+                   turn.reply_from_ns + int(s.timeouts.response_done * _NS), "response_done")
+        if delay_ms > 0 and not s.sleep(delay_ms / 1000):
+            raise Failure(STOPPED, "stopped before the tool result")
         now = perf_counter_ns()
         turn.tool_sent_ns = now
         turn.tool_audio_ns = None
         turn.trigger(now)
-        s._send_all(s.dialect.tool_result(call.call_id, output, call.name))
+        s.send(s.dialect.tool_result(call.call_id, output, call.name))
 
     # -- long calls ---------------------------------------------------------------------------
 
@@ -320,21 +367,15 @@ class _Player:
             if r.times is not None and i >= r.times:
                 return
             if r.until is not None and time.monotonic() - start >= r.max_s:
-                raise _Failure(timeout("session_limit"),
+                raise Failure(timeout("session_limit"),
                                f"the session was still open after {r.max_s:g} s of talking "
                                f"(expected {r.until})")
-            s._check()
+            s.check()
             self.steps(r.steps)
             i += 1
 
     def _await_transcripts(self) -> None:
         """Give input transcripts still on their way a moment (they score WER), without
         turning a missing one into a session failure: it shows as the `transcribed` check."""
-        s = self.s
-        pending = s.awaiting_transcript
-        deadline = time.monotonic() + TRANSCRIPT_GRACE_S
-        while any(t.expected_text for t in pending) and time.monotonic() < deadline:
-            s._check()
-            s.wake.clear()
-            if any(t.expected_text for t in pending):
-                s.wake.wait(0.05)
+        pending = self.s.marks.awaiting_transcript
+        self.s.settle(lambda: not any(t.expected_text for t in pending), TRANSCRIPT_GRACE_S)

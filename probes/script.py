@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probes import audio
-from probes.spec import parse_duration
+from probes.durations import parse_duration
 
 STEP_KINDS = ("say", "silence", "wait_reply", "interrupt_after", "expect_tool", "tool_result",
               "text", "repeat")
@@ -97,7 +97,15 @@ class Repeat:
     max_s: float = 3600.0
 
 
-Step = Say | Silence | WaitReply | InterruptAfter | ExpectTool | ToolResult | Text | Repeat
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Send nothing for `s` seconds (between the turns of a compiled `turns: N` scenario; not a
+    step a scenario file can name)."""
+
+    s: float
+
+
+Step = Say | Silence | WaitReply | InterruptAfter | ExpectTool | ToolResult | Text | Repeat | Pause
 
 
 @dataclass(frozen=True, slots=True)

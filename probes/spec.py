@@ -7,28 +7,15 @@ resolved at connect time, so a spec can be printed, logged or stored safely.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from probes.durations import parse_duration
 
 if TYPE_CHECKING:
     from probes.script import Script
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from 30, 30.5, "30s", "250ms", "5m", "1h", "3d", "1w". Raises ValueError."""
-    if isinstance(value, bool):
-        raise ValueError(value)
-    if isinstance(value, int | float):
-        return float(value)
-    m = _DURATION.match(str(value))
-    if not m:
-        raise ValueError(value)
-    return float(m.group(1)) * _UNIT_S[m.group(2)]
-
+__all__ = ["PROVIDERS", "TURN_MODES", "Scenario", "Target", "Timeouts", "parse_duration"]
 
 PROVIDERS = ("openai", "azure", "gemini", "openai-live")
 TURN_MODES = ("server_vad", "semantic_vad", "manual")
