@@ -51,6 +51,7 @@ class Client:
     def __init__(self, ws):
         self.ws = ws
         self.events: list[tuple[dict, int]] = []
+        self.raw: list[bytes] = []
         self.closed: ConnectionClosed | None = None
         self.new = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self._read())
@@ -59,6 +60,7 @@ class Client:
         try:
             while True:
                 raw = await self.ws.recv(decode=False)
+                self.raw.append(raw)
                 try:
                     ev = orjson.loads(raw)
                 except orjson.JSONDecodeError:
