@@ -51,6 +51,7 @@ h1 { font-size:1.35rem; margin:0; }
 .alerts { margin:8px 0 0; padding:6px 8px; border-radius:6px; background:rgba(214,69,69,.1); }
 #service { margin-top:20px; }
 #service table { border-collapse:collapse; width:100%; font-size:.85rem; }
+#service td { overflow-wrap:anywhere; word-break:break-word; }
 #service td, #service th { text-align:left; padding:3px 8px 3px 0; border-bottom:1px solid var(--line); }
 .scroll { overflow-x:auto; }
 </style>
@@ -85,7 +86,9 @@ h1 { font-size:1.35rem; margin:0; }
   function ms(v) { return v === null || v === undefined ? "\u2013" : v.toFixed(1) + " ms"; }
   function pct(u) { return !u || u.ratio === null ? "\u2013" : (100 * u.ratio).toFixed(2) + " %"; }
   function utc(iso) { return iso ? iso.replace("T", " ").replace(/\.\d+Z$/, " UTC") : "\u2013"; }
-  function hm(t_ns) { return new Date(t_ns / 1e6).toISOString().slice(11, 16); }
+  function hm(t_ns) {  // to the second when an interval is under a minute
+    return new Date(t_ns / 1e6).toISOString().slice(11, doc.bar.span_s / doc.bar.intervals < 60 ? 19 : 16);
+  }
   function ago(iso) {
     if (!iso) return "";
     var s = (Date.parse(doc.window.end) - Date.parse(iso)) / 1000;
