@@ -2,7 +2,7 @@
 and send lag its `SessionResult` totals.
 
 Pure functions run once per turn after the session closed, so nothing here costs on the hot
-path. Every latency counts from E, the intended end of speech (DESIGN.md), with the actual-send
+path. Every latency counts from E, the intended end of speech (docs/design.md), with the actual-send
 variant beside it; percentiles are playback.percentile's nearest rank.
 """
 
