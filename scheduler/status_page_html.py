@@ -50,10 +50,9 @@ h1 { font-size:1.35rem; margin:0; }
 .barlabel { display:flex; justify-content:space-between; }
 .alerts { margin:8px 0 0; padding:6px 8px; border-radius:6px; background:rgba(214,69,69,.1); }
 #service { margin-top:20px; }
-#service table { border-collapse:collapse; width:100%; font-size:.85rem; }
-#service td { overflow-wrap:anywhere; word-break:break-word; }
-#service td, #service th { text-align:left; padding:3px 8px 3px 0; border-bottom:1px solid var(--line); }
-.scroll { overflow-x:auto; }
+#service h2 { font-size:1.1rem; margin:0 0 4px; }
+.jobs { list-style:none; margin:8px 0 0; padding:0; font-size:.9rem; }
+.jobs li { padding:6px 0; border-bottom:1px solid var(--line); overflow-wrap:anywhere; }
 </style>
 </head>
 <body>
@@ -199,19 +198,17 @@ h1 { font-size:1.35rem; margin:0; }
     box.appendChild(el("p", "muted", "agent " + s.agent + " \u00b7 outbox pending " +
       (s.outbox.pending === undefined ? "\u2013" : s.outbox.pending) + " \u00b7 write errors " +
       s.write_errors + " \u00b7 notifications failed " + s.notifications_failed));
-    var wrap = el("div", "scroll"), t = el("table"), head = el("tr");
-    ["target", "scenario", "endpoint", "schedule", "next run", "skips"].forEach(function (h) {
-      head.appendChild(el("th", "", h));
-    });
-    t.appendChild(head);
+    var list = el("ul", "jobs");
     s.jobs.forEach(function (j) {
-      var tr = el("tr");
-      [j.target, j.scenario, s.endpoints[j.target] || "", j.schedule,
-       j.next_run ? new Date(j.next_run * 1000).toISOString().slice(11, 19) + " UTC" : "\u2013",
-       String(j.skips)].forEach(function (v) { tr.appendChild(el("td", "", v)); });
-      t.appendChild(tr);
+      var li = el("li");
+      li.appendChild(el("strong", "", j.target));
+      li.appendChild(document.createTextNode(" \u00b7 " + j.scenario + " \u00b7 " + j.schedule +
+        " \u00b7 next " + (j.next_run ? new Date(j.next_run * 1000).toISOString().slice(11, 19) +
+        " UTC" : "\u2013") + " \u00b7 " + j.skips + " skipped"));
+      if (s.endpoints[j.target]) li.appendChild(el("div", "muted", s.endpoints[j.target]));
+      list.appendChild(li);
     });
-    wrap.appendChild(t); box.appendChild(wrap);
+    box.appendChild(list);
   }
 
   function render() {

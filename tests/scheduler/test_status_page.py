@@ -131,7 +131,10 @@ def wait_page(c: Chrome, pred, timeout: float, what: str) -> dict:
         if pred(doc):
             return doc
         if time.monotonic() > deadline:
-            raise AssertionError(f"the page never showed {what} within {timeout} s: {doc}")
+            brief = {k["target"]: {"t": k["t"], "bar": "".join(x[0] for x in k["bar"])}
+                     for k in doc["cards"]}
+            raise AssertionError(f"the page never showed {what} within {timeout} s: "
+                                 f"refreshes {doc['refreshes']}, {brief}")
         time.sleep(0.2)
 
 
