@@ -51,6 +51,16 @@ def _schedule(job) -> str:
     return f"every {job.every_s:g}s" if job.every_s is not None else f"cron {job.cron}"
 
 
+def static_service(svc_cfg, targets: dict) -> dict:
+    """The operator's section of a page written from a config (no service running): agent,
+    probe schedules and endpoints without credentials."""
+    jobs = [{"target": j.target, "scenario": j.scenario, "schedule": _schedule(j),
+             "next_run": None, "skips": None, "running": 0} for j in svc_cfg.probes]
+    return {"agent": svc_cfg.agent, "jobs": jobs,
+            "endpoints": {j["target"]: safe_url(targets[j["target"]].url) for j in jobs
+                          if j["target"] in targets}}
+
+
 class LivePage:
     """The page of a running ProbeService: a document at most `max_age_s` old per request."""
 

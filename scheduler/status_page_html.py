@@ -195,16 +195,19 @@ h1 { font-size:1.35rem; margin:0; }
     box.replaceChildren();
     if (!s) return;
     box.appendChild(el("h2", "", "Service"));
-    box.appendChild(el("p", "muted", "agent " + s.agent + " \u00b7 outbox pending " +
-      (s.outbox.pending === undefined ? "\u2013" : s.outbox.pending) + " \u00b7 write errors " +
-      s.write_errors + " \u00b7 notifications failed " + s.notifications_failed));
+    var facts = ["agent " + s.agent];
+    if (s.outbox && s.outbox.pending !== undefined) facts.push("outbox pending " + s.outbox.pending);
+    if (s.write_errors !== undefined) facts.push("write errors " + s.write_errors);
+    if (s.notifications_failed !== undefined) facts.push("notifications failed " + s.notifications_failed);
+    box.appendChild(el("p", "muted", facts.join(" \u00b7 ")));
     var list = el("ul", "jobs");
     s.jobs.forEach(function (j) {
       var li = el("li");
       li.appendChild(el("strong", "", j.target));
-      li.appendChild(document.createTextNode(" \u00b7 " + j.scenario + " \u00b7 " + j.schedule +
-        " \u00b7 next " + (j.next_run ? new Date(j.next_run * 1000).toISOString().slice(11, 19) +
-        " UTC" : "\u2013") + " \u00b7 " + j.skips + " skipped"));
+      var bits = [j.scenario, j.schedule];
+      if (j.next_run) bits.push("next " + new Date(j.next_run * 1000).toISOString().slice(11, 19) + " UTC");
+      if (j.skips !== null && j.skips !== undefined) bits.push(j.skips + " skipped");
+      li.appendChild(document.createTextNode(" \u00b7 " + bits.join(" \u00b7 ")));
       if (s.endpoints[j.target]) li.appendChild(el("div", "muted", s.endpoints[j.target]));
       list.appendChild(li);
     });
@@ -220,6 +223,7 @@ h1 { font-size:1.35rem; margin:0; }
       utc(doc.window.end) + (failures ? " \u00b7 stale: the service did not answer" : "");
     var frag = document.createDocumentFragment();
     doc.targets.forEach(function (c) { frag.appendChild(card(c)); });
+    if (!doc.targets.length) frag.appendChild(el("p", "muted", "No probe results yet."));
     document.getElementById("cards").replaceChildren(frag);
     service(doc.service);
     document.getElementById("rule").textContent = "Percentiles: " + doc.percentile_rule +

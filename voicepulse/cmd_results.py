@@ -185,7 +185,7 @@ def status(html_path, config_path, store, public) -> None:
     from pathlib import Path
 
     from scheduler.config import StatusPage
-    from scheduler.status_page import page_document, render_html
+    from scheduler.status_page import page_document, render_html, static_service
     from telemetry.availability import DAY, availability, firing_alerts
 
     cfg = load_or_default(config_path)
@@ -201,7 +201,9 @@ def status(html_path, config_path, store, public) -> None:
         alerts = firing_alerts(query, avail.end_ns)
     finally:
         query.close()
-    doc = page_document(avail, alerts, page, live=False)
+    service = static_service(cfg.service, cfg.targets) \
+        if cfg.service is not None and not page.public else None
+    doc = page_document(avail, alerts, page, live=False, service=service)
     Path(html_path).write_text(render_html(doc), encoding="utf-8")
     click.echo(f"wrote {html_path}: {len(avail.cards)} targets, window ending "
                f"{doc['window']['end']}")
