@@ -254,7 +254,10 @@ def _on_init(environment, **_kw) -> None:
         runner.register_message("vp_final", on_final)
     if isinstance(runner, WorkerRunner | LocalRunner):
         def on_start(environment, msg, **_kw):
-            worker_state(environment).start(msg.data["index"], msg.data["count"])
+            w = worker_state(environment)
+            w.start(msg.data["index"], msg.data["count"])
+            if os.environ.get("VOICEPULSE_TEST_BURN"):
+                gevent.spawn(_burn_cpu, w, os.environ["VOICEPULSE_TEST_BURN"])
 
         runner.register_message("vp_start", on_start)
 
@@ -284,6 +287,22 @@ def _on_quit(environment, **_kw) -> None:
         _Role.controller.finish()
     if _Role.worker is not None:
         _Role.worker.stop()
+
+
+def _burn_cpu(w: WorkerState, spec: str) -> None:
+    """Test-only (VOICEPULSE_TEST_BURN="SESSIONS:MS"): once SESSIONS are in flight, hold the
+    event loop for MS of every 100 ms, so a test can make the generator fall behind on purpose
+    and check that the run says so."""
+    import time
+
+    at, _, ms = spec.partition(":")
+    n, busy_s = int(at), float(ms or 50) / 1000.0
+    while True:
+        gevent.sleep(0.1)
+        if w.in_flight >= n:
+            end = time.perf_counter() + busy_s
+            while time.perf_counter() < end:  # no yield: every greenlet waits
+                pass
 
 
 def _fire(env, name: str, ms: float, exc: Exception | None = None) -> None:
@@ -328,6 +347,9 @@ class VoiceSessionUser(User):
                 _fire(env, "turn", t.turn_ms or 0.0, RuntimeError(t.outcome))
         _fire(env, "session", r.duration_s * 1000.0,
               None if r.ok else RuntimeError(r.outcome))
+        lc = w.plan.load
+        if not r.ok and lc.model == "closed" and lc.closed_retry_s > 0:
+            gevent.sleep(lc.closed_retry_s)  # a caller retrying after a refusal, not a loop
 
 
 class VoiceShape(LoadTestShape):

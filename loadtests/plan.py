@@ -47,6 +47,9 @@ class LoadConfig:
     turn_points: bool = True  # also write per-turn `turn` and `session` points
     seed: int | None = None
     closed_stagger_s: float = 1.0  # closed model: first sessions start spread over this
+    # closed model: a failed session's slot waits this long before its next (0: at once);
+    # set by the capacity search so refusals do not become a tight connect loop
+    closed_retry_s: float = 0.0
 
     @property
     def model(self) -> str:

@@ -31,6 +31,7 @@ def build_report(
     bucket_s: int | None = None,
     judged: Sequence[Mapping] | None = None,
     warnings: Sequence[str] | None = None,
+    capacity: Mapping | None = None,
 ) -> Path:
     """Write one self-contained HTML report of [start_ns, end_ns) to `out_path` and return its
     path. `query` is a `telemetry.query.Query` (`open_query(...)`). `run_id` narrows it to one
@@ -41,6 +42,8 @@ def build_report(
     `judged` are thresholds the run judged itself ({"expr", "ok", "actual"}, as in a load
     summary) and `warnings` lines for the verdict (e.g. the generator was overloaded); see
     `load_summary_extras` to take all three from a `voicepulse load` summary.
+    `capacity` is a `voicepulse load --find-capacity` search's result (its `to_dict()`): the
+    report then has a capacity section (reports/capacity.py).
     The file is written atomically (a temp file renamed into place)."""
     from .collect import collect
     from .html import render_html
@@ -49,6 +52,7 @@ def build_report(
                    run_id=run_id, title=title, params=dict(params or {}),
                    thresholds=thresholds, bucket_s=bucket_s,
                    judged=[dict(j) for j in judged or ()], warnings=warnings)
+    data.capacity = dict(capacity) if capacity else None
     verdict = evaluate(data, query)
     text = render_html(data, verdict, time.time_ns())
     out = Path(out_path)

@@ -81,6 +81,7 @@ class ReportData:
     latency_window: tuple[int, int] | None = None  # where `latency` points were read
     latency_kind: str | None = None
     scenario: dict = field(default_factory=dict)  # target -> telemetry.query.ScenarioSummary
+    capacity: dict | None = None  # a --find-capacity search's result (reports/capacity.py)
 
     @property
     def is_load(self) -> bool:
@@ -92,9 +93,6 @@ class ReportData:
 
 
 DEFAULT_INTERVAL_S = 10.0  # docs/design.md: one `latency` point per 10 s interval
-#: loadgen fields the query layer's `loadgen()` leaves out (written by loadtests' collector)
-LOADGEN_EXTRA = ("sessions", "errors", "no_slot", "dropped", "cut", "overloaded",
-                 "loop_lag_p99_ms")
 
 
 def nice_bucket_s(span_s: float, min_s: float = DEFAULT_INTERVAL_S) -> int:
@@ -125,11 +123,10 @@ def latency_interval_s(query, start_ns: int, end_ns: int, targets=None) -> float
 
 
 def loadgen_rows(query, start_ns: int, end_ns: int, run_id: str | None = None) -> list:
-    """`loadgen` points with every field the load generator writes (query.loadgen's own
-    fields plus LOADGEN_EXTRA)."""
-    from telemetry.query import LOADGEN_FIELDS, LoadgenRow
+    """`loadgen` points with every field the load generator writes (telemetry.schema's)."""
+    from telemetry.query import LOADGEN_FIELDS as fields
+    from telemetry.query import LoadgenRow
 
-    fields = (*LOADGEN_FIELDS, *LOADGEN_EXTRA)
     rows = query.select("loadgen", ("run_id", "scenario", "worker", *fields), start_ns, end_ns,
                          {"run_id": run_id})
     out = [LoadgenRow(int(r[0]), r[1] or "", r[2] or "", r[3] or "",

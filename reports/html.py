@@ -14,6 +14,7 @@ import jinja2
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from .capacity import render_capacity
 from .collect import ReportData
 from .figures import PLOTS, colours
 from .verdict import Verdict
@@ -215,6 +216,7 @@ input transcription (mean over turns), and checks are the scenario's checks pass
 </table>
 {% else %}<p class="empty">No sessions in this range.</p>{% endif %}
 </section>
+{{ capacity }}
 
 {% for p in plots %}
 <section id="{{ p.id }}">
@@ -314,6 +316,7 @@ def render_html(data: ReportData, verdict: Verdict, generated_ns: int) -> str:
         scenario_headers=[h for h, _k in SCENARIO_COLUMNS] if show_scenario else [],
         rows=rows,
         plots=plots,
+        capacity=render_capacity(data.capacity, figure_json),
         alerts=[{"time": utc(a.time_ns), "rule": a.rule, "target": a.target or "-",
                  "severity": a.severity, "state": a.state,
                  "value": "-" if a.value is None else f"{a.value:.4g}",

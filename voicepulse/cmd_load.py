@@ -59,8 +59,29 @@ def _usage(message: str):
               help="Also write the end-of-run summary as JSON.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               metavar="FILE", help="Also write a self-contained HTML report of this run.")
+@click.option("--find-capacity", is_flag=True,
+              help="Search for the breaking point: hold levels from --rate (or --users) "
+                   "upwards, each judged by the --threshold bounds on its own window, then "
+                   "bisect between the last good and the first bad level.")
+@click.option("--step-hold", default=None, metavar="D",
+              help="--find-capacity: how long each level is held (default 60s; longer when "
+                   "that would give fewer than 30 turns).")
+@click.option("--step-factor", type=float, default=2.0, show_default=True, metavar="F",
+              help="--find-capacity: each step's level is the last good one times F.")
+@click.option("--precision", type=float, default=0.10, show_default=True, metavar="FRACTION",
+              help="--find-capacity: bisect until the last good and first bad levels are "
+                   "within this fraction of each other.")
+@click.option("--max-level", type=float, default=None, metavar="L",
+              help="--find-capacity: never hold a level above L.")
+@click.option("--max-sessions", type=click.IntRange(1), default=None, metavar="N",
+              help="--find-capacity: stop before a step would take the search over N sessions.")
+@click.option("--max-cost", type=float, default=None, metavar="USD",
+              help="--find-capacity: stop before a step would take the search over USD "
+                   "(from the price table, projected from the cost per session so far).")
 def load(target, config_path, scenario, rate, users, stages, shape, duration, processes, master,
-         worker, master_host, web, thresholds, run_id, summary_json, report_path) -> None:
+         worker, master_host, web, thresholds, run_id, summary_json, report_path,
+         find_capacity, step_hold, step_factor, precision, max_level, max_sessions,
+         max_cost) -> None:
     """Load-test TARGET with concurrent voice sessions (Locust), then print percentiles from
     exactly merged HDR histograms, errors, arrivals and the generator's own health.
 
@@ -90,6 +111,24 @@ def load(target, config_path, scenario, rate, users, stages, shape, duration, pr
     plan = build_plan(target, config_path, scenario, rate, users, stages, shape, duration,
                       thresholds, run_id, summary_json)
     _require_env(config_path, plan.target)
+    if not find_capacity and (step_hold or max_level is not None or max_sessions is not None
+                              or max_cost is not None):
+        raise _usage("--step-hold, --max-level, --max-sessions and --max-cost are for "
+                     "--find-capacity")
+    if find_capacity:
+        from voicepulse import capacity_cli
+
+        if master or web:
+            raise _usage("--find-capacity runs its own steps: drop --master/--web")
+
+        cfg = capacity_cli.search_config(plan, step_hold=step_hold, step_factor=step_factor,
+                                         precision=precision, max_level=max_level,
+                                         max_sessions=max_sessions, max_cost=max_cost,
+                                         usage=_usage)
+        sys.exit(capacity_cli.run_capacity(plan, cfg, processes=processes,
+                                           summary_json=summary_json, report_path=report_path,
+                                           config_path=config_path,
+                                           run_with_progress=_run_with_progress))
     import tempfile
     import time
 
