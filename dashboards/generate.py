@@ -17,25 +17,51 @@ import json
 import sys
 from pathlib import Path
 
+from scheduler.config import DEFAULT_TIERS
+from telemetry.schema import LATENCY_METRICS, MEASUREMENTS
+
 HERE = Path(__file__).resolve().parent
 DS = {"type": "influxdb", "uid": "voicepulse-influxdb"}
 SCHEMA_VERSION = 39
 TAGS = ["voicepulse"]
 
-# Filters shared by the queries ("All" selects `.*`, which also matches an absent tag).
-F_TARGET = '"target" =~ /^$target$/'
-F_MODEL = '"model" =~ /^$model$/'
-F_AGENT = '"agent" =~ /^$agent$/'
-F_KIND = '"kind" =~ /^$kind$/'
-F_SCEN = '"scenario" =~ /^$scenario$/'
-F_RUN = "\"run_id\" = '$run_id'"
-F_FAILED = "\"outcome\" != 'ok'"
-W_ALL = "\"worker\" = 'all'"  # the master's sum over workers (loadgen)
-W_EACH = "\"worker\" != 'all'"
+#: Every name telemetry.schema declares (tags and fields of any measurement).
+DECLARED = {n for m in MEASUREMENTS.values() for n in (*m.tags, *m.fields)}
+LATENCY_METRIC_NAMES = {m.name for m in LATENCY_METRICS}
+
+
+def name(n: str) -> str:
+    """A tag or field name, refused unless telemetry.schema declares it."""
+    if n not in DECLARED:
+        raise KeyError(f"telemetry.schema declares no {n!r}")
+    return n
 
 
 def tag_eq(key: str, value: str) -> str:
-    return f"\"{key}\" = '{value}'"
+    return f"\"{name(key)}\" = '{value}'"
+
+
+def tag_re(key: str, var: str) -> str:
+    return f'"{name(key)}" =~ /^${var}$/'
+
+
+def metric_is(metric: str) -> str:
+    """The filter on a `latency` metric telemetry.schema.LATENCY_METRICS declares."""
+    if metric not in LATENCY_METRIC_NAMES:
+        raise KeyError(f"telemetry.schema declares no latency metric {metric!r}")
+    return tag_eq("metric", metric)
+
+
+# Filters shared by the queries ("All" selects `.*`, which also matches an absent tag).
+F_TARGET = tag_re("target", "target")
+F_MODEL = tag_re("model", "model")
+F_AGENT = tag_re("agent", "agent")
+F_KIND = tag_re("kind", "kind")
+F_SCEN = tag_re("scenario", "scenario")
+F_RUN = tag_eq("run_id", "$run_id")
+F_FAILED = f"\"{name('outcome')}\" != 'ok'"
+W_ALL = tag_eq("worker", "all")  # the master's sum over workers (loadgen)
+W_EACH = f"\"{name('worker')}\" != 'all'"
 
 
 def where(*conds: str) -> str:
@@ -305,7 +331,7 @@ def availability() -> dict:
             "plotted as they are; when a bucket holds several intervals the max() of them is shown "
             "(an upper bound), never an average of percentiles.",
             [target("A", f'SELECT max("p50") AS "p50", max("p95") AS "p95" FROM "latency" WHERE '
-                         f"{where(F_KIND, F_TARGET, F_MODEL, F_AGENT, tag_eq('metric', metric))} "
+                         f"{where(F_KIND, F_TARGET, F_MODEL, F_AGENT, metric_is(metric))} "
                          'GROUP BY time($__interval), "target" fill(none)', alias="$tag_target $col")],
             12, 8, unit="ms", defaults=ts_defaults()))
     panels.append(row(L, "Status page"))
@@ -383,7 +409,7 @@ def availability() -> dict:
         "(voicepulse serve).", panels, variables, [alert_annotation()], time_from="now-6h")
 
 
-#: Scenario latencies with a `latency` histogram (telemetry.hdr.TURN_LATENCY_METRICS).
+#: Scenario latencies with a `latency` histogram (telemetry.schema.LATENCY_METRICS).
 SCENARIO_LATENCY = (("barge_in_ms", "barge-in"), ("tool_ms", "tool call"),
                     ("tool_result_ms", "tool result"))
 
@@ -400,7 +426,7 @@ def scenario_panels(L: Layout) -> list[dict]:
             "TTFA panels, a bucket holding several intervals shows their max() (an upper bound), "
             "never an average of percentiles.",
             [target(ref, f'SELECT max("p95") AS "{label} p95" FROM "latency" WHERE '
-                         f"{where(*flt, tag_eq('metric', metric))} "
+                         f"{where(*flt, metric_is(metric))} "
                          'GROUP BY time($__interval), "target" fill(none)',
                     alias="$tag_target $col")
              for ref, (metric, label) in zip("ABC", SCENARIO_LATENCY, strict=True)],
@@ -462,7 +488,7 @@ def load_run() -> dict:
             "intervals shows their max(), never an average. `latency` has no run_id tag: set the "
             "time range to the run (the run table below shows it).",
             [target("A", f'SELECT max("p50") AS "p50", max("p95") AS "p95", max("p99") AS "p99" '
-                         f'FROM "latency" WHERE {where(*lat, tag_eq("metric", metric))} '
+                         f'FROM "latency" WHERE {where(*lat, metric_is(metric))} '
                          'GROUP BY time($__interval), "target" fill(none)', alias="$tag_target $col")],
             w, 8, unit="ms", defaults=ts_defaults()))
     panels.append(panel(
@@ -617,7 +643,7 @@ def comparison() -> dict:
             f"Stored per-interval p95 of `{metric}` from `latency`, one line per target (max() per "
             "bucket when zoomed out, never an average).",
             [target("A", f'SELECT max("p95") FROM "latency" WHERE '
-                         f"{where(F_KIND, F_TARGET, F_MODEL, F_AGENT, tag_eq('metric', metric))} "
+                         f"{where(F_KIND, F_TARGET, F_MODEL, F_AGENT, metric_is(metric))} "
                          'GROUP BY time($__interval), "target" fill(none)', alias="$tag_target")],
             12, 8, unit="ms", defaults=ts_defaults()))
     variables = [
@@ -635,16 +661,17 @@ def comparison() -> dict:
 
 # -- Grafana-managed alert rules -----------------------------------------------------------------
 
-#: Mirrors the default SLOs of `voicepulse serve` (availability 99.5 %, 95 % of turns with TTFA
-#: under 800 ms) and its threshold rules; burn-rate pairs per the SRE workbook.
+#: The example config's SLOs (deploy/voicepulse.yaml: availability 99.5 %, 95 % of turns with
+#: TTFA under 800 ms) and threshold rules; the burn-rate pairs are scheduler.config's own tiers.
 AVAILABILITY_OBJECTIVE = 99.5
 LATENCY_OBJECTIVE = 95.0
 LATENCY_BOUND_MS = 800
-BURN_WINDOWS = (  # (name, factor, long window s, short window s, severity, for)
-    ("fast", 14.4, 3600, 300, "page", "2m"),
-    ("slow", 6.0, 6 * 3600, 1800, "page", "5m"),
-    ("ticket", 1.0, 3 * 86400, 6 * 3600, "ticket", "30m"),
-)
+#: Grafana's own part of each burn tier of scheduler.config.DEFAULT_TIERS: the rule's short name
+#: (in its uid) and how long the condition must hold before it fires.
+GRAFANA_TIERS = {"page-1h": ("fast", "2m"), "page-6h": ("slow", "5m"), "ticket-3d": ("ticket", "30m")}
+BURN_WINDOWS = tuple(  # (name, factor, long window s, short window s, severity, for)
+    (GRAFANA_TIERS[t.name][0], t.factor, int(t.long_s), int(t.short_s), t.severity,
+     GRAFANA_TIERS[t.name][1]) for t in DEFAULT_TIERS)
 
 Q_ERROR_RATIO = ("SELECT 1 - mean(\"ok\") FROM \"session\" WHERE \"kind\" = 'probe' AND $timeFilter "
                  'GROUP BY "target"')

@@ -17,7 +17,7 @@ from loadtests.plan import Plan
 from loadtests.summary import LoadSummary, WorkerHealth, metric_stats, scenario_stats
 from loadtests.thresholds import Threshold, Verdict, evaluate, parse_threshold
 from probes.results import SessionResult, TurnResult, Usage
-from telemetry.hdr import LATENCY_TAGS
+from telemetry.hdr import latency_point
 from telemetry.points import LoadgenSample, Point
 
 
@@ -138,9 +138,8 @@ class Collector:
         points: list[Point] = []
         for metric, h in sorted(self.interval.hist.items()):
             if h.count:
-                key = (tg.name, tg.model, "load", sc.name, "", metric)
-                points.append(Point("latency", dict(zip(LATENCY_TAGS, key, strict=True)),
-                                    h.fields(), t_ns))
+                points.append(latency_point((tg.name, tg.model, "load", sc.name, "", metric),
+                                            h, t_ns))
                 pause()
         all_c = Counters()
         users = in_flight = 0

@@ -15,16 +15,16 @@ from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 
 from probes.results import SessionResult
-from telemetry.hdr import SESSION_LATENCY_METRICS, SeriesHistogram
+from telemetry.hdr import SeriesHistogram, result_latencies
+from telemetry.schema import LATENCY_METRICS
 from telemetry.stats import rank
 
-#: Per-turn metrics with a histogram (ms). Names are docs/metrics.md's, as stored and as in thresholds.
-TURN_HDR_METRICS = ("ttfa_ms", "ttft_ms", "vad_ms", "turn_ms", "ttfa_sent_ms", "gap_p95_ms",
-                    "stall_ms", "barge_in_ms", "tool_ms", "tool_result_ms")
-SESSION_HDR_METRICS = tuple(SESSION_LATENCY_METRICS) + ("session_ms",)
-#: The generator's own health: start lag of each session (actual - intended start), send lag of
-#: each turn (its p99 chunk lag, as the engine reports it) and the event loop's wake-up lag.
-GENERATOR_METRICS = ("start_lag_ms", "send_lag_ms", "loop_lag_ms", "gc_pause_ms")
+#: The metrics with a histogram (ms), by where the summary lists them. Names are
+#: telemetry.schema.LATENCY_METRICS', as stored and as in thresholds. The generator's own health:
+#: start lag of each session (actual - intended start), send lag of each turn (its p99 chunk lag,
+#: as the engine reports it), the event loop's wake-up lag and GC pauses.
+SESSION_HDR_METRICS, TURN_HDR_METRICS, GENERATOR_METRICS = (
+    tuple(m.name for m in LATENCY_METRICS if m.group == g) for g in ("session", "turn", "generator"))
 #: WER is kept as value -> count at this resolution: 1e-4 is finer than any real WER difference
 #: (1 word in 10,000) and bounds the map to the distinct ratios actually seen.
 WER_STEP = 1e-4
@@ -159,15 +159,12 @@ class Delta:
             c.sessions_ok += 1
         else:
             c.errors[r.outcome] = c.errors.get(r.outcome, 0) + 1
-        self.record("connect_ms", r.connect_ms)
-        self.record("ready_ms", r.ready_ms)
+        for metric, value_ms in result_latencies(r):
+            self.record(metric, value_ms)
         self.record("session_ms", r.duration_s * 1000.0 if r.duration_s else None)
         for t in r.turns:
             c.turns += 1
             c.turns_ok += t.outcome == "ok"
-            for m in TURN_HDR_METRICS:
-                self.record(m, getattr(t, m))
-            self.record("send_lag_ms", t.send_lag_p99_ms)
             if t.checks or t.wer is not None:
                 self.scenario.record_turn(t.checks, t.wer)
 

@@ -32,7 +32,17 @@ ERROR_CLASSES = (
     "client_error",  # a bug in the engine itself, reported instead of raised
 )
 
-#: The metrics a plain voice turn carries, in storage order (fields of the `turn` point).
+#: Token counts of a turn's usage: metric name -> `Usage` attribute.
+TOKEN_METRICS = {
+    "tokens_in_audio": "in_audio",
+    "tokens_in_text": "in_text",
+    "tokens_out_audio": "out_audio",
+    "tokens_out_text": "out_text",
+    "tokens_total": "total",
+}
+
+#: The metrics a plain voice turn carries, in storage order (fields of the `turn` point). Every
+#: one is a `TurnResult` attribute of the same name, except the token counts (`TOKEN_METRICS`).
 TURN_METRICS = (
     "ttfa_ms",
     "ttft_ms",
@@ -53,13 +63,11 @@ TURN_METRICS = (
     "tool_ms",
     "tool_result_ms",
     "wer",
-    "tokens_in_audio",
-    "tokens_in_text",
-    "tokens_out_audio",
-    "tokens_out_text",
-    "tokens_total",
+    *TOKEN_METRICS,
     "cost_usd",
 )
+#: The turn metrics that are counts (stored as integers, never floats).
+TURN_COUNTS = ("stalls", *TOKEN_METRICS)
 
 
 def http_status(code: int) -> str:
@@ -154,35 +162,14 @@ class TurnResult:
     tool_result_sent_ns: int | None = None
 
     def metrics(self) -> dict[str, float | int]:
-        """The numeric metrics that were measured, under their storage names."""
-        values: dict[str, float | int | None] = {
-            "ttfa_ms": self.ttfa_ms,
-            "ttft_ms": self.ttft_ms,
-            "vad_ms": self.vad_ms,
-            "turn_ms": self.turn_ms,
-            "ttfa_sent_ms": self.ttfa_sent_ms,
-            "turn_sent_ms": self.turn_sent_ms,
-            "audio_s": self.audio_s,
-            "rtf": self.rtf,
-            "stall_ms": self.stall_ms,
-            "stalls": self.stalls,
-            "gap_p95_ms": self.gap_p95_ms,
-            "send_lag_p50_ms": self.send_lag_p50_ms,
-            "send_lag_p99_ms": self.send_lag_p99_ms,
-            "send_lag_max_ms": self.send_lag_max_ms,
-            "barge_in_ms": self.barge_in_ms,
-            "barge_in_audio_ms": self.barge_in_audio_ms,
-            "tool_ms": self.tool_ms,
-            "tool_result_ms": self.tool_result_ms,
-            "wer": self.wer,
-            "tokens_in_audio": self.usage.in_audio,
-            "tokens_in_text": self.usage.in_text,
-            "tokens_out_audio": self.usage.out_audio,
-            "tokens_out_text": self.usage.out_text,
-            "tokens_total": self.usage.total,
-            "cost_usd": self.cost_usd,
-        }
-        return {k: v for k, v in values.items() if v is not None}
+        """The numeric metrics that were measured, under their storage names (TURN_METRICS)."""
+        out: dict[str, float | int] = {}
+        for name in TURN_METRICS:
+            attr = TOKEN_METRICS.get(name)
+            v = getattr(self.usage, attr) if attr else getattr(self, name)
+            if v is not None:
+                out[name] = v
+        return out
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""The embedded store: one SQLite file holding docs/design.md's five measurements.
+"""The embedded store: one SQLite file holding telemetry.schema's measurements.
 
 Used when no InfluxDB is configured. One table per measurement, one column per tag or field
 under the same names InfluxDB uses, plus `time_ns`; a new tag or field adds a column (schemaless
@@ -13,82 +13,16 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 
-from probes.results import TURN_METRICS
-
-from .points import RESULT_TAGS, Point, plain_value
+from .points import Point, plain_value
+from .schema import MEASUREMENTS
 
 DEFAULT_PATH = "voicepulse.db"
 
-#: Columns every table starts with (role "tag" or "field"); others are added on first write.
+#: Columns every table starts with (role "tag" or "field"), from telemetry.schema; others are
+#: added on first write.
 SCHEMA: dict[str, dict[str, str]] = {
-    "turn": {
-        **{t: "tag" for t in RESULT_TAGS},
-        **{m: "field" for m in TURN_METRICS},
-        **{f: "field" for f in ("turn_index", "session_id", "run_id", "error", "response_status",
-                                "checks_failed", "notes")},
-    },
-    "session": {
-        **{t: "tag" for t in RESULT_TAGS},
-        **{
-            f: "field"
-            for f in (
-                "ok",
-                "turns",
-                "turns_ok",
-                "connect_ms",
-                "ready_ms",
-                "duration_s",
-                "audio_s",
-                "send_lag_p99_ms",
-                "cost_usd",
-                "session_id",
-                "run_id",
-                "error",
-                "unknown_events",
-                "go_away",
-                "ended_by",
-                "expiry_s",
-            )
-        },
-    },
-    "latency": {
-        **{t: "tag" for t in ("target", "model", "kind", "scenario", "agent", "metric")},
-        **{
-            f: "field"
-            for f in (
-                "count",
-                "mean",
-                "min",
-                "max",
-                "p50",
-                "p90",
-                "p95",
-                "p99",
-                "p999",
-                "clamped",
-                "hdr",
-            )
-        },
-    },
-    "loadgen": {
-        **{t: "tag" for t in ("run_id", "scenario", "worker")},
-        **{
-            f: "field"
-            for f in (
-                "users",
-                "active_sessions",
-                "arrivals_due",
-                "arrivals_started",
-                "late_starts",
-                "send_lag_p99_ms",
-                "cpu_pct",
-            )
-        },
-    },
-    "alert": {
-        **{t: "tag" for t in ("rule", "target", "severity", "state")},
-        **{f: "field" for f in ("value", "threshold", "message")},
-    },
+    m.name: {**{t: "tag" for t in m.tags}, **{f: "field" for f in m.fields}}
+    for m in MEASUREMENTS.values()
 }
 
 INDEXES = {
@@ -97,6 +31,7 @@ INDEXES = {
     "latency": ("metric, time_ns",),
     "loadgen": ("time_ns",),
     "alert": ("time_ns",),
+    "schedule": ("time_ns",),
 }
 
 

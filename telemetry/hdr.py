@@ -24,33 +24,39 @@ from hdrh.histogram import HdrHistogram
 
 from probes.results import SessionResult
 
-from .points import Point
+from .points import Point, build_point
+from .schema import LATENCY, LATENCY_METRICS, PERCENTILE_FIELDS
 from .stats import rank
 
 LOWEST_US = 1
 HIGHEST_US = 600_000_000  # 10 min
 SIG_FIGS = 3
-PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
-PCT_FIELDS = {50.0: "p50", 90.0: "p90", 95.0: "p95", 99.0: "p99", 99.9: "p999"}
+PCT_FIELDS = PERCENTILE_FIELDS
+PERCENTILES = tuple(PERCENTILE_FIELDS)
 
-#: Per-turn metrics the aggregator keeps histograms for (milliseconds in, µs inside).
-TURN_LATENCY_METRICS = (
-    "ttfa_ms",
-    "ttft_ms",
-    "vad_ms",
-    "turn_ms",
-    "ttfa_sent_ms",
-    "gap_p95_ms",
-    "barge_in_ms",
-    "tool_ms",
-    "tool_result_ms",
-    "send_lag_p99_ms",
-)
-SESSION_LATENCY_METRICS = ("connect_ms", "ready_ms")
+#: The metrics the probe aggregator keeps histograms for (milliseconds in, µs inside), by the
+#: result they are read from (telemetry.schema.LATENCY_METRICS).
+SESSION_LATENCY_METRICS = tuple(m.name for m in LATENCY_METRICS if m.probe and m.of == "session")
+TURN_LATENCY_METRICS = tuple(m.name for m in LATENCY_METRICS if m.probe and m.of == "turn")
 
 #: Tags of `latency` points. `agent` keeps two probe agents from overwriting each other's point
 #: for the same interval; an empty agent is simply not written.
-LATENCY_TAGS = ("target", "model", "kind", "scenario", "agent", "metric")
+LATENCY_TAGS = LATENCY.tags
+
+
+def result_latencies(r: SessionResult, probe_only: bool = False) -> list[tuple[str, float]]:
+    """(metric, ms) of every latency metric a session and its turns carry (None skipped)."""
+    ms = [m for m in LATENCY_METRICS if m.of and (m.probe or not probe_only)]
+    out = [(m.name, v) for m in ms if m.of == "session" and (v := getattr(r, m.source)) is not None]
+    for t in r.turns:
+        out += [(m.name, v) for m in ms if m.of == "turn" and (v := getattr(t, m.source)) is not None]
+    return out
+
+
+def latency_point(series: Sequence[str], h: SeriesHistogram, time_ns: int) -> Point:
+    """The `latency` point of one interval of one series (values in LATENCY_TAGS order): probes
+    (IntervalAggregator) and load runs (loadtests.collector) both build theirs here."""
+    return build_point("latency", dict(zip(LATENCY_TAGS, series, strict=True)), h.fields(), time_ns)
 
 
 def new_histogram() -> HdrHistogram:
@@ -204,24 +210,12 @@ class IntervalAggregator:
 
     def add(self, r: SessionResult, now_s: float | None = None) -> None:
         """Record every latency metric of a session and its turns."""
-
-        def key(metric: str) -> SeriesKey:
-            return (r.target, r.model, r.kind, r.scenario, r.agent, metric)
-
-        values: list[tuple[SeriesKey, float]] = []
-        for m in SESSION_LATENCY_METRICS:
-            v = getattr(r, m)
-            if v is not None:
-                values.append((key(m), v))
-        for t in r.turns:
-            for m in TURN_LATENCY_METRICS:
-                v = getattr(t, m)
-                if v is not None:
-                    values.append((key(m), v))
+        series = (r.target, r.model, r.kind, r.scenario, r.agent)
+        values = result_latencies(r, probe_only=True)
         with self._lock:
             bucket = self._bucket(now_s)
-            for k, v in values:
-                s = bucket.setdefault(k, SeriesHistogram())
+            for m, v in values:
+                s = bucket.setdefault((*series, m), SeriesHistogram())
                 before = s.clamped
                 s.record(v)
                 self.clamped_total += s.clamped - before
@@ -232,13 +226,5 @@ class IntervalAggregator:
         with self._lock:
             done = [s for s in self._open if force or s + self.interval_ns <= t]
             closed = [(s, self._open.pop(s)) for s in sorted(done)]
-        points = []
-        for start, series in closed:
-            for k, sh in series.items():
-                if sh.count:
-                    points.append(
-                        Point(
-                            "latency", dict(zip(LATENCY_TAGS, k, strict=True)), sh.fields(), start
-                        )
-                    )
-        return points
+        return [latency_point(k, sh, start) for start, series in closed
+                for k, sh in series.items() if sh.count]

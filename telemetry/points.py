@@ -15,30 +15,10 @@ from dataclasses import dataclass, field
 
 from probes.results import SessionResult, TurnResult
 
-#: Tags of `turn` and `session` points (bounded values only).
-RESULT_TAGS = ("target", "provider", "model", "kind", "scenario", "agent", "outcome")
+from .schema import CHECK_PREFIX, MAX_TEXT, MEASUREMENTS, RESULT_TAGS, SESSION_RESULT_FIELDS
 
-#: Fields that are counts and are always written as integers; every other number is a float,
-#: so a field never changes type between points (InfluxDB rejects a type conflict with a 400).
-INT_FIELDS = frozenset(
-    {
-        "stalls",
-        "tokens_in_audio",
-        "tokens_in_text",
-        "tokens_out_audio",
-        "tokens_out_text",
-        "tokens_total",
-        "turn_index",
-        "turns",
-        "turns_ok",
-        "ok",
-        "unknown_events",
-        "count",
-        "clamped",
-    }
-)
-
-MAX_TEXT = 1024  # error text longer than this is cut (it is a field, not a log)
+#: Counts of any measurement: always written as integers (see telemetry.schema).
+INT_FIELDS = frozenset().union(*(m.ints for m in MEASUREMENTS.values()))
 
 FieldValue = float | int | str | bool
 
@@ -128,15 +108,37 @@ def to_lines(points: list[Point], precision: str = "ns") -> str:
     return "\n".join(to_line(p, precision) for p in points)
 
 
-# -- results -> points -------------------------------------------------------------------------
-
-
-def _num(name: str, v: float | int) -> float | int:
-    return int(v) if name in INT_FIELDS else float(v)
+# -- building points ---------------------------------------------------------------------------
 
 
 def _text(s: str) -> str:
     return s if len(s) <= MAX_TEXT else s[: MAX_TEXT - 3] + "..."
+
+
+def build_point(measurement: str, tags: dict, fields: dict, time_ns: int) -> Point:
+    """A point of a measurement telemetry.schema declares: empty tags and None fields left out
+    (InfluxDB stores neither), counts as int and every other number as float, free text cut to
+    MAX_TEXT. Raises ValueError for a tag or field the schema does not declare."""
+    m = MEASUREMENTS[measurement]
+    t = {k: str(v) for k, v in tags.items() if v is not None and v != ""}
+    f: dict[str, FieldValue] = {}
+    for k, v in fields.items():
+        v = plain_value(v)
+        if v is None:
+            continue
+        if isinstance(v, str):
+            f[k] = _text(v) if k in m.texts else v
+        elif isinstance(v, bool):
+            f[k] = v
+        else:
+            f[k] = int(v) if m.is_int(k) else float(v)
+    bad = [k for k in t if k not in m.tags] + [k for k in f if not m.declares(k) or k in m.tags]
+    if bad:
+        raise ValueError(f"{measurement!r} declares no {', '.join(sorted(bad))} (telemetry.schema)")
+    return Point(measurement=measurement, tags=t, fields=f, time_ns=int(time_ns))
+
+
+# -- results -> points -------------------------------------------------------------------------
 
 
 def _discriminator(session_key: str, index: int) -> int:
@@ -146,15 +148,7 @@ def _discriminator(session_key: str, index: int) -> int:
 
 
 def _tags(r: SessionResult, outcome: str) -> dict[str, str]:
-    return {
-        "target": r.target,
-        "provider": r.provider,
-        "model": r.model,
-        "kind": r.kind,
-        "scenario": r.scenario,
-        "agent": r.agent,
-        "outcome": outcome,
-    }
+    return {t: outcome if t == "outcome" else getattr(r, t) for t in RESULT_TAGS}
 
 
 def _turn_time_ns(r: SessionResult, t: TurnResult, anchor_us: int, key: str) -> int:
@@ -174,56 +168,37 @@ def session_points(r: SessionResult) -> list[Point]:
     key = r.session_id or f"{r.target}/{r.started_at!r}/{r.connect_start_ns}"
     started = r.started_at or (time.time() - r.duration_s)  # an unset anchor: about now
     anchor_us = int(round(started * 1_000_000))
+    run_id = r.run_id or None
     points: list[Point] = []
-    audio_s = 0.0
-    turns_ok = 0
     for t in r.turns:
-        fields: dict[str, FieldValue] = {k: _num(k, v) for k, v in t.metrics().items()}
-        fields["turn_index"] = int(t.index)
-        fields["session_id"] = r.session_id
-        if r.run_id:
-            fields["run_id"] = r.run_id
-        if t.error:
-            fields["error"] = _text(t.error)
-        if t.response_status:
-            fields["response_status"] = t.response_status
+        fields: dict[str, FieldValue | None] = {
+            **t.metrics(), "turn_index": t.index, "session_id": r.session_id, "run_id": run_id,
+            "error": t.error or None, "response_status": t.response_status or None}
         for name, passed in t.checks.items():  # scenario checks: check_<name> = 1 passed / 0
-            fields[f"check_{name}"] = int(passed)
+            fields[f"{CHECK_PREFIX}{name}"] = int(passed)
         if t.checks:
             fields["checks_failed"] = sum(not v for v in t.checks.values())
-        if t.notes:
-            fields["notes"] = _text(t.notes)
-        audio_s += t.audio_s or 0.0
-        turns_ok += t.outcome == "ok"
-        points.append(
-            Point("turn", _tags(r, t.outcome), fields, _turn_time_ns(r, t, anchor_us, key))
-        )
-    sf: dict[str, FieldValue] = {
+        fields["notes"] = t.notes or None
+        points.append(build_point("turn", _tags(r, t.outcome), fields,
+                                  _turn_time_ns(r, t, anchor_us, key)))
+    sf: dict[str, FieldValue | None] = {
         "ok": int(r.ok),
         "turns": len(r.turns),
-        "turns_ok": turns_ok,
+        "turns_ok": sum(t.outcome == "ok" for t in r.turns),
         "duration_s": float(r.duration_s),
-        "audio_s": float(audio_s),
+        "audio_s": float(sum(t.audio_s or 0.0 for t in r.turns)),
         "session_id": r.session_id,
         "unknown_events": int(r.unknown_events),
         "go_away": bool(r.go_away),
+        # a long call reached the provider's session limit, as its scenario expected
+        "ended_by": r.ended_by or None,
+        **{name: getattr(r, name) for name in SESSION_RESULT_FIELDS},
+        "cost_usd": r.cost_usd,
+        "run_id": run_id,
+        "error": r.error or None,
     }
-    if r.ended_by:  # a long call reached the provider's session limit, as its scenario expected
-        sf["ended_by"] = r.ended_by
-    for name in ("connect_ms", "ready_ms", "send_lag_p99_ms", "expiry_s"):
-        v = getattr(r, name)
-        if v is not None:
-            sf[name] = float(v)
-    cost = r.cost_usd
-    if cost is not None:
-        sf["cost_usd"] = float(cost)
-    if r.run_id:
-        sf["run_id"] = r.run_id
-    if r.error:
-        sf["error"] = _text(r.error)
-    points.append(
-        Point("session", _tags(r, r.outcome), sf, anchor_us * 1000 + _discriminator(key, -1))
-    )
+    points.append(build_point("session", _tags(r, r.outcome), sf,
+                              anchor_us * 1000 + _discriminator(key, -1)))
     return points
 
 
@@ -244,38 +219,18 @@ class LoadgenSample:
     extra: dict[str, FieldValue] = field(default_factory=dict)
 
     def point(self, time_ns: int) -> Point:
-        f: dict[str, FieldValue] = {
-            "users": int(self.users),
-            "active_sessions": int(self.active_sessions),
-            "arrivals_due": int(self.arrivals_due),
-            "arrivals_started": int(self.arrivals_started),
-            "late_starts": int(self.late_starts),
-        }
-        if self.send_lag_p99_ms is not None:
-            f["send_lag_p99_ms"] = float(self.send_lag_p99_ms)
-        if self.cpu_pct is not None:
-            f["cpu_pct"] = float(self.cpu_pct)
-        f.update(self.extra)
+        f = {k: getattr(self, k) for k in ("users", "active_sessions", "arrivals_due",
+                                           "arrivals_started", "late_starts",
+                                           "send_lag_p99_ms", "cpu_pct")}
         tags = {"run_id": self.run_id, "scenario": self.scenario, "worker": self.worker}
-        return Point("loadgen", tags, f, time_ns)
+        return build_point("loadgen", tags, {**f, **self.extra}, time_ns)
 
 
-def alert_point(
-    *,
-    rule: str,
-    target: str,
-    severity: str,
-    state: str,
-    value: float | None,
-    threshold: float | None,
-    message: str,
-    time_ns: int,
-) -> Point:
-    """An `alert` state change (docs/design.md): rule, target, severity, state are tags."""
-    f: dict[str, FieldValue] = {"message": _text(message)}
-    if value is not None:
-        f["value"] = float(value)
-    if threshold is not None:
-        f["threshold"] = float(threshold)
-    tags = {"rule": rule, "target": target, "severity": severity, "state": state}
-    return Point("alert", tags, f, time_ns)
+def alert_point(*, rule: str, target: str, severity: str, state: str, value: float | None,
+                threshold: float | None, message: str, time_ns: int, agent: str = "",
+                window: str | None = None, kind: str | None = None) -> Point:
+    """An `alert` state change (docs/design.md): rule, target, severity, state, agent are tags."""
+    tags = {"rule": rule, "target": target, "severity": severity, "state": state, "agent": agent}
+    fields = {"message": message, "value": value, "threshold": threshold, "window": window,
+              "kind": kind}
+    return build_point("alert", tags, fields, time_ns)

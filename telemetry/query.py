@@ -20,10 +20,12 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
 import orjson
 
 from .hdr import SeriesHistogram
+from .schema import CHECK_PREFIX, LOADGEN, MEASUREMENTS, latency_metric_names
 from .stats import percentile
 
 Filters = dict[str, str | Sequence[str] | None]
@@ -123,15 +125,28 @@ class LoadgenRow:
     values: dict[str, float]
 
 
-LOADGEN_FIELDS = (
-    "users",
-    "active_sessions",
-    "arrivals_due",
-    "arrivals_started",
-    "late_starts",
-    "send_lag_p99_ms",
-    "cpu_pct",
-)
+#: Every `loadgen` field (telemetry.schema), as `Query.loadgen` returns them.
+LOADGEN_FIELDS = LOADGEN.fields
+
+
+class Scope(TypedDict, total=False):
+    """Which points a query reads (every key optional, keyword only): a window, `[start_ns,
+    end_ns)` or the last `since_s` seconds (all time without either), and tag filters
+    (`targets` one or several; the others one value; `run_id` is a field on turn/session)."""
+
+    since_s: float | None
+    start_ns: int | None
+    end_ns: int | None
+    targets: str | Sequence[str] | None
+    kind: str | None
+    scenario: str | None
+    outcome: str | None
+    run_id: str | None
+
+
+#: Scope key -> the column it filters.
+_FILTER_COLUMNS = {"targets": "target", "kind": "kind", "scenario": "scenario",
+                   "outcome": "outcome", "run_id": "run_id"}
 
 
 def window(
@@ -148,17 +163,53 @@ def window(
     return start, end
 
 
-class Query:
-    """The shared logic; a backend provides `_select`."""
+def scoped(scope: Scope, **filters) -> tuple[int, int, Filters]:
+    """(start, end, filters) of a Scope, plus extra column filters; an unknown key raises."""
+    unknown = set(scope) - Scope.__optional_keys__
+    if unknown:
+        raise TypeError(f"unknown query scope {', '.join(sorted(unknown))}")
+    start, end = window(scope.get("since_s"), scope.get("start_ns"), scope.get("end_ns"))
+    f: Filters = {col: v for key, col in _FILTER_COLUMNS.items() if (v := scope.get(key)) is not None}
+    return start, end, {**f, **filters}
 
-    def _select(
-        self,
-        measurement: str,
-        columns: Sequence[str],
-        start_ns: int,
-        end_ns: int,
-        filters: Filters,
-    ) -> list[tuple]:
+
+@dataclass(slots=True)
+class _TargetAcc:
+    """One target's raw values while `summary` reads them."""
+
+    provider: str = ""
+    models: list[str] = field(default_factory=list)
+    sessions: int = 0
+    ok: int = 0
+    errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    connect: list[float] = field(default_factory=list)
+    audio_s: float = 0.0
+    cost: float | None = None
+    turns: int = 0
+    ttfa: list[float] = field(default_factory=list)
+    turn: list[float] = field(default_factory=list)
+    rtf: list[float] = field(default_factory=list)
+    stalls: int = 0
+
+    def row(self, target: str) -> TargetSummary:
+        cost, audio = self.cost, self.audio_s
+        return TargetSummary(
+            target=target, model=",".join(self.models), provider=self.provider,
+            sessions=self.sessions, ok_sessions=self.ok,
+            success_ratio=self.ok / self.sessions if self.sessions else 0.0, turns=self.turns,
+            ttfa_p50=percentile(self.ttfa, 50), ttfa_p95=percentile(self.ttfa, 95),
+            ttfa_p99=percentile(self.ttfa, 99), ttfa_max=max(self.ttfa) if self.ttfa else None,
+            turn_p95=percentile(self.turn, 95), connect_p95=percentile(self.connect, 95),
+            rtf_mean=sum(self.rtf) / len(self.rtf) if self.rtf else None, stalls=self.stalls,
+            errors=dict(sorted(self.errors.items())), audio_s=audio, cost_usd=cost,
+            cost_per_audio_min=cost / (audio / 60.0) if cost is not None and audio > 0 else None)
+
+
+class Query:
+    """The shared logic; a backend provides `_select`. Every reading method takes a `Scope`."""
+
+    def _select(self, measurement: str, columns: Sequence[str], start_ns: int, end_ns: int,
+                filters: Filters) -> list[tuple]:
         """Rows (time_ns, *columns) in time order; missing columns read as None. Filters: column
         -> value or list of values (tags, or the `run_id` field)."""
         raise NotImplementedError
@@ -167,14 +218,8 @@ class Query:
         """Every field name the measurement has ever been written with (any time)."""
         raise NotImplementedError
 
-    def select(
-        self,
-        measurement: str,
-        columns: Sequence[str],
-        start_ns: int,
-        end_ns: int,
-        filters: Filters | None = None,
-    ) -> list[tuple]:
+    def select(self, measurement: str, columns: Sequence[str], start_ns: int, end_ns: int,
+               filters: Filters | None = None) -> list[tuple]:
         """Public form of the backend primitive: rows (time_ns, *columns) in time order."""
         return self._select(measurement, columns, start_ns, end_ns, filters or {})
 
@@ -182,119 +227,45 @@ class Query:
         pass
 
     # -- summary --------------------------------------------------------------------------------
-    def summary(
-        self,
-        since_s: float | None = None,
-        start_ns: int | None = None,
-        end_ns: int | None = None,
-        targets: Sequence[str] | None = None,
-        kind: str | None = None,
-        run_id: str | None = None,
-    ) -> list[TargetSummary]:
+    def summary(self, **scope: Unpack[Scope]) -> list[TargetSummary]:
         """Per target: sessions, success, exact TTFA/turn/connect percentiles from raw values."""
-        start, end = window(since_s, start_ns, end_ns)
-        f: Filters = {"target": targets, "kind": kind, "run_id": run_id}
-        sess = self._select(
-            "session",
-            ("target", "model", "provider", "outcome", "ok", "connect_ms", "audio_s", "cost_usd"),
-            start,
-            end,
-            f,
-        )
-        turns = self._select(
-            "turn", ("target", "ttfa_ms", "turn_ms", "rtf", "stalls"), start, end, f
-        )
-        by: dict[str, dict] = {}
+        start, end, f = scoped(scope)
+        cols = ("target", "model", "provider", "outcome", "ok", "connect_ms", "audio_s", "cost_usd")
+        sess = self._select("session", cols, start, end, f)
+        turns = self._select("turn", ("target", "ttfa_ms", "turn_ms", "rtf", "stalls"),
+                             start, end, f)
+        by: dict[str, _TargetAcc] = {}
         for _t, target, model, provider, outcome, ok, connect, audio, cost in sess:
-            s = by.setdefault(
-                target,
-                {
-                    "models": [],
-                    "provider": provider,
-                    "n": 0,
-                    "ok": 0,
-                    "errors": defaultdict(int),
-                    "connect": [],
-                    "audio": 0.0,
-                    "cost": None,
-                    "ttfa": [],
-                    "turn": [],
-                    "rtf": [],
-                    "stalls": 0,
-                    "turns": 0,
-                },
-            )
-            if model and model not in s["models"]:
-                s["models"].append(model)
-            s["n"] += 1
+            s = by.setdefault(target, _TargetAcc(provider=provider or ""))
+            if model and model not in s.models:
+                s.models.append(model)
+            s.sessions += 1
             if ok or (ok is None and outcome == "ok"):
-                s["ok"] += 1
+                s.ok += 1
             else:
-                s["errors"][outcome or "unknown"] += 1
+                s.errors[outcome or "unknown"] += 1
             if connect is not None:
-                s["connect"].append(connect)
-            s["audio"] += audio or 0.0
+                s.connect.append(connect)
+            s.audio_s += audio or 0.0
             if cost is not None:
-                s["cost"] = (s["cost"] or 0.0) + cost
+                s.cost = (s.cost or 0.0) + cost
         for _t, target, ttfa, turn_ms, rtf, stalls in turns:
             s = by.get(target)
             if s is None:
                 continue
-            s["turns"] += 1
-            if ttfa is not None:
-                s["ttfa"].append(ttfa)
-            if turn_ms is not None:
-                s["turn"].append(turn_ms)
-            if rtf is not None:
-                s["rtf"].append(rtf)
-            s["stalls"] += int(stalls or 0)
-        out = []
-        for target in sorted(by):
-            s = by[target]
-            ttfa, turn_v, conn = s["ttfa"], s["turn"], s["connect"]
-            cost = s["cost"]
-            out.append(
-                TargetSummary(
-                    target=target,
-                    model=",".join(s["models"]),
-                    provider=s["provider"] or "",
-                    sessions=s["n"],
-                    ok_sessions=s["ok"],
-                    success_ratio=s["ok"] / s["n"] if s["n"] else 0.0,
-                    turns=s["turns"],
-                    ttfa_p50=percentile(ttfa, 50),
-                    ttfa_p95=percentile(ttfa, 95),
-                    ttfa_p99=percentile(ttfa, 99),
-                    ttfa_max=max(ttfa) if ttfa else None,
-                    turn_p95=percentile(turn_v, 95),
-                    connect_p95=percentile(conn, 95),
-                    rtf_mean=sum(s["rtf"]) / len(s["rtf"]) if s["rtf"] else None,
-                    stalls=s["stalls"],
-                    errors=dict(sorted(s["errors"].items())),
-                    audio_s=s["audio"],
-                    cost_usd=cost,
-                    cost_per_audio_min=(cost / (s["audio"] / 60.0))
-                    if cost is not None and s["audio"] > 0
-                    else None,
-                )
-            )
-        return out
+            s.turns += 1
+            for values, v in ((s.ttfa, ttfa), (s.turn, turn_ms), (s.rtf, rtf)):
+                if v is not None:
+                    values.append(v)
+            s.stalls += int(stalls or 0)
+        return [by[t].row(t) for t in sorted(by)]
 
     # -- scripted scenarios ---------------------------------------------------------------------
-    def scenario_summary(
-        self,
-        since_s: float | None = None,
-        start_ns: int | None = None,
-        end_ns: int | None = None,
-        targets: Sequence[str] | None = None,
-        kind: str | None = None,
-        run_id: str | None = None,
-    ) -> list[ScenarioSummary]:
+    def scenario_summary(self, **scope: Unpack[Scope]) -> list[ScenarioSummary]:
         """Per target with scenario data: exact barge-in and tool-call p95, mean WER and scenario
         checks passed/total (the `check_<name>` fields, 1 passed / 0 failed). Targets whose turns
         carry none of these are left out, so plain probes add nothing."""
-        start, end = window(since_s, start_ns, end_ns)
-        f: Filters = {"target": targets, "kind": kind, "run_id": run_id}
+        start, end, f = scoped(scope)
         names = sorted(n for n in self._field_names("turn") if n.startswith(CHECK_PREFIX))
         cols = ("target", "barge_in_ms", "tool_ms", "wer", *names)
         by: dict[str, dict] = {}
@@ -314,172 +285,97 @@ class Query:
         return [_scenario_row(t, by[t]) for t in sorted(by)]
 
     # -- latency blobs --------------------------------------------------------------------------
-    def merged_series(
-        self,
-        metric: str,
-        since_s: float | None = None,
-        start_ns: int | None = None,
-        end_ns: int | None = None,
-        targets: Sequence[str] | None = None,
-        kind: str | None = None,
-        scenario: str | None = None,
-    ) -> dict[str, SeriesHistogram]:
+    def _latency(self, metric: str, scope: Scope) -> list[tuple]:
+        """The `latency` rows of `metric` (under any name it was stored with): (time_ns, target,
+        *_LATENCY_COLS[1:])."""
+        start, end, f = scoped(scope, metric=list(latency_metric_names(metric)))
+        return self._select("latency", _LATENCY_COLS, start, end, f)
+
+    def merged_series(self, metric: str, **scope: Unpack[Scope]) -> dict[str, SeriesHistogram]:
         """target -> one SeriesHistogram merged from every `latency` point in the window: the
         blobs' counts add up exactly, and count, sum, min and max are the points' exact ones."""
-        start, end = window(since_s, start_ns, end_ns)
-        f: Filters = {"metric": metric, "target": targets, "kind": kind, "scenario": scenario}
         out: dict[str, SeriesHistogram] = {}
-        for _t, target, *row in self._select("latency", _LATENCY_COLS, start, end, f):
+        for _t, target, *row in self._latency(metric, scope):
             _add_point(out.setdefault(target, SeriesHistogram()), *row)
         return {t: out[t] for t in sorted(out) if out[t].count}
 
-    def merged_histograms(self, metric: str, *args, **kwargs):
+    def merged_histograms(self, metric: str, **scope: Unpack[Scope]):
         """target -> the bare HdrHistogram of `merged_series` (its exact figures dropped)."""
-        return {t: s.hist for t, s in self.merged_series(metric, *args, **kwargs).items()}
+        return {t: s.hist for t, s in self.merged_series(metric, **scope).items()}
 
-    def percentiles_over_time(
-        self,
-        metric: str,
-        bucket_s: float,
-        since_s: float | None = None,
-        start_ns: int | None = None,
-        end_ns: int | None = None,
-        targets: Sequence[str] | None = None,
-        kind: str | None = None,
-        scenario: str | None = None,
-        percentiles: Sequence[float] = (50.0, 95.0, 99.0),
-    ) -> list[PercentileBucket]:
+    def percentiles_over_time(self, metric: str, bucket_s: float,
+                              percentiles: Sequence[float] = (50.0, 95.0, 99.0),
+                              **scope: Unpack[Scope]) -> list[PercentileBucket]:
         """Per target and time bucket, percentiles of the merged `latency` blobs (never averaged;
         clamped to the bucket's exact min and max)."""
-        start, end = window(since_s, start_ns, end_ns)
         step = int(bucket_s * 1e9)
-        f: Filters = {"metric": metric, "target": targets, "kind": kind, "scenario": scenario}
         groups: dict[tuple[int, str], SeriesHistogram] = {}
-        for t, target, *row in self._select("latency", _LATENCY_COLS, start, end, f):
+        for t, target, *row in self._latency(metric, scope):
             _add_point(groups.setdefault((t - t % step, target), SeriesHistogram()), *row)
         return [PercentileBucket(b, target, h.count, h.percentiles_ms(percentiles))
                 for (b, target), h in sorted(groups.items(), key=lambda kv: kv[0]) if h.count]
 
     # -- success and errors ---------------------------------------------------------------------
-    def success_ratio(
-        self,
-        since_s: float | None = None,
-        start_ns: int | None = None,
-        end_ns: int | None = None,
-        targets: Sequence[str] | None = None,
-        kind: str | None = None,
-        run_id: str | None = None,
-    ) -> dict[str, Ratio]:
+    def _outcomes(self, start: int, end: int, f: Filters) -> list[tuple]:
+        """(time_ns, target, outcome) of every session (`ok` is selected too: InfluxQL returns
+        nothing for a SELECT of tags alone)."""
+        return [r[:3] for r in self._select("session", ("target", "outcome", "ok"), start, end, f)]
+
+    def success_ratio(self, **scope: Unpack[Scope]) -> dict[str, Ratio]:
         """target -> sessions that succeeded / all sessions in the window."""
-        start, end = window(since_s, start_ns, end_ns)
-        f: Filters = {"target": targets, "kind": kind, "run_id": run_id}
         out: dict[str, Ratio] = {}
-        # `ok` is selected too: InfluxQL returns nothing for a SELECT of tags alone
-        for _t, target, outcome, _ok in self._select(
-            "session", ("target", "outcome", "ok"), start, end, f
-        ):
+        for _t, target, outcome in self._outcomes(*scoped(scope)):
             r = out.setdefault(target, Ratio(0, 0))
             r.total += 1
             r.ok += outcome == "ok"
         return dict(sorted(out.items()))
 
-    def error_counts(
-        self,
-        since_s: float | None = None,
-        start_ns: int | None = None,
-        end_ns: int | None = None,
-        targets: Sequence[str] | None = None,
-        kind: str | None = None,
-        run_id: str | None = None,
-        bucket_s: float | None = None,
-    ) -> list[ErrorCount]:
+    def error_counts(self, bucket_s: float | None = None,
+                     **scope: Unpack[Scope]) -> list[ErrorCount]:
         """Failed sessions by error class (the `outcome` tag), per bucket when bucket_s is given."""
-        start, end = window(since_s, start_ns, end_ns)
-        f: Filters = {"target": targets, "kind": kind, "run_id": run_id}
+        start, end, f = scoped(scope)
         step = int(bucket_s * 1e9) if bucket_s else None
         counts: dict[tuple[int, str, str], int] = defaultdict(int)
-        rows = self._select("session", ("target", "outcome", "ok"), start, end, f)
-        for t, target, outcome, _ok in rows:
-            if outcome == "ok":
-                continue
-            b = t - t % step if step else start
-            counts[(b, target, outcome or "unknown")] += 1
+        for t, target, outcome in self._outcomes(start, end, f):
+            if outcome != "ok":
+                counts[(t - t % step if step else start, target, outcome or "unknown")] += 1
         return [ErrorCount(b, tg, o, n) for (b, tg, o), n in sorted(counts.items())]
 
-    def count_below(
-        self,
-        metric: str,
-        below: float,
-        since_s: float | None = None,
-        start_ns: int | None = None,
-        end_ns: int | None = None,
-        targets: Sequence[str] | None = None,
-        kind: str | None = None,
-    ) -> dict[str, Ratio]:
+    def count_below(self, metric: str, below: float, **scope: Unpack[Scope]) -> dict[str, Ratio]:
         """target -> turns whose `metric` is below `below` / turns that have the metric (latency SLO)."""
         out: dict[str, Ratio] = {}
-        for v in self.turn_values(metric, since_s, start_ns, end_ns, targets, kind):
+        for v in self.turn_values(metric, **scope):
             r = out.setdefault(v.target, Ratio(0, 0))
             r.total += 1
             r.ok += v.value < below
         return dict(sorted(out.items()))
 
     # -- raw values -----------------------------------------------------------------------------
-    def turn_values(
-        self,
-        metric: str,
-        since_s: float | None = None,
-        start_ns: int | None = None,
-        end_ns: int | None = None,
-        targets: Sequence[str] | None = None,
-        kind: str | None = None,
-        outcome: str | None = None,
-        run_id: str | None = None,
-    ) -> list[TurnValue]:
+    def turn_values(self, metric: str, **scope: Unpack[Scope]) -> list[TurnValue]:
         """Every turn's value of `metric` in the window, in time order (turns without it skipped)."""
-        start, end = window(since_s, start_ns, end_ns)
-        f: Filters = {"target": targets, "kind": kind, "outcome": outcome, "run_id": run_id}
+        start, end, f = scoped(scope)
         rows = self._select("turn", ("target", metric), start, end, f)
         return [TurnValue(t, target, float(v)) for t, target, v in rows if v is not None]
 
-    def alerts(
-        self,
-        since_s: float | None = None,
-        start_ns: int | None = None,
-        end_ns: int | None = None,
-        targets: Sequence[str] | None = None,
-    ) -> list[AlertRecord]:
-        start, end = window(since_s, start_ns, end_ns)
+    def alerts(self, **scope: Unpack[Scope]) -> list[AlertRecord]:
+        start, end, f = scoped(scope)
         cols = ("rule", "target", "severity", "state", "value", "threshold", "message")
-        rows = self._select("alert", cols, start, end, {"target": targets})
         return [
             AlertRecord(r[0], *(x if x is not None else "" for x in r[1:5]), r[5], r[6], r[7] or "")
-            for r in rows
+            for r in self._select("alert", cols, start, end, f)
         ]
 
-    def loadgen(
-        self,
-        since_s: float | None = None,
-        start_ns: int | None = None,
-        end_ns: int | None = None,
-        run_id: str | None = None,
-    ) -> list[LoadgenRow]:
-        start, end = window(since_s, start_ns, end_ns)
-        cols = ("run_id", "scenario", "worker", *LOADGEN_FIELDS)
-        rows = self._select("loadgen", cols, start, end, {"run_id": run_id})
+    def loadgen(self, **scope: Unpack[Scope]) -> list[LoadgenRow]:
+        start, end, f = scoped(scope)
+        rows = self._select("loadgen", ("run_id", "scenario", "worker", *LOADGEN_FIELDS),
+                            start, end, f)
         return [
-            LoadgenRow(
-                r[0],
-                r[1] or "",
-                r[2] or "",
-                r[3] or "",
-                {k: v for k, v in zip(LOADGEN_FIELDS, r[4:], strict=True) if v is not None},
-            )
+            LoadgenRow(r[0], r[1] or "", r[2] or "", r[3] or "",
+                       {k: v for k, v in zip(LOADGEN_FIELDS, r[4:], strict=True) if v is not None})
             for r in rows
         ]
 
 
-CHECK_PREFIX = "check_"  # telemetry.points: one check_<name> field (1/0) per scenario check
 
 
 def _scenario_row(target: str, s: dict) -> ScenarioSummary:
@@ -553,29 +449,15 @@ def _ql_str(value: str) -> str:
 
 
 #: A field every point of the measurement carries (see InfluxQuery._select).
-ANCHOR_FIELD = {
-    "turn": "turn_index",
-    "session": "ok",
-    "latency": "count",
-    "loadgen": "users",
-    "alert": "message",
-}
+ANCHOR_FIELD = {m.name: m.anchor for m in MEASUREMENTS.values() if m.anchor}
 
 
 class InfluxQuery(Query):
     """Answers with InfluxQL over `/query` (1.x; 2.x via its v1 API; 3.x)."""
 
-    def __init__(
-        self,
-        url: str,
-        database: str,
-        *,
-        retention_policy: str | None = None,
-        headers: dict[str, str] | None = None,
-        verify_tls: bool = True,
-        ca_file: str | None = None,
-        timeout_s: float = 30.0,
-    ):
+    def __init__(self, url: str, database: str, *, retention_policy: str | None = None,
+                 headers: dict[str, str] | None = None, verify_tls: bool = True,
+                 ca_file: str | None = None, timeout_s: float = 30.0):
         import urllib3
 
         self.url = url.rstrip("/")
@@ -592,13 +474,8 @@ class InfluxQuery(Query):
         """Run one InfluxQL statement; the series of its result (chunked, epoch ns)."""
         from .sinks import safe_url
 
-        fields = {
-            "db": self.database,
-            "q": q,
-            "epoch": "ns",
-            "chunked": "true",
-            "chunk_size": "10000",
-        }
+        fields = {"db": self.database, "q": q, "epoch": "ns", "chunked": "true",
+                  "chunk_size": "10000"}
         if self.retention_policy:
             fields["rp"] = self.retention_policy
         r = self._http.request(

@@ -32,12 +32,13 @@ def test_make_point_does_not_retry_a_changed_point(monkeypatch):
     """A Point whose fields were renamed raises, instead of a positional retry that would put
     the time into whatever the fourth field has become."""
     from scheduler import points
+    from telemetry import points as built  # make_point builds through telemetry's build_point
 
     class Renamed:
         def __init__(self, measurement, tags, fields, at_ns=0):
             self.at_ns = at_ns
 
-    monkeypatch.setattr(points, "Point", Renamed)
+    monkeypatch.setattr(built, "Point", Renamed)
     with pytest.raises(TypeError):
         points.make_point("schedule", {}, {"runs": 1}, 2.0)
 
