@@ -11,10 +11,10 @@ native renderings of the same utterance, not decimations of a 24 kHz buffer. A s
 deterministic. Chunks are base64-encoded once per utterance and cached: a load generator with
 a thousand sessions sends the same immutable strings.
 
-Real speech (`spoken()` renders text with espeak-ng, `from_wav()` reads a recording) is
-resampled to the wire rate and trimmed to its voiced span by `voiced_bounds()`, so that
-`speech_s` / `speech_chunks` mark where the speech really ends: the engine times every latency
-from that point.
+Real speech (`spoken()` renders text with espeak-ng through `probes.espeak`, `from_wav()`
+reads a recording) is resampled to the wire rate and trimmed to its voiced span by
+`voiced_bounds()`, so that `speech_s` / `speech_chunks` mark where the speech really ends: the
+engine times every latency from that point.
 """
 
 from __future__ import annotations
@@ -23,19 +23,18 @@ import base64
 import io
 import math
 import os
-import shutil
-import subprocess
 import wave
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
+from probes import espeak
+
 DEFAULT_RATE = 24000
 FRAME_S = 0.01  # energy frame for speech detection
 VOICED_REL_DB = -40.0  # a frame is voiced within this many dB of the loudest frame...
 VOICED_FLOOR_DBFS = -60.0  # ...and above this absolute level (so hiss never counts)
-ESPEAK_TIMEOUT_S = 60.0
 SYLLABLE_S = (0.12, 0.26)  # voiced syllable length range
 PAUSE_S = (0.03, 0.11)  # gap between syllables: shorter than any VAD silence window (>= 200 ms)
 F0_HZ = (105.0, 210.0)  # speaker's base pitch range
@@ -409,25 +408,8 @@ def _pcm_to_float(raw: bytes, width: int) -> np.ndarray:
 
 
 def espeak_available() -> bool:
-    return shutil.which("espeak-ng") is not None
-
-
-def _espeak_wav(text: str, voice: str, wpm: int) -> bytes:
-    """espeak-ng's WAV for `text`; the text goes in on stdin, never through a shell or argv."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise AudioSourceError("espeak-ng is not installed (apt-get install espeak-ng)")
-    cmd = [exe, "-v", voice, "-s", str(int(wpm)), "--stdout"]
-    try:
-        done = subprocess.run(
-            cmd, input=text.encode("utf-8"), capture_output=True, timeout=ESPEAK_TIMEOUT_S
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise AudioSourceError(f"espeak-ng failed to run: {e}") from None
-    if done.returncode != 0 or not done.stdout:
-        err = done.stderr.decode("utf-8", "replace").strip() or f"exit {done.returncode}"
-        raise AudioSourceError(f"espeak-ng (voice {voice!r}) failed: {err}")
-    return done.stdout
+    """True when spoken() can render: espeak-ng on PATH, or the espeakng-loader wheel."""
+    return espeak.backend() is not None
 
 
 @lru_cache(maxsize=128)
@@ -442,7 +424,8 @@ def spoken(
     trailing_silence_s: float = 0.0,
     loudness_dbfs: float | None = None,
 ) -> Utterance:
-    """`text` spoken by espeak-ng, trimmed to its speech; cached like utterance().
+    """`text` spoken by espeak-ng (the binary, else the wheel's library), trimmed to its
+    speech; cached like utterance().
 
     A real voice with a known transcript, for scenarios where the server has to understand
     what was said. loudness_dbfs, when given, levels the voiced RMS as speech() does.
@@ -450,7 +433,11 @@ def spoken(
     _check_params(codec, chunk_ms)
     if not text.strip():
         raise AudioSourceError("spoken(): text is empty")
-    samples, src_rate = _wav_samples(_espeak_wav(text, voice, wpm), "espeak-ng output")
+    try:
+        data = espeak.wav(text, voice, wpm)
+    except espeak.EspeakError as e:
+        raise AudioSourceError(str(e)) from None
+    samples, src_rate = _wav_samples(data, "espeak-ng output")
     return _prepare(
         samples,
         src_rate,

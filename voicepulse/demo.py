@@ -126,7 +126,7 @@ def run_scenarios(tel, sim, target: Target) -> None:
     if not files:
         click.echo(f"      (no example scenarios in {SCENARIO_DIR}: skipped)")
         return
-    try:  # the examples speak through espeak-ng, which a fresh machine may not have
+    try:  # the examples speak: espeak-ng, else the espeakng-loader wheel pip installed
         scenarios = [load_scenario_file(f) for f in files]
     except ConfigError as e:
         click.echo(f"      skipped: {e}")

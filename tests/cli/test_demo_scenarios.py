@@ -1,4 +1,5 @@
-"""The demo's scenario step on a machine without espeak-ng: a clear skip, not a crash."""
+"""The demo's scenario step on a machine with neither espeak-ng nor the espeakng-loader wheel:
+a clear skip, not a crash (with the wheel alone it plays: tests/probes/test_speech_wheel.py)."""
 
 from __future__ import annotations
 

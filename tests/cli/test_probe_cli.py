@@ -131,7 +131,6 @@ SCENARIOS = os.path.join(os.path.dirname(__file__), "..", "..", "scenarios")
 
 
 @pytest.mark.slow
-@pytest.mark.needs_tool("espeak-ng")
 def test_probe_a_scenario_file_by_path(simulator, tmp_path):
     """`--scenario FILE` with `--url` on loopback: the simulator is steered by the script's
     hints, so the example support call makes its tool call and the JSON carries the checks."""
@@ -148,7 +147,6 @@ def test_probe_a_scenario_file_by_path(simulator, tmp_path):
     assert bye["tool_ms"] is None and bye["wer"] == 0.0
 
 
-@pytest.mark.needs_tool("espeak-ng")
 def test_turns_option_is_refused_for_a_scripted_scenario(simulator, tmp_path):
     out = vp("probe", "--url", simulator.realtime_url(), "--model", "sim-fast", "--turns", "3",
              "--scenario", os.path.join(SCENARIOS, "interrupting-caller.yaml"),

@@ -104,7 +104,6 @@ def test_probe_scenario_path_that_does_not_exist(tmp_path, monkeypatch):
     assert f"{tmp_path / 'nope.yaml'}: file not found" in line
 
 
-@pytest.mark.needs_tool("espeak-ng")
 def test_config_check_lists_scripted_scenarios(tmp_path):
     config = tmp_path / "voicepulse.yaml"
     config.write_text(textwrap.dedent(f"""
@@ -130,7 +129,6 @@ def test_config_check_lists_scripted_scenarios(tmp_path):
     ]
 
 
-@pytest.mark.needs_tool("espeak-ng")
 def test_the_deploy_example_checks_with_its_scenario_files():
     """deploy/voicepulse.yaml points at the repository's scenario files (relative to itself)."""
     config = ROOT / "deploy" / "voicepulse.yaml"

@@ -71,7 +71,6 @@ def _results(tmp_path: Path) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-@pytest.mark.needs_tool("espeak-ng")
 def test_support_call_over_two_processes_sums_checks_and_wer(tmp_path, monkeypatch):
     from voicepulse.config import load_scenario_file, sim_target
 

@@ -202,7 +202,6 @@ def test_wer_of_injected_errors(sim, tmp_path, make):
     assert turn.input_transcript != SCRIPT_50
 
 
-@pytest.mark.needs_tool("espeak-ng")
 def test_speak_step_is_heard_as_speech(sim):
     steps = [{"say": {"speak": "Hello, I would like to check the status of my order please."}},
              "wait_reply"]
