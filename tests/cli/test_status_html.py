@@ -14,7 +14,7 @@ from tests.reports.chrome import Chrome
 from tests.scheduler.test_status_page import CARDS_JS
 from voicepulse.cli import main
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.needs_tool("chromium")]
 
 
 @pytest.fixture

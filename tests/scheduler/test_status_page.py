@@ -26,7 +26,7 @@ from telemetry.query import EmbeddedQuery
 from tests.reports.chrome import Chrome
 from tests.sim_server import SimProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.needs_tool("chromium")]
 ROOT = Path(__file__).resolve().parents[2]
 CANARY = "canary-3b9e1d7f"  # in the targets' URL query and as the API key
 ERROR_TEXT = "Rate limit reached"  # the simulator's error_event message
