@@ -57,3 +57,36 @@ def test_the_docs_example_parses():
     block = re.search(r"```yaml\n(status:.*?)```", doc, re.S)[1]
     page = load(block).service.status_page
     assert (page.runs, page.public, page.refresh_s, page.bar_span_s) == (6, False, 10.0, 86400.0)
+
+
+def test_status_server_serves_the_page_with_its_headers_only_when_given_one():
+    import json
+    import urllib.error
+    import urllib.request
+
+    from scheduler.status_http import StatusServer
+
+    class Page:
+        def html(self) -> str:
+            return "<!doctype html><p>cards</p>"
+
+        def document(self) -> dict:
+            return {"targets": [{"target": "a", "runs": 6}]}
+
+    with_page = StatusServer(lambda: {"targets": {}}, "127.0.0.1", 0, page=Page()).start()
+    bare = StatusServer(lambda: {"targets": {}}, "127.0.0.1", 0).start()
+    try:
+        with urllib.request.urlopen(with_page.url + "/", timeout=5) as r:
+            assert r.read().decode() == "<!doctype html><p>cards</p>"
+            assert r.headers["Content-Type"].startswith("text/html")
+            assert r.headers["Cache-Control"] == "no-store"
+            csp = r.headers["Content-Security-Policy"]
+            assert "default-src 'none'" in csp and "connect-src 'self'" in csp
+        with urllib.request.urlopen(with_page.url + "/page.json?t=1", timeout=5) as r:
+            assert json.loads(r.read()) == {"targets": [{"target": "a", "runs": 6}]}
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(bare.url + "/", timeout=5)
+        assert exc.value.code == 404
+    finally:
+        with_page.stop()
+        bare.stop()
