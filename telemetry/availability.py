@@ -143,6 +143,8 @@ def availability(query: Query, *, end_ns: int | None = None, window_s: float = D
     bar_start = (last_slot - BAR_INTERVALS + 1) * step
     earliest = min(start, bar_start, end - int(max(s for _, s in UPTIME_WINDOWS) * 1e9))
     f = {"target": list(targets) if targets is not None else None, "kind": kind}
+    if targets is not None and not targets:  # nothing asked: no query (and no empty IN ())
+        return Availability(start, end, window_s, runs, bar_span_s, kind, [])
     sessions = query.select("session", ("target", "provider", "model", "outcome", "ok",
                                         "session_id"), earliest, end, f)
     by: dict[str, list[tuple]] = {}

@@ -130,6 +130,11 @@ def test_an_unknown_target_gets_an_empty_card(store):
     empty = av.cards[1]
     assert (empty.runs, empty.last_at_ns, empty.uptime["24h"].ratio) == (0, None, None)
     assert av.cards[0].runs == 3 and av.cards[0].runs_failed == 1  # the last three of beta
+    q = EmbeddedQuery(EmbeddedStore(path))
+    try:
+        assert availability(q, targets=[]).cards == []
+    finally:
+        q.close()
 
 
 def _cli(*args: str) -> str:
