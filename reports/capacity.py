@@ -23,12 +23,12 @@ SECTION = r"""
 bound. A step whose load generator fell behind measures the generator, not the target: the search
 stops there and the result is a floor.</p>
 <p id="capacity-finding" class="{{ 'ok' if found else 'bad' }}">{{ finding }}</p>
-<table id="capacity-table">
+<div class="table-wrap"><table id="capacity-table">
 <thead><tr><th>level ({{ unit }})</th><th>hold s</th><th>sessions</th><th>turns</th><th>TTFA p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>error rate</th><th class="text">errors by class</th><th>late starts</th><th class="text">generator</th><th class="text">verdict</th></tr></thead>
 <tbody>{% for s in steps %}<tr data-level="{{ s.level }}" data-passed="{{ 'true' if s.passed else 'false' }}">
 <td>{{ '%g' % s.level }}</td><td>{{ '%.0f' % s.hold_s }}</td><td>{{ s.sessions }}</td><td>{{ s.turns }}</td><td>{{ ms(s.ttfa_p50) }}</td><td>{{ ms(s.ttfa_p95) }}</td><td>{{ ms(s.ttfa_p99) }}</td><td>{{ pct(s.error_rate) }}</td><td class="errors">{{ errs(s.errors) }}</td><td>{{ s.late_starts }}</td><td class="text{{ '' if s.health == 'ok' else ' bad' }}">{{ s.health }}</td><td class="text{{ '' if s.passed else ' bad' }}">{{ verdict(s) }}</td></tr>
 {% endfor %}</tbody>
-</table>
+</table></div>
 {% for p in plots %}<div class="plot" id="plot-{{ p.id }}" data-plot="{{ p.id }}"></div>
 <script type="application/json" id="fig-{{ p.id }}">{{ p.json }}</script>
 {% endfor %}

@@ -132,7 +132,7 @@ TEMPLATE = r"""<!DOCTYPE html>
 * { box-sizing: border-box; }
 body { margin:0; font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
        color:var(--fg); background:var(--bg); }
-main { max-width:1280px; margin:0 auto; padding:24px 28px 48px; }
+main { max-width:1400px; margin:0 auto; padding:24px 28px 48px; }
 header h1 { font-size:24px; margin:0 0 4px; }
 .sub { color:var(--muted); margin:0 0 16px; }
 .verdict { display:flex; gap:12px; align-items:flex-start; padding:12px 16px; border-radius:8px;
@@ -148,13 +148,17 @@ section, .facts { background:#fff; border:1px solid var(--line); border-radius:8
 h2 { font-size:17px; margin:0 0 6px; }
 p.note { color:var(--muted); margin:0 0 8px; max-width:900px; }
 dl { display:grid; grid-template-columns:max-content 1fr; gap:4px 18px; margin:0; }
-dt { color:var(--muted); } dd { margin:0; }
-table { border-collapse:collapse; width:100%; font-variant-numeric:tabular-nums; }
-th, td { padding:6px 8px; border-bottom:1px solid var(--line); text-align:right;
+dt { color:var(--muted); } dd { margin:0; min-width:0; overflow-wrap:anywhere; }
+/* a table wider than its card scrolls inside the card; the page itself never scrolls sideways */
+.table-wrap { overflow-x:auto; max-width:100%; }
+table { border-collapse:collapse; width:100%; font-size:13px; font-variant-numeric:tabular-nums; }
+th, td { padding:6px 6px; border-bottom:1px solid var(--line); text-align:right;
          white-space:nowrap; }
-th { font-weight:600; color:var(--muted); font-size:12px; }
+th { font-weight:600; color:var(--muted); font-size:12px; white-space:normal;
+     vertical-align:bottom; }
 th:first-child, td:first-child, td.text, th.text { text-align:left; }
-td.errors { text-align:left; white-space:normal; }
+td.text, td:first-child { white-space:normal; min-width:8em; }
+td.errors { text-align:left; white-space:normal; min-width:9em; }
 .swatch { display:inline-block; width:10px; height:10px; border-radius:2px; margin-right:6px; }
 .bad { color:var(--fail); font-weight:600; }
 .ok { color:var(--pass); }
@@ -162,6 +166,7 @@ td.errors { text-align:left; white-space:normal; }
 .empty { color:var(--muted); font-style:italic; }
 footer { color:var(--muted); font-size:12px; margin-top:24px; }
 code { font-family:ui-monospace,SFMono-Regular,Menlo,monospace; font-size:12px; }
+@media (max-width:600px) { main { padding:14px 10px 32px; } section, .facts { padding:12px; } }
 </style>
 <script>{{ plotlyjs }}</script>
 </head>
@@ -202,7 +207,7 @@ barge-in is the user speaking over a reply until the server stops it, tool is en
 until the function call's arguments are complete, WER is the word error rate of the server's
 input transcription (mean over turns), and checks are the scenario's checks passed / run.{% endif %}</p>
 {% if rows %}
-<table id="summary-table">
+<div class="table-wrap"><table id="summary-table">
 <thead><tr><th class="text">target</th><th class="text">model</th>{% for h in headers %}<th>{{ h }}</th>{% endfor %}{% for h in scenario_headers %}<th class="scenario">{{ h }}</th>{% endfor %}<th class="text">errors by class</th></tr></thead>
 <tbody>
 {% for r in rows %}<tr data-target="{{ r.target }}">
@@ -213,7 +218,7 @@ input transcription (mean over turns), and checks are the scenario's checks pass
 <td class="errors" data-key="errors" data-value="{{ r.errors_raw }}">{{ r.errors_text }}</td>
 </tr>
 {% endfor %}</tbody>
-</table>
+</table></div>
 {% else %}<p class="empty">No sessions in this range.</p>{% endif %}
 </section>
 {{ capacity }}
@@ -231,10 +236,10 @@ input transcription (mean over turns), and checks are the scenario's checks pass
 <section id="alerts">
 <h2>Alerts</h2>
 {% if alerts %}
-<table id="alerts-table">
+<div class="table-wrap"><table id="alerts-table">
 <thead><tr><th class="text">time</th><th class="text">rule</th><th class="text">target</th><th class="text">severity</th><th class="text">state</th><th>value</th><th>threshold</th><th class="text">message</th></tr></thead>
 <tbody>{% for a in alerts %}<tr><td class="text">{{ a.time }}</td><td class="text">{{ a.rule }}</td><td class="text">{{ a.target }}</td><td class="text">{{ a.severity }}</td><td class="text {{ 'bad' if a.state == 'firing' else '' }}">{{ a.state }}</td><td>{{ a.value }}</td><td>{{ a.threshold }}</td><td class="errors">{{ a.message }}</td></tr>{% endfor %}</tbody>
-</table>
+</table></div>
 {% else %}<p class="empty">No alert changed state in this range.</p>{% endif %}
 </section>
 
