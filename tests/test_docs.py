@@ -97,6 +97,29 @@ def test_configuration_reference_names_every_key():
     assert missing == [], f"docs/configuration.md does not describe: {missing}"
 
 
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start:] if end < 0 else text[start:end]
+
+
+def test_metric_table_and_storage_schema_name_what_the_code_declares():
+    """Every turn metric of probes/results.py is in the metric table (docs/metrics.md), and every
+    measurement, tag and field telemetry/schema.py declares is in the design page's schema."""
+    from probes.results import TURN_METRICS
+    from telemetry import schema
+
+    metrics = (DOCS / "metrics.md").read_text(encoding="utf-8")
+    assert [m for m in TURN_METRICS if f"`{m}`" not in metrics] == []
+    storage = _section((DOCS / "design.md").read_text(encoding="utf-8"), "## The storage schema")
+    missing = []
+    for m in schema.MEASUREMENTS.values():
+        for name in (m.name, *m.tags, *m.fields):
+            if f"`{name}`" not in storage and not (m.name == "turn" and name in TURN_METRICS):
+                missing.append(f"{m.name}.{name}")
+    assert missing == [], f"docs/design.md's storage schema does not name: {missing}"
+
+
 def test_link_checker_sees_a_broken_link(tmp_path):
     """The checker itself can fail: a missing file is reported, code and URLs are not links."""
     page = tmp_path / "page.md"
