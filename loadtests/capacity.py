@@ -21,8 +21,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-#: A step's generator is overloaded when more than this share of its sessions started late.
-LATE_RATE_LIMIT = 0.02
+#: A step's generator is overloaded when more than this share of its sessions started late
+#: (and at least LATE_MIN of them: one start 50 ms late on a busy machine is not a verdict).
+LATE_RATE_LIMIT = 0.05
+LATE_MIN = 3
 #: ... or when it achieved less than this share of the arrival rate it was asked for.
 ACHIEVED_MIN = 0.9
 
@@ -95,14 +97,15 @@ class Step:
         return d
 
 
-def generator_health(overloaded: bool, reasons: list[str], late_rate: float | None,
+def generator_health(overloaded: bool, reasons: list[str], late: int, started: int,
                      achieved: float | None, asked: float | None) -> tuple[bool, str]:
     """Whether a step's generator kept up, and why not: the run's own verdict (send lag,
-    event-loop lag, CPU), more than LATE_RATE_LIMIT late starts, or an open model that achieved
-    under ACHIEVED_MIN of the asked rate."""
+    event-loop lag, CPU), more than LATE_RATE_LIMIT (and LATE_MIN) late starts, or an open model
+    that achieved under ACHIEVED_MIN of the asked rate."""
     why = list(reasons) if overloaded else []
-    if late_rate is not None and late_rate > LATE_RATE_LIMIT:
-        why.append(f"{late_rate:.1%} late starts > {LATE_RATE_LIMIT:.0%}")
+    if started and late >= LATE_MIN and late / started > LATE_RATE_LIMIT:
+        why.append(f"{late} of {started} starts late ({late / started:.1%} > "
+                   f"{LATE_RATE_LIMIT:.0%})")
     if asked and achieved is not None and achieved < ACHIEVED_MIN * asked:
         why.append(f"achieved {achieved:.2f}/s of {asked:g}/s asked")
     return (bool(why), "; ".join(why) if why else "ok")

@@ -57,7 +57,8 @@ def step_from_summary(s: LoadSummary, level: float, hold_s: float, cost_usd: flo
     late_rate = late / started if started and s.load_model == "open" else None
     reasons = [r for h in s.health for r in h.reasons]
     over, health = cap.generator_health(
-        s.overloaded, reasons, late_rate, s.achieved_rate if s.load_model == "open" else None,
+        s.overloaded, reasons, late if s.load_model == "open" else 0, started,
+        s.achieved_rate if s.load_model == "open" else None,
         level if s.load_model == "open" else None)
     sess = s.metric("session_ms")
     return cap.Step(

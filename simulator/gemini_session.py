@@ -407,7 +407,7 @@ class GeminiSession(Session):
         wire = ReplyWire(self.out_transcription)
         if 0 in r.faults and any(f.kind in ("error_event", "response_failed") for f in r.faults[0]):
             await reply.apply_faults(self, r, wire, 0, [0, 0])
-        first_ns = reply.first_delta_ns(prof, self.rng, r.trigger_ns, tr)
+        first_ns = reply.first_delta_ns(prof, self.rng, r.trigger_ns, tr, self.state.active_sessions)
         call = None if tr.trigger == "toolResponse" else markers.call_for(self.instructions,
                                                                           r.input_index)
         if call is not None and call.name in self.tools:

@@ -419,7 +419,7 @@ class LiveSession(Session):
             tr.audio_start_ms, tr.audio_end_ms = round(off + turn.start_ms), round(off + turn.end_ms)
             tr.input_audio_ms = turn.end_ms - turn.start_ms
         r = LiveReply(truth=tr, trigger_ns=trigger_ns, input_index=input_index)
-        onset = reply.first_delta_ns(prof, self.rng, trigger_ns, tr)
+        onset = reply.first_delta_ns(prof, self.rng, trigger_ns, tr, self.state.active_sessions)
         # the model cannot answer before it knew (its VAD waits SILENCE_MS), nor inside the
         # frame already written: then the onset is the next frame boundary
         soonest = max(time.monotonic_ns(),

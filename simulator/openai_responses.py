@@ -196,7 +196,7 @@ class OpenAIResponses(Session):
                                  "The server had an error while processing your request.",
                                  etype=etype, event_id=resp.event_id)
                 return
-        first_ns = reply.first_delta_ns(prof, self.rng, resp.trigger_ns, tr)
+        first_ns = reply.first_delta_ns(prof, self.rng, resp.trigger_ns, tr, self.state.active_sessions)
         rid = resp.id
         tr.response_created_ns = await self.send(
             {"type": "response.created", "response": openai_wire.response(rid, self.conversation_id)})

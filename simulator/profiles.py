@@ -101,6 +101,13 @@ class Profile:
     # GPT-Live's continuous output between replies: a noise floor at this level, None = digital
     # silence (well below the -48 dBFS gates clients use; reference gpt-live.md section 6)
     quiet_dbfs: float | None = -60.0
+    # a provider's limits (limits.py): concurrent sessions and session starts per second over
+    # the whole simulator; over either the upgrade gets 429. None: no limit
+    max_sessions: int | None = None
+    rate_limit_rps: float | None = None
+    # TTFA growing with load: + this many ms per active session beyond ttfa_free_sessions
+    ttfa_per_session_ms: float = 0.0
+    ttfa_free_sessions: int = 0
     seed: int | None = None
     faults: list[dict] = field(default_factory=list)
 
@@ -109,7 +116,9 @@ class Profile:
 
 
 _SCALARS = {"ttfa_scale": float, "delta_ms": int, "speed": float, "transcript": str, "wer": float,
-            "reply_text": str, "session_max_s": float, "seed": int, "quiet_dbfs": float}
+            "reply_text": str, "session_max_s": float, "seed": int, "quiet_dbfs": float,
+            "max_sessions": int, "rate_limit_rps": float, "ttfa_per_session_ms": float,
+            "ttfa_free_sessions": int}
 _DISTS = {f.name for f in fields(Profile) if f.type == "Dist"}
 
 
@@ -124,7 +133,8 @@ def apply(p: Profile, data: dict, where: str) -> Profile:
             setattr(p, k, Dist.parse(v, key))
         elif k in _SCALARS:
             typ = _SCALARS[k]
-            if v is None and k in ("transcript", "reply_text", "seed", "quiet_dbfs"):
+            if v is None and k in ("transcript", "reply_text", "seed", "quiet_dbfs",
+                                   "max_sessions", "rate_limit_rps"):
                 setattr(p, k, None)
                 continue
             if isinstance(v, bool) or (typ is str and not isinstance(v, str)) or (
@@ -148,6 +158,13 @@ def apply(p: Profile, data: dict, where: str) -> Profile:
         raise ProfileError(f"{where}.wer: expected 0..1, got {p.wer}")
     if p.quiet_dbfs is not None and not -120 <= p.quiet_dbfs < 0:
         raise ProfileError(f"{where}.quiet_dbfs: expected -120..0 (or null), got {p.quiet_dbfs}")
+    if p.max_sessions is not None and p.max_sessions < 0:
+        raise ProfileError(f"{where}.max_sessions: expected >= 0 (or null), got {p.max_sessions}")
+    if p.rate_limit_rps is not None and not p.rate_limit_rps > 0:
+        raise ProfileError(f"{where}.rate_limit_rps: expected > 0 (or null), got "
+                           f"{p.rate_limit_rps}")
+    if p.ttfa_per_session_ms < 0 or p.ttfa_free_sessions < 0:
+        raise ProfileError(f"{where}.ttfa_per_session_ms/ttfa_free_sessions: expected >= 0")
     if p.ttfa_scale <= 0:
         raise ProfileError(f"{where}.ttfa_scale: expected > 0, got {p.ttfa_scale}")
     return p

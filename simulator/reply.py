@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 
 from . import audio, markers, pacing
 from .faults import TURN_KINDS, Fault
+from .limits import load_ttfa_ms
 from .util import abort_rst
 
 if TYPE_CHECKING:
@@ -73,9 +74,11 @@ class Host(Protocol):
         False when the reply stops here; raises ConnectionClosed when the connection ends."""
 
 
-def first_delta_ns(prof: Profile, rng, trigger_ns: int, truth: TurnTruth) -> int:
-    """Sample this turn's TTFA, record it as truth, and return when the first delta is due."""
-    ttfa_ms = prof.ttfa_ms.sample(rng) * prof.ttfa_scale
+def first_delta_ns(prof: Profile, rng, trigger_ns: int, truth: TurnTruth,
+                   active: int = 0) -> int:
+    """Sample this turn's TTFA (plus the profile's load term for `active` sessions), record it
+    as truth, and return when the first delta is due."""
+    ttfa_ms = prof.ttfa_ms.sample(rng) * prof.ttfa_scale + load_ttfa_ms(prof, active)
     truth.injected_ttfa_ms = round(ttfa_ms, 3)
     return trigger_ns + int(ttfa_ms * 1e6)
 

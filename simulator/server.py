@@ -154,6 +154,8 @@ class SimServer:
             truth.outcome = f"http_{refusal}"
         elif check_key and (key is None or (st.options.api_keys and key not in st.options.api_keys)):
             truth.outcome, refusal = "http_401", "key"
+        elif (limited := st.limits.admit(profile, connection, st.active_sessions)) is not None:
+            truth.outcome, refusal = f"http_{limited}", str(limited)  # a provider limit
         if refusal is not None:
             st.truth.session(truth)
         if refusal == "refused":
@@ -235,6 +237,7 @@ class SimServer:
         if info is None:
             return
         st = self.state
+        st.limits.started(ws)
         st.active_sessions += 1
         st.total_sessions += 1
         try:

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from .faults import FaultBoard
+from .limits import Limits
 from .profiles import ProfileBook
 from .truth import Lateness, TruthLog
 
@@ -37,3 +38,4 @@ class SimState:
         self.active_sessions = 0
         self.sessions: set = set()  # live sessions (closed on shutdown)
         self.total_sessions = 0
+        self.limits = Limits()  # profiles' max_sessions / rate_limit_rps

@@ -104,12 +104,14 @@ def test_hold_gives_at_least_min_turns():
 
 
 def test_generator_health_counts_late_starts_and_a_short_rate():
-    assert cap.generator_health(False, [], 0.0, 10.0, 10.0) == (False, "ok")
-    over, why = cap.generator_health(False, [], 0.05, 10.0, 10.0)
-    assert over and "late starts" in why
-    over, why = cap.generator_health(False, [], 0.0, 8.0, 10.0)
+    assert cap.generator_health(False, [], 0, 100, 10.0, 10.0) == (False, "ok")
+    assert cap.generator_health(False, [], 2, 20, 10.0, 10.0) == (False, "ok")  # 2: too few
+    over, why = cap.generator_health(False, [], 6, 100, 10.0, 10.0)
+    assert over and "6 of 100 starts late" in why
+    assert not cap.generator_health(False, [], 5, 100, 10.0, 10.0)[0]  # 5 % is not over 5 %
+    over, why = cap.generator_health(False, [], 0, 100, 8.0, 10.0)
     assert over and "achieved 8.00/s of 10/s" in why
-    over, why = cap.generator_health(True, ["event-loop lag p99 80 ms > 10 ms"], None, None, None)
+    over, why = cap.generator_health(True, ["event-loop lag p99 80 ms > 10 ms"], 0, 0, None, None)
     assert over and "event-loop lag" in why
 
 
