@@ -67,14 +67,14 @@ def search(tmp_path, sim, target, *args, env=None, timeout=150):
 
 def test_finds_a_max_sessions_limit_and_names_the_429s(limited_sim, tmp_path):
     p, doc = search(tmp_path, limited_sim, "cap", "--users", "32", "--step-factor", "1.5",
-                    "--threshold", "error_rate<0.01")
+                    "--threshold", "error_rate<0.01", "--report", str(tmp_path / "cap.html"))
     assert p.returncode == 0, p.stdout + p.stderr
     res = doc["capacity"]
     assert res["found"] and res["stop"] == "found"
     assert abs(res["breaking_point"] - 40) <= 4, res  # within 10 % of the configured 40
     assert res["broken_bound"]["expr"] == "error_rate<0.01"
     assert res["broken_bound"]["actual"] > 0.01
-    assert set(res["errors_at_break"]) == {"http_429"}
+    assert "http_429" in res["errors_at_break"]  # the provider limit, named
     levels = [s["level"] for s in res["steps"]]
     assert len(levels) <= 6 and levels[0] == 32  # stopped by itself, bisecting
     assert all(s["turns"] >= 30 for s in res["steps"])
@@ -82,6 +82,10 @@ def test_finds_a_max_sessions_limit_and_names_the_429s(limited_sim, tmp_path):
     assert all(s["passed"] and not s["errors"] for s in good)  # no 429 at or under the limit
     assert f"breaking point: {res['breaking_point']:g} users" in p.stdout
     assert len(doc["step_summaries"]) == len(levels)
+    html = (tmp_path / "cap.html").read_text()  # drawn in Chromium: tests/reports
+    assert f'data-breaking-point="{res["breaking_point"]}"' in html
+    assert html.count("<tr data-level=") == len(levels)
+    assert 'data-target="cap"' in html  # the steps' sessions, read back from the store
 
 
 def test_reports_the_ttfa_knee_within_one_step(limited_sim, tmp_path):
