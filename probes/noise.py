@@ -14,6 +14,9 @@ all of it. `mix()` scales the noise to hit the asked SNR exactly on that definit
 
 from __future__ import annotations
 
+import base64
+from functools import lru_cache
+
 import numpy as np
 
 KINDS = ("white", "pink", "hum", "babble")
@@ -106,3 +109,26 @@ def snr_db(clean: np.ndarray, mixed: np.ndarray, rate: int) -> float:
     nz = np.asarray(mixed, dtype=np.float64) - c
     pn = float(np.mean(nz * nz))
     return float("inf") if pn == 0 else 10 * np.log10(active_power(c, rate) / pn)
+
+
+@lru_cache(maxsize=128)
+def noisy_utterance(utt, kind: str, snr_db: float, seed: int = 0):
+    """`utt` (a probes.audio.Utterance) with `kind` noise at `snr_db` over its whole length,
+    trailing silence included (a street does not fall quiet when the caller stops): the SNR is
+    set on its speech part. Babble is the caller's own voice, looped and shifted. Cached, so
+    every session of a run shares one rendering."""
+    from probes import audio
+
+    raw = b"".join(base64.b64decode(c) for c in utt.chunks)
+    pcm = (np.frombuffer(raw, dtype="<i2").astype(np.int16) if utt.codec == "pcm16"
+           else audio.ulaw_decode(raw) if utt.codec == "g711_ulaw" else audio.alaw_decode(raw))
+    n_speech = min(int(round(utt.speech_s * utt.rate)), pcm.size) or pcm.size
+    speech = pcm[:n_speech]
+    p = active_power(speech, utt.rate)
+    if p <= 0:
+        return utt
+    x = noise(kind, pcm.size, utt.rate, seed=seed, voices=[speech] if kind == "babble" else None)
+    out = pcm.astype(np.float64) + np.sqrt(p / 10 ** (snr_db / 10)) * x
+    mixed = np.clip(np.round(out), -32768, 32767).astype(np.int16)
+    return audio._pack(mixed, n_speech, rate=utt.rate, codec=utt.codec, chunk_ms=utt.chunk_ms,
+                       speech_s=utt.speech_s, text=utt.text)

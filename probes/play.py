@@ -100,6 +100,15 @@ def plain_script(sc: Scenario) -> Script:
 
 
 def say_utterance(dialect: Dialect, sc: Scenario, say: Say, seed: int) -> audio.Utterance:
+    u = _say_audio(dialect, sc, say, seed)
+    if say.noise is None:
+        return u
+    from probes.noise import noisy_utterance  # a caller in a noisy place (say: noise:)
+
+    return noisy_utterance(u, say.noise, say.snr_db, seed)
+
+
+def _say_audio(dialect: Dialect, sc: Scenario, say: Say, seed: int) -> audio.Utterance:
     fmt = dialect.input_format
     trailing = 0.0 if sc.turn_mode == "manual" else sc.trailing_silence_s
     common = {"rate": fmt.rate, "codec": fmt.codec, "chunk_ms": sc.chunk_ms,

@@ -20,6 +20,7 @@ config loader adds the file name.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ class Say:
     path: str | None = None
     voice: str = "en-us"
     wpm: int = 165
+    noise: str | None = None  # background noise kind mixed in (probes/noise.py), or None
+    snr_db: float | None = None  # ... at this SNR
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +219,28 @@ def _step(raw: Any, key: str, base_dir: str) -> Step:
 def _say(v: Any, key: str, base_dir: str) -> Say:
     if isinstance(v, int | float) and not isinstance(v, bool):
         return Say("synthetic", _number(v, key, low=0.05, high=600))
-    m = _mapping(v, key, {"duration", "speak", "wav", "transcript", "voice", "wpm"})
+    m = _mapping(v, key, {"duration", "speak", "wav", "transcript", "voice", "wpm", "noise"})
+    say = _say_source(m, v, key, base_dir)
+    if "noise" not in m:
+        return say
+    kind, snr = _noise(m["noise"], f"{key}.noise")
+    return dataclasses.replace(say, noise=kind, snr_db=snr)
+
+
+def _noise(v: Any, key: str) -> tuple[str, float]:
+    """`noise: {kind: white|pink|babble|hum, snr_db: N}` of a say step."""
+    from probes.noise import KINDS
+
+    m = _mapping(v, key, {"kind", "snr_db"})
+    kind = _string(m.get("kind", "pink"), f"{key}.kind")
+    if kind not in KINDS:
+        raise StepError(f"{key}.kind", f"expected one of {' | '.join(KINDS)}, got {kind!r}")
+    if "snr_db" not in m:
+        raise StepError(f"{key}.snr_db", "required: the signal-to-noise ratio in dB")
+    return kind, float(_number(m["snr_db"], f"{key}.snr_db", low=-20, high=100))
+
+
+def _say_source(m: dict, v: Any, key: str, base_dir: str) -> Say:
     sources = [s for s in ("duration", "speak", "wav") if s in m]
     if len(sources) != 1:
         raise StepError(key, "expected exactly one of duration (seconds of synthetic speech), "

@@ -106,3 +106,36 @@ def test_energy_vad_ends_speech_later_or_never_as_snr_falls(voice):
     assert curve[10][1] is None  # a noise floor above the VAD's level: the turn never ends
     trouble = [end != clean_end or stops > 1 for stops, end in curve.values()]
     assert trouble == sorted(trouble), curve  # once noisy enough to matter, always
+
+
+def _decode(u) -> np.ndarray:
+    import base64
+
+    return np.frombuffer(b"".join(base64.b64decode(c) for c in u.chunks), dtype="<i2")
+
+
+def test_say_steps_take_noise_and_the_player_mixes_it():
+    from types import SimpleNamespace
+
+    from probes.play import say_utterance
+    from probes.script import Say, StepError, parse_script
+    from probes.spec import Scenario
+
+    script = parse_script([{"say": {"duration": 1.2, "noise": {"kind": "babble", "snr_db": 10}}},
+                           "wait_reply", {"say": 0.8}, "wait_reply"])
+    noisy, quiet = script.says()
+    assert (noisy.noise, noisy.snr_db) == ("babble", 10.0) and quiet.noise is None
+    for bad, where in (({"kind": "traffic", "snr_db": 5}, "noise.kind"), ({"kind": "pink"},
+                                                                        "noise.snr_db")):
+        with pytest.raises(StepError, match=where):
+            parse_script([{"say": {"duration": 1, "noise": bad}}])
+    dialect = SimpleNamespace(input_format=SimpleNamespace(rate=RATE, codec="pcm16"))
+    sc = Scenario(script=script)
+    clean = say_utterance(dialect, sc, Say("synthetic", 1.2), 5)
+    mixed = say_utterance(dialect, sc, noisy, 5)
+    assert len(mixed.chunks) == len(clean.chunks) and mixed.speech_chunks == clean.speech_chunks
+    n = int(round(clean.speech_s * RATE))
+    c, m = _decode(clean), _decode(mixed)
+    assert abs(noise.snr_db(c[:n], m[:n], RATE) - 10.0) <= 0.5
+    assert np.abs(m[n:].astype(float)).mean() > 10 * max(np.abs(c[n:].astype(float)).mean(), 1)
+    assert say_utterance(dialect, sc, noisy, 5) is mixed  # rendered once, shared by sessions
