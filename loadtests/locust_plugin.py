@@ -247,6 +247,10 @@ def _on_init(environment, **_kw) -> None:
         return
     if isinstance(runner, MasterRunner | LocalRunner):
         _Role.controller = Controller(environment, _plan(environment))
+        if environment.web_ui is not None:  # --web: the VoicePulse tab, where the merged data is
+            from loadtests.web_tab import register
+
+            register(environment.web_ui, lambda: _Role.controller and _Role.controller.collector)
 
         def on_final(environment, msg, **_kw):
             _Role.controller.merge(msg.node_id, msg.data)
