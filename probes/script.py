@@ -219,7 +219,12 @@ def _step(raw: Any, key: str, base_dir: str) -> Step:
 def _say(v: Any, key: str, base_dir: str) -> Say:
     if isinstance(v, int | float) and not isinstance(v, bool):
         return Say("synthetic", _number(v, key, low=0.05, high=600))
-    m = _mapping(v, key, {"duration", "speak", "wav", "transcript", "voice", "wpm", "noise"})
+    m = _mapping(v, key, {"duration", "speak", "wav", "transcript", "voice", "wpm", "rate_wpm",
+                          "noise"})
+    if "rate_wpm" in m:  # the name callers: uses; wpm is the older one
+        if "wpm" in m:
+            raise StepError(f"{key}.rate_wpm", "give wpm or rate_wpm, not both")
+        m = {**m, "wpm": m["rate_wpm"]}
     say = _say_source(m, v, key, base_dir)
     if "noise" not in m:
         return say

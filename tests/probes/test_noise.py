@@ -139,3 +139,18 @@ def test_say_steps_take_noise_and_the_player_mixes_it():
     assert abs(noise.snr_db(c[:n], m[:n], RATE) - 10.0) <= 0.5
     assert np.abs(m[n:].astype(float)).mean() > 10 * max(np.abs(c[n:].astype(float)).mean(), 1)
     assert say_utterance(dialect, sc, noisy, 5) is mixed  # rendered once, shared by sessions
+
+
+def test_spoken_steps_take_rate_wpm():
+    from probes.script import StepError, parse_script
+
+    if not audio.espeak_available():
+        pytest.skip("needs espeak-ng")
+    (say,) = parse_script([{"say": {"speak": "hello there", "voice": "en-gb", "rate_wpm": 220}},
+                           "wait_reply"]).says()
+    assert (say.voice, say.wpm) == ("en-gb", 220)
+    with pytest.raises(StepError, match="rate_wpm"):
+        parse_script([{"say": {"speak": "hi", "wpm": 150, "rate_wpm": 220}}])
+    fast = audio.spoken("hello there how are you today", wpm=220)
+    slow = audio.spoken("hello there how are you today", wpm=120)
+    assert fast.speech_s < 0.75 * slow.speech_s  # the rate is really the caller's speed
