@@ -25,6 +25,8 @@ import collections
 from collections.abc import Iterable
 
 from probes.dialects.base import (
+    OUTPUT_QUIET,
+    AudibleOnset,
     AudioDelta,
     GoAway,
     InputTranscript,
@@ -32,6 +34,7 @@ from probes.dialects.base import (
     ResponseCreated,
     ResponseDone,
     ServerError,
+    SessionClosed,
     SessionConfigured,
     SessionReady,
     SpeechStopped,
@@ -58,6 +61,8 @@ class TurnMarks:
         "speech_sent_ns",
         "speech_stopped_ns",
         "first_audio_ns",
+        "first_audible_ns",
+        "gated",
         "first_text_ns",
         "done_ns",
         "audio_t",
@@ -92,6 +97,8 @@ class TurnMarks:
         self.speech_sent_ns: int | None = None
         self.speech_stopped_ns: int | None = None
         self.first_audio_ns: int | None = None
+        self.first_audible_ns: int | None = None  # the first delta that crossed the audible gate
+        self.gated = False  # some reply delta carried its audio (the gate could listen)
         self.first_text_ns: int | None = None
         self.done_ns: int | None = None
         self.audio_t: list[int] = []
@@ -146,6 +153,8 @@ class Receiver:
         self.closing = False  # the sender is done: a close from now on is the normal end
         self.failure: tuple[str, str] | None = None  # (outcome, message), first one wins
         self.failed_by_close = False  # that failure is the connection's close
+        self.session_closed_ns: int | None = None  # GPT-Live session.closed
+        self.session_close_reason = ""
 
     # ---- the sender's side -----------------------------------------------------------------
 
@@ -196,8 +205,13 @@ class Receiver:
                     return True
                 turn.audio_t.append(t)
                 turn.audio_n.append(ev.nbytes)
+                if ev.audio:
+                    turn.gated = True
                 if turn.barge_ns is not None and t >= turn.barge_ns:
                     turn.barge_bytes += ev.nbytes
+            elif cls is AudibleOnset:
+                if turn.first_audible_ns is None:
+                    turn.first_audible_ns = t
             elif cls is TranscriptDelta or cls is TextDelta:
                 if turn.first_text_ns is None:
                     turn.first_text_ns = t
@@ -208,8 +222,10 @@ class Receiver:
                 turn.done = turn.reply_done = ev
                 turn.done_ns = turn.reply_done_ns = t
                 turn.usage.add(ev.usage)
-                if ev.status == "cancelled" and turn.barge_ns is not None and turn.stopped_ns is None:
-                    turn.stopped_ns = t
+                if turn.barge_ns is not None and turn.stopped_ns is None and (
+                        ev.status == "cancelled"
+                        or (ev.reason == OUTPUT_QUIET and t >= turn.barge_ns)):
+                    turn.stopped_ns = t  # cancelled, or (GPT-Live) its output fell quiet
                 if self.next_turn is not None:  # the reply a barge-in spoke over has ended
                     self.turn = turn = self.next_turn
                     self.next_turn = None
@@ -249,6 +265,13 @@ class Receiver:
                 wake = True
             elif cls is GoAway:
                 self.go_away = True
+            elif cls is SessionClosed:
+                self.session_closed_ns = t
+                self.session_close_reason = ev.reason
+                if ev.reason == "expired":  # the session limit (GPT-Live)
+                    self.ended_ns = self.ended_ns or t
+                    self.fail(SESSION_EXPIRED, "session.closed: expired")
+                wake = True
             elif cls is Interrupted:
                 if turn.barge_ns is not None and turn.stopped_ns is None:
                     turn.stopped_ns = t

@@ -12,7 +12,15 @@ from probes import playback, prices, wer
 from probes.dialects.base import AudioFormat
 from probes.marks import MAX_TEXT_CHARS, TurnMarks
 from probes.outcomes import CLIENT_OVERLOAD
-from probes.results import OK, SessionResult, TurnResult, Usage, response_failed
+from probes.results import (
+    EMPTY_REPLY,
+    OK,
+    SILENT_REPLY,
+    SessionResult,
+    TurnResult,
+    Usage,
+    response_failed,
+)
 
 
 def _ms(a: int, b: int) -> float:
@@ -26,11 +34,14 @@ def turn_result(t: TurnMarks, *, output_format: AudioFormat, model: str,
     e, sent = t.speech_end_ns, t.speech_sent_ns
     tr.speech_end_ns, tr.speech_sent_ns = e, sent
     tr.first_audio_ns, tr.response_done_ns = t.first_audio_ns, t.done_ns
+    tr.first_audible_ns = t.first_audible_ns
     if e is not None:
         if t.first_audio_ns is not None:
             tr.ttfa_ms = _ms(t.first_audio_ns, e)
             if sent is not None:
                 tr.ttfa_sent_ms = _ms(t.first_audio_ns, sent)
+        if t.first_audible_ns is not None:
+            tr.ttfa_audible_ms = _ms(t.first_audible_ns, e)
         if t.first_text_ns is not None:
             tr.ttft_ms = _ms(t.first_text_ns, e)
         if t.speech_stopped_ns is not None:
@@ -72,6 +83,12 @@ def turn_result(t: TurnMarks, *, output_format: AudioFormat, model: str,
             tr.outcome = response_failed(t.done.error_code)
         elif t.done.status == "cancelled" and t.barge_ns is None:
             tr.outcome = response_failed(t.done.reason or "cancelled")
+        else:
+            silent = silent_failure(t)
+            if silent:
+                tr.outcome = silent
+                tr.error = ("the reply completed without audio" if silent == EMPTY_REPLY else
+                            "the reply's audio never crossed the audible gate")
     else:
         tr.usage = Usage()
     tr.transcript = "".join(t.transcript)
@@ -81,6 +98,21 @@ def turn_result(t: TurnMarks, *, output_format: AudioFormat, model: str,
         if t.input_transcript:
             tr.wer = wer.word_error_rate(t.expected_text, tr.input_transcript)
     return tr
+
+
+def silent_failure(t: TurnMarks) -> str | None:
+    """empty_reply / silent_reply for a turn whose reply completed (issue 19): no audio byte at
+    all, or audio that never crossed the audible gate. A reply the user spoke over, and a turn
+    whose only response was a tool call nobody answered, are not judged."""
+    if t.done is None or t.done.status != "completed" or t.barge_ns is not None:
+        return None
+    if t.tool_calls and t.tool_sent_ns is None:
+        return None
+    if t.first_audio_ns is None:
+        return EMPTY_REPLY
+    if t.first_audible_ns is None and t.gated:  # (a delta without its audio cannot be judged)
+        return SILENT_REPLY
+    return None
 
 
 def finish_session(res: SessionResult, turns: list[TurnResult], marks: list[TurnMarks], *,
@@ -93,6 +125,8 @@ def finish_session(res: SessionResult, turns: list[TurnResult], marks: list[Turn
     for tr, t in zip(turns, marks, strict=True):
         if tr.outcome == OK and res.outcome != OK and t.done_ns is None:
             tr.outcome, tr.error = res.outcome, res.error
+        elif tr.outcome in (EMPTY_REPLY, SILENT_REPLY) and res.outcome == OK:
+            res.outcome, res.error = tr.outcome, f"turn {tr.index}: {tr.error}"
         all_lags.extend(t.lags_ns)
     res.turns = turns
     if all_lags:

@@ -30,7 +30,12 @@ ERROR_CLASSES = (
     "config",  # the API key's environment variable is unset: nothing was sent
     "stopped",  # the caller's stop event ended the session: not a target failure
     "client_error",  # a bug in the engine itself, reported instead of raised
+    "empty_reply",  # a reply (audio scenario) completed without one byte of audio
+    "silent_reply",  # a reply's audio never crossed the audible gate (probes/audible.py)
 )
+#: A turn whose reply completed with no audio bytes / with audio that never crossed the gate.
+EMPTY_REPLY = "empty_reply"
+SILENT_REPLY = "silent_reply"
 
 #: Token counts of a turn's usage: metric name -> `Usage` attribute.
 TOKEN_METRICS = {
@@ -45,6 +50,7 @@ TOKEN_METRICS = {
 #: one is a `TurnResult` attribute of the same name, except the token counts (`TOKEN_METRICS`).
 TURN_METRICS = (
     "ttfa_ms",
+    "ttfa_audible_ms",
     "ttft_ms",
     "vad_ms",
     "turn_ms",
@@ -123,6 +129,7 @@ class TurnResult:
     error: str = ""
     # latencies from the intended end of speech E (docs/metrics.md table)
     ttfa_ms: float | None = None
+    ttfa_audible_ms: float | None = None  # E -> the first delta that crossed the audible gate
     ttft_ms: float | None = None
     vad_ms: float | None = None
     turn_ms: float | None = None
@@ -157,6 +164,7 @@ class TurnResult:
     speech_end_ns: int | None = None
     speech_sent_ns: int | None = None
     first_audio_ns: int | None = None
+    first_audible_ns: int | None = None
     response_done_ns: int | None = None
     barge_in_ns: int | None = None  # when the speech over this reply was due to start
     tool_result_sent_ns: int | None = None
@@ -201,6 +209,10 @@ class SessionResult:
     expiry_s: float | None = None
     connect_start_ns: int | None = None  # perf_counter_ns of connect start
     start_lag_ms: float | None = None  # connect start - intended start (load model), if given
+    # per-second billing (GPT-Live): the server's cumulative usage.seconds and the session's
+    # cost from it (probes.prices.session_cost_usd); turns then carry no cost of their own
+    usage_seconds: float | None = None
+    session_cost_usd: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -208,6 +220,8 @@ class SessionResult:
 
     @property
     def cost_usd(self) -> float | None:
+        if self.session_cost_usd is not None:
+            return self.session_cost_usd
         costs = [t.cost_usd for t in self.turns if t.cost_usd is not None]
         return sum(costs) if costs else None
 

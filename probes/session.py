@@ -28,7 +28,7 @@ import time
 import uuid
 from time import perf_counter_ns
 
-from probes import audio, transport
+from probes import audio, onset, prices, transport
 from probes.dialects import dialect_for
 from probes.dialects.base import Dialect, DialectError
 from probes.marks import Receiver, TurnMarks
@@ -53,6 +53,8 @@ __all__ = ["CLIENT_ERROR", "CLIENT_OVERLOAD", "CONFIG", "GO_AWAY", "MAX_FRAME_BY
            "prepare", "redact_url", "run_session"]
 
 _NS = 1_000_000_000
+#: how long a protocol's own close (GPT-Live session.close) may take to be answered
+CLOSE_WAIT_S = 5.0
 _STOP_POLL_S = 0.25  # how often a waiting session looks at the caller's stop event
 
 
@@ -175,6 +177,9 @@ class Session:
         self.api_key = api_key
         self.stop = stop
         self.marks = Receiver()
+        quiet_ms = target.quiet_ms if target.quiet_ms is not None else scenario.quiet_ms
+        # the audible onset (and, for continuous output, the reply's end) from the sound
+        self._gate = onset.gate_for(dialect, quiet_ms=quiet_ms)
         self._ws: transport.Transport | None = None
         self._wake = threading.Event()
         self._closed = False
@@ -186,7 +191,9 @@ class Session:
     def _on_frame(self, data: bytes, t: int) -> None:
         marks = self.marks
         try:
-            wake = marks.feed(self.dialect.parse(data), t)
+            wake = False
+            for events, ts in self._gate.feed(self.dialect.parse(data), t):
+                wake = marks.feed(events, ts) or wake
         except DialectError as e:
             marks.fail("protocol", str(e))
             wake = True
@@ -345,6 +352,7 @@ class Session:
             self._connect(start)
             self._setup(start)
             play(self, script)
+            self._say_goodbye()
             self.marks.closing = True  # all turns done: a close from here on is the normal end
         except Failure as f:
             if _expected_end(script.expect, f.outcome):
@@ -392,6 +400,18 @@ class Session:
             self.wait(lambda: marks.configured_ns is not None,
                       perf_counter_ns() + int(ready_s * _NS), "ready")
 
+    def _say_goodbye(self) -> None:
+        """A protocol with its own close (GPT-Live `session.close`): send it and give the
+        server CLOSE_WAIT_S to answer with the final usage (`session.closed`)."""
+        bye = getattr(self.dialect, "close", None)
+        if bye is None:
+            return
+        marks = self.marks
+        marks.closing = True  # the server's close after session.closed is the normal end
+        self.send(bye())
+        self.settle(lambda: marks.session_closed_ns is not None or marks.closed_code is not None,
+                    CLOSE_WAIT_S)
+
     def _send_failed(self, e: Closed) -> None:
         """A send found the connection gone (or blocked past SEND_BLOCK_TIMEOUT_S)."""
         if isinstance(e, SendTimeout):
@@ -415,6 +435,12 @@ class Session:
         finish_session(res, turns, m.turns, duration_ns=end - start,
                        max_send_lag_ms=self.scenario.max_send_lag_ms)
         res.unknown_events = getattr(self.dialect, "unknown_events", 0)
+        res.usage_seconds = getattr(self.dialect, "usage_seconds", None)
+        if prices.second_price_for(tgt.model, tgt.prices) is not None:  # billed by the second
+            res.session_cost_usd = prices.session_cost_usd(
+                tgt.model, res.usage_seconds, res.duration_s, tgt.prices)
+            for tr in res.turns:
+                tr.cost_usd = None
 
     def close(self) -> None:
         """Close once (bounded in time); the receiver has stopped when it returns."""

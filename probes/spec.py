@@ -26,7 +26,7 @@ class Target:
     name: str
     url: str
     model: str
-    provider: str = "openai"  # openai | azure | gemini
+    provider: str = "openai"  # openai | azure | gemini | openai-live
     api_key_env: str | None = None
     voice: str | None = None
     instructions: str = "You are a helpful voice assistant. Answer briefly."
@@ -42,6 +42,12 @@ class Target:
     # tool to call through markers in the instructions (simulator/markers.py). Never for a
     # real provider.
     simulator_hints: bool = False
+    # GPT-Live (openai-live): delegation mode (client | responses; None: responses when tools
+    # are declared), the Responses backend's model, and auth (bearer | api-key; None: by URL)
+    delegation: str | None = None
+    backend_model: str | None = None
+    auth: str | None = None
+    quiet_ms: float | None = None  # overrides the scenario's quiet_ms for this target
 
 
 @dataclass(slots=True)
@@ -76,3 +82,5 @@ class Scenario:
     transcription_model: str | None = None  # ask for input transcription (WER needs it)
     interrupt_response: bool = True  # the server may stop its reply when the user speaks over it
     silence_ms: int | None = None  # server VAD: the pause that ends a user turn (None: provider's)
+    # continuous output (GPT-Live): a reply has ended after this much output below the gate
+    quiet_ms: float = 800.0

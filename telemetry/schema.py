@@ -120,7 +120,8 @@ LATENCY_METRICS = (
     LatencyMetric("connect_ms", "session", "session"),
     LatencyMetric("ready_ms", "session", "session"),
     LatencyMetric("session_ms", "session", probe=False),  # duration_s, in ms
-    *_turn("ttfa_ms", "ttft_ms", "vad_ms", "turn_ms", "ttfa_sent_ms", "gap_p95_ms"),
+    *_turn("ttfa_ms", "ttfa_audible_ms", "ttft_ms", "vad_ms", "turn_ms", "ttfa_sent_ms",
+           "gap_p95_ms"),
     LatencyMetric("stall_ms", "turn", "turn", probe=False),
     *_turn("barge_in_ms", "tool_ms", "tool_result_ms"),
     LatencyMetric("start_lag_ms", "generator", probe=False),

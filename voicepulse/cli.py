@@ -75,8 +75,9 @@ def scripted_summary(script) -> str:
                    "if present, else the built-in simulator targets).")
 @click.option("--url", help="Probe this WebSocket URL instead of a configured target.")
 @click.option("--model", help="Model (or Azure deployment) to ask for, with --url.")
-@click.option("--provider", type=click.Choice(["openai", "azure", "gemini"]), default=None,
-              help="Protocol family of --url (default openai).")
+@click.option("--provider", type=click.Choice(["openai", "azure", "gemini", "openai-live"]),
+              default=None, help="Protocol family of --url (default openai; openai-live is "
+                                 "GPT-Live, /v1/live/sessions).")
 @click.option("--api-key-env", metavar="VAR",
               help="Name of the environment variable holding the API key (never the key itself).")
 @click.option("--scenario", default=None,

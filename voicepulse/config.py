@@ -196,7 +196,18 @@ def _target(s: Section, name: str) -> Target:
         transcription_model=s.str("transcription_model", None),
         tools=s.list("tools", []),
         simulator_hints=s.bool("simulator_hints", False),
+        delegation=s.str("delegation", None, choices=("client", "responses")),
+        backend_model=s.str("backend_model", None),
+        auth=s.str("auth", None, choices=("bearer", "api-key")),
+        quiet_ms=s.num("quiet_ms", None, min=50, max=60_000),
     )
+    if provider != "openai-live":  # GPT-Live's keys (probes/dialects/gpt_live.py)
+        for k in ("delegation", "backend_model", "quiet_ms"):
+            if getattr(t, k) is not None:
+                raise s.error(k, "only for provider openai-live (GPT-Live)")
+    elif t.delegation == "client" and t.tools:
+        raise s.error("tools", "delegation: client takes no tools (the app answers every "
+                               "delegation); use delegation: responses for function tools")
     if s.has("prices"):
         p = s.section("prices")
         t.prices = {k: p.num(k, min=0) for k in list(p.data)}
@@ -237,6 +248,7 @@ def _scenario(s: Section, name: str, base_dir: Path) -> Scenario:
         transcription_model=s.str("transcription_model", None),
         interrupt_response=s.bool("interrupt_response", True),
         silence_ms=s.int("silence_ms", None, min=100, max=10_000),
+        quiet_ms=s.num("quiet_ms", d.quiet_ms, min=50, max=60_000),
     )
     if sc.silence_ms is not None and sc.turn_mode != "manual" and (
             sc.trailing_silence_s * 1000 <= sc.silence_ms):

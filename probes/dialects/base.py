@@ -59,11 +59,17 @@ class ResponseCreated:
 
 @dataclass(slots=True, frozen=True)
 class AudioDelta:
-    """A chunk of reply audio: its decoded size, and (dialects whose engine must look at the
-    sound, GPT-Live's audible-onset gate) its base64 text, undecoded; empty otherwise."""
+    """A chunk of reply audio: its decoded size, and its base64 text, undecoded, for the
+    engine's audible gate (probes/onset.py); empty when a dialect cannot give it."""
 
     nbytes: int
-    audio: bytes = b""
+    audio: bytes = field(default=b"", compare=False, repr=False)  # payload, not identity
+
+
+@dataclass(slots=True, frozen=True)
+class AudibleOnset:
+    """Not on any wire: the engine's audible gate (probes/onset.py) puts it right after the
+    first AudioDelta of a reply whose sound crosses the gate (probes/audible.py)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -103,12 +109,18 @@ class ToolCall:
     delegation_id: str = ""  # GPT-Live: the delegation the call belongs to
 
 
+#: ResponseDone.reason of a reply end the engine inferred from `quiet_ms` of quiet output
+OUTPUT_QUIET = "output_quiet"
+
+
 @dataclass(slots=True, frozen=True)
 class ResponseDone:
     """A response ended (`response.done` / `turnComplete`).
 
     status: completed | cancelled | failed | incomplete. error_code is set when failed;
-    reason carries status_details.reason (turn_detected, client_cancelled, max_output_tokens...).
+    reason carries status_details.reason (turn_detected, client_cancelled, max_output_tokens...);
+    `output_quiet` (OUTPUT_QUIET) when the engine inferred the end from quiet output (GPT-Live:
+    probes/onset.py), never a server's.
     """
 
     status: str
@@ -223,6 +235,7 @@ Event = (
     | Committed
     | ResponseCreated
     | AudioDelta
+    | AudibleOnset
     | TranscriptDelta
     | TextDelta
     | InputTranscript

@@ -200,6 +200,7 @@ class GeminiLive:
         self.unknown_events = 0
         self.usage: Usage | None = None  # latest usageMetadata of the turn in progress
         self.interrupted = False
+        self._cut_b64 = b""  # the audio base64 the fast path cut out of the current frame
         self.go_away_s: float | None = None
         self.resumption_handle: str | None = None
         self.session_id = ""
@@ -319,7 +320,7 @@ class GeminiLive:
             frame = frame.encode("utf-8", "surrogatepass")
         cut = -1
         if len(frame) >= _FAST_MIN:
-            frame, cut = _cut_audio(frame)
+            frame, cut, self._cut_b64 = _cut_audio(frame)
         try:
             msg = orjson.loads(frame)
         except orjson.JSONDecodeError as e:
@@ -397,10 +398,11 @@ class GeminiLive:
                 if inline is not None:
                     data = inline.get("data")
                     if data == _CUT and cut >= 0:
-                        ev.append(AudioDelta(cut))
+                        ev.append(AudioDelta(cut, self._cut_b64))
                     elif isinstance(data, str):
                         d = data.strip()
-                        ev.append(AudioDelta(b64_nbytes(len(d), len(d) - len(d.rstrip("=")))))
+                        ev.append(AudioDelta(b64_nbytes(len(d), len(d) - len(d.rstrip("="))),
+                                             d.encode("utf-8", "surrogatepass")))
                     else:
                         raise DialectError("inlineData.data is not a base64 string")
                 text = part.get("text")
@@ -429,8 +431,9 @@ class GeminiLive:
             ev.append(Ignored("serverContent"))
 
 
-def _cut_audio(frame: bytes) -> tuple[bytes, int]:
-    """Replace the first `"data":"<base64>"` string by a placeholder; return (frame, nbytes).
+def _cut_audio(frame: bytes) -> tuple[bytes, int, bytes]:
+    """Replace the first `"data":"<base64>"` string by a placeholder; return (frame, nbytes,
+    the base64 cut out: the engine's audible gate reads it).
 
     The long base64 is only scanned by memchr, never tokenised by the JSON parser; the rest of
     the frame is still fully parsed (and validated). Any doubt returns the frame unchanged.
@@ -438,16 +441,16 @@ def _cut_audio(frame: bytes) -> tuple[bytes, int]:
     i = frame.find(b'"inline')  # only an inlineData part's data, never e.g. a tool argument
     d = frame.find(_P_DATA, i) if i >= 0 else -1
     if d < 0:
-        return frame, -1
+        return frame, -1, b""
     q1 = d + 6
     n = len(frame)
     while q1 < n and frame[q1] in b" \t\r\n:":
         q1 += 1
     if q1 >= n or frame[q1] != 0x22:
-        return frame, -1
+        return frame, -1, b""
     q2 = frame.find(b'"', q1 + 1)
     if q2 < 0 or frame.find(b"\\", q1, q2) >= 0:
-        return frame, -1
+        return frame, -1, b""
     chars = q2 - q1 - 1
     pad = (frame[q2 - 1] == 0x3D) + (frame[q2 - 2] == 0x3D) if chars >= 2 else 0
-    return frame[:q1] + b'"\\u0000"' + frame[q2 + 1 :], b64_nbytes(chars, pad)
+    return frame[:q1] + b'"\\u0000"' + frame[q2 + 1 :], b64_nbytes(chars, pad), frame[q1 + 1:q2]

@@ -285,9 +285,9 @@ class OpenAIRealtime:
 
     def parse(self, frame: bytes) -> tuple[Event, ...]:
         if len(frame) >= _FAST_MIN:
-            n = _fast_audio_nbytes(frame)
+            n, b64 = _fast_audio(frame)
             if n >= 0:
-                return (AudioDelta(n),)
+                return (AudioDelta(n, b64),)
         try:
             msg = orjson.loads(frame)
         except orjson.JSONDecodeError as e:
@@ -308,7 +308,8 @@ class OpenAIRealtime:
     def _event(self, t: str, m: dict) -> Event:
         if t in _AUDIO_DELTA_TYPES:
             d = m["delta"]
-            return AudioDelta(b64_decoded_len(len(d), len(d) - len(d.rstrip("="))))
+            return AudioDelta(b64_decoded_len(len(d), len(d) - len(d.rstrip("="))),
+                              d.encode("utf-8", "surrogatepass"))
         if t in _TRANSCRIPT_DELTA_TYPES:
             return TranscriptDelta(m.get("delta") or "")
         if t in _TEXT_DELTA_TYPES:
@@ -399,8 +400,9 @@ def parse_usage(u: dict | None) -> Usage:
     )
 
 
-def _fast_audio_nbytes(frame: bytes) -> int:
-    """Decoded audio size of an audio-delta frame, or -1 to let the full parse decide.
+def _fast_audio(frame: bytes) -> tuple[int, bytes]:
+    """Decoded audio size of an audio-delta frame and its base64 (a slice, for the engine's
+    audible gate), or (-1, b"") to let the full parse decide.
 
     The base64 string is cut out (it must hold no quote or backslash) and replaced by 0; the
     remaining ~200 bytes are parsed with orjson, so the frame is still fully validated as JSON
@@ -408,25 +410,25 @@ def _fast_audio_nbytes(frame: bytes) -> int:
     """
     d = frame.find(_P_DELTA)
     if d < 0:
-        return -1
+        return -1, b""
     q1 = d + 7
     n = len(frame)
     while q1 < n and frame[q1] in b" \t\r\n:":
         q1 += 1
     if q1 >= n or frame[q1] != 0x22:
-        return -1
+        return -1, b""
     q2 = frame.find(b'"', q1 + 1)
     if q2 < 0 or frame.find(b"\\", q1, q2) >= 0:
-        return -1
+        return -1, b""
     try:
         rest = orjson.loads(frame[:q1] + b"0" + frame[q2 + 1 :])
     except orjson.JSONDecodeError:
-        return -1
+        return -1, b""
     if type(rest) is not dict or rest.get("type") not in _AUDIO_DELTA_TYPES:
-        return -1
+        return -1, b""
     chars = q2 - q1 - 1
     pad = (frame[q2 - 1] == 0x3D) + (frame[q2 - 2] == 0x3D) if chars >= 2 else 0
-    return b64_decoded_len(chars, pad)
+    return b64_decoded_len(chars, pad), frame[q1 + 1:q2]
 
 
 def _vad_overrides(turn_mode: str, interrupt_response: bool, silence_ms: int | None) -> dict | None:

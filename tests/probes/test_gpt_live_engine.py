@@ -1,0 +1,104 @@
+"""GPT-Live through the whole engine against the simulator (issue 15): the audible onset gives
+`ttfa_ms`, quiet output ends the turn, the output falling quiet after the caller spoke over it
+is the barge-in stop, delegation gives tool_ms / tool_result_ms, per-second cost comes from the
+server's usage seconds. Every mark is compared with the simulator's truth on the same clock."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from probes import prices
+from probes.script import parse_script
+from probes.session import run_session
+from probes.spec import Scenario, Target
+from tests.sim_server import SimProcess
+
+KEY = "good-key-123"
+
+
+@pytest.fixture(scope="module")
+def live_sim():
+    with SimProcess(["--api-key", KEY]) as s:
+        yield s
+
+
+def target(sim, model="sim-fast", **kw) -> Target:
+    return Target(name="live", url=sim.ws_url + "/v1/live/sessions", model=model,
+                  provider="openai-live", simulator_hints=True, **kw)
+
+
+def truth_turns(sim, res):
+    return sim.truth(session_id=res.server_session_id)["turns"]
+
+
+def p99(values):
+    s = sorted(abs(v) for v in values)
+    return s[min(len(s) - 1, int(0.99 * len(s)))]
+
+
+def test_plain_turns_audible_onset_and_quiet_end_match_truth(live_sim):
+    res = run_session(target(live_sim), Scenario(turns=4, pause_s=0.2), api_key=KEY)
+    assert res.outcome == "ok", res.error
+    truth = [t for t in truth_turns(live_sim, res) if t["status"] == "completed"]
+    assert len(res.turns) == len(truth) == 4
+    errs_onset, errs_done = [], []
+    for mine, tt in zip(res.turns, truth, strict=True):
+        assert mine.outcome == "ok"
+        assert mine.ttfa_ms is not None and mine.ttfa_ms == mine.ttfa_audible_ms
+        errs_onset.append((mine.first_audio_ns - tt["first_audio_ns"]) / 1e6)
+        errs_done.append((mine.response_done_ns - tt["response_done_ns"]) / 1e6)
+        assert mine.audio_s == pytest.approx(tt["reply_audio_ms"] / 1000, abs=0.11)
+        assert mine.transcript.strip()
+    assert p99(errs_onset) <= 2.0, errs_onset
+    assert p99(errs_done) <= 2.0, errs_done
+    # the session was closed with session.close: its usage seconds are the server's
+    assert res.usage_seconds is not None and res.usage_seconds >= 1
+
+
+def test_per_second_cost_from_usage_seconds(live_sim):
+    live_sim.set_profile(model="sim-live-cost", reply_s=1.0)
+    res = run_session(target(live_sim, "sim-live-cost"), Scenario(turns=1), api_key=KEY)
+    assert res.outcome == "ok", res.error
+    want = prices.second_price_for("sim-live-cost").cost(res.usage_seconds)
+    assert res.session_cost_usd == pytest.approx(want, rel=0.01) and res.cost_usd > 0
+    assert all(t.cost_usd is None for t in res.turns)
+
+
+def test_barge_in_stop_is_the_output_falling_quiet(live_sim):
+    script = parse_script([{"say": {"duration": 1.5}}, {"interrupt_after": {"ms": 500, "say": {"duration": 1.5}}},
+                           "wait_reply"])
+    live_sim.set_profile(model="sim-live-barge", reply_s=3.0)
+    res = run_session(target(live_sim, "sim-live-barge"), Scenario(script=script), api_key=KEY)
+    assert res.outcome == "ok", res.error
+    first = res.turns[0]
+    assert first.checks.get("reply_stopped") is True
+    [tt] = [t for t in truth_turns(live_sim, res) if t["status"] == "cancelled"]
+    mine_stop = first.barge_in_ns + int(first.barge_in_ms * 1e6)
+    assert abs(mine_stop - tt["cancel_ns"]) / 1e6 <= 5.0
+    assert res.turns[1].ttfa_ms is not None and res.turns[1].outcome == "ok"
+
+
+@pytest.mark.parametrize("mode", ["client", "responses"])
+def test_delegation_tool_ms_and_tool_result_ms(live_sim, mode):
+    tools = [] if mode == "client" else [{"type": "function", "name": "get_weather",
+                                           "parameters": {"type": "object", "properties": {}}}]
+    name = "delegation" if mode == "client" else "get_weather"
+    script = parse_script([{"say": {"duration": 1.5}}, {"expect_tool": {"name": name}},
+                           {"tool_result": {"output": "18 degrees"}}, "wait_reply"])
+    sc = Scenario(script=script, tools=tools or None,
+                  instructions=f"[call@0:{'get_weather'} {{}}]")
+    tgt = dataclasses.replace(target(live_sim), delegation=mode, simulator_hints=False)
+    res = run_session(tgt, sc, api_key=KEY)
+    assert res.outcome == "ok", res.error
+    [turn] = res.turns
+    assert turn.checks["tool_called"] is True, turn.notes
+    [tt] = [t for t in truth_turns(live_sim, res) if t.get("tool_args_done_ns")]
+    mine_call = turn.speech_end_ns + int(turn.tool_ms * 1e6)
+    assert abs(mine_call - tt["tool_args_done_ns"]) / 1e6 <= 5.0
+    assert turn.tool_result_ms is not None and turn.tool_result_ms > 0
+    after = [t for t in truth_turns(live_sim, res) if t.get("tool_output_ns")]
+    assert after and after[-1]["first_audio_ns"]
+    mine_audio = turn.tool_result_sent_ns + int(turn.tool_result_ms * 1e6)
+    assert abs(mine_audio - after[-1]["first_audio_ns"]) / 1e6 <= 5.0
