@@ -21,7 +21,10 @@ UPGRADE_KINDS = ("refuse", "slow_handshake", "http_status")
 SESSION_KINDS = ("session_expiry",)
 # Applied to a response (per turn, or to every turn of a chosen session with per: session).
 TURN_KINDS = ("error_event", "response_failed", "drop", "close_1011", "stall", "malformed_json",
-              "oversized")
+              "oversized", "empty_reply", "silent_reply")
+# Of those, the silent failures (issue 19): the reply completes normally, with no audio delta at
+# all (empty_reply) or with deltas of digital silence only (silent_reply); reply.take_mute.
+MUTE_KINDS = ("empty_reply", "silent_reply")
 KINDS = UPGRADE_KINDS + SESSION_KINDS + TURN_KINDS
 
 _PARAMS = {

@@ -98,6 +98,7 @@ class LiveReply(reply.Reply):
     words: list[list[str]] = field(default_factory=list)
     cancel_at_ns: int | None = None  # barge-in: quiet from the first frame boundary after this
     end_status: str = "completed"
+    mute: str = ""  # empty_reply: no speech frame written; silent_reply: digital silence
 
 
 async def live_admit(sim, connection, request, key: str | None, t0: int) -> Response | None:
@@ -435,6 +436,7 @@ class LiveSession(Session):
             return r
         r.faults = reply.schedule_faults(self.turn_faults, self.state.faults, prof, self.model,
                                          tr)
+        r.mute = reply.take_mute(r.faults)
         plan = reply.ReplyPlan(prof, self.rng, onset, tr, "pcm16")
         r.left = plan.reply_ms * self.cfg.rate // 1000
         r.words = plan.per_delta
@@ -515,8 +517,12 @@ class LiveSession(Session):
                 if speech:
                     if r.i in r.faults and not await self.apply_faults(r, r.i):
                         continue
-                    t = await write(self.ev.audio(clip.speech(r.offset + r.i, n)))
-                    pacing.audio_sent(r.truth, self.state.lateness, t, at, n * 1000 / rate)
+                    if r.mute == "silent_reply":
+                        t = await write(self.ev.audio(reply.silence_b64(self.cfg.codec, n)))
+                        pacing.audio_sent(r.truth, self.state.lateness, t, at, n * 1000 / rate)
+                    elif not r.mute:
+                        t = await write(self.ev.audio(clip.speech(r.offset + r.i, n)))
+                        pacing.audio_sent(r.truth, self.state.lateness, t, at, n * 1000 / rate)
                     words = r.words[r.i] if r.i < len(r.words) else ()
                     if words:
                         t_ms = self.out_pos * 1000 // rate

@@ -108,6 +108,9 @@ class Profile:
     # TTFA growing with load: + this many ms per active session beyond ttfa_free_sessions
     ttfa_per_session_ms: float = 0.0
     ttfa_free_sessions: int = 0
+    # a reply's first lead_silence_ms of audio is digital silence (whole deltas, rounded):
+    # its first byte and its first sound differ by that much (issue 15, ttfa_audible_ms)
+    lead_silence_ms: float = 0.0
     seed: int | None = None
     faults: list[dict] = field(default_factory=list)
 
@@ -118,7 +121,7 @@ class Profile:
 _SCALARS = {"ttfa_scale": float, "delta_ms": int, "speed": float, "transcript": str, "wer": float,
             "reply_text": str, "session_max_s": float, "seed": int, "quiet_dbfs": float,
             "max_sessions": int, "rate_limit_rps": float, "ttfa_per_session_ms": float,
-            "ttfa_free_sessions": int}
+            "ttfa_free_sessions": int, "lead_silence_ms": float}
 _DISTS = {f.name for f in fields(Profile) if f.type == "Dist"}
 
 
@@ -165,6 +168,8 @@ def apply(p: Profile, data: dict, where: str) -> Profile:
                            f"{p.rate_limit_rps}")
     if p.ttfa_per_session_ms < 0 or p.ttfa_free_sessions < 0:
         raise ProfileError(f"{where}.ttfa_per_session_ms/ttfa_free_sessions: expected >= 0")
+    if not 0 <= p.lead_silence_ms <= 60_000:
+        raise ProfileError(f"{where}.lead_silence_ms: expected 0..60000, got {p.lead_silence_ms}")
     if p.ttfa_scale <= 0:
         raise ProfileError(f"{where}.ttfa_scale: expected > 0, got {p.ttfa_scale}")
     return p

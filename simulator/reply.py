@@ -16,6 +16,7 @@ every protocol's timing is the same by construction:
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 import time
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 from websockets.exceptions import ConnectionClosed
 
 from . import audio, markers, pacing
-from .faults import TURN_KINDS, Fault
+from .faults import MUTE_KINDS, TURN_KINDS, Fault
 from .limits import load_ttfa_ms
 from .util import abort_rst
 
@@ -95,6 +96,36 @@ def schedule_faults(session_faults: list[Fault], board: FaultBoard, prof: Profil
     return out
 
 
+def take_mute(faults: dict[int, list[Fault]]) -> str:
+    """Take the reply's silent-failure faults out of its schedule: "empty_reply" (no audio
+    delta at all) wins over "silent_reply" (digital silence only); "" when it has neither."""
+    kind = ""
+    for i in list(faults):
+        for f in faults[i]:
+            if f.kind in MUTE_KINDS and kind != "empty_reply":
+                kind = f.kind
+        keep = [f for f in faults[i] if f.kind not in MUTE_KINDS]
+        if keep:
+            faults[i] = keep
+        else:
+            del faults[i]
+    return kind
+
+
+#: the byte of a zero sample: PCM16 0x0000, G.711 mu-law 0xFF, A-law 0xD5
+_ZERO = {"pcm16": b"\x00\x00", "pcmu": b"\xff", "pcma": b"\xd5"}
+_silence: dict[tuple[str, int], bytes] = {}
+
+
+def silence_b64(fmt: str, samples: int) -> bytes:
+    """Base64 of `samples` of digital silence in `fmt` (cached)."""
+    key = (fmt, samples)
+    b = _silence.get(key)
+    if b is None:
+        b = _silence[key] = base64.b64encode(_ZERO[fmt] * samples)
+    return b
+
+
 async def sleep_until(ns: int) -> None:
     wait = ns - time.monotonic_ns()
     if wait > 0:
@@ -126,7 +157,7 @@ class ReplyPlan:
     """A spoken (or text-only) reply: its length, its words per delta and its delta schedule."""
 
     __slots__ = ("reply_ms", "delta_ms", "n", "per_delta", "slot", "jitter", "clip", "offset",
-                 "text_only", "rng")
+                 "text_only", "rng", "fmt", "lead")
 
     def __init__(self, prof: Profile, rng, first_ns: int, truth: TurnTruth, fmt: str,
                  text_only: bool = False):
@@ -144,6 +175,8 @@ class ReplyPlan:
         self.offset = rng.randrange(len(self.clip.chunks_b64))
         self.text_only = text_only
         self.rng = rng
+        self.fmt = fmt
+        self.lead = round(prof.lead_silence_ms / delta_ms)  # deltas of leading silence
 
     async def play(self, host: Host, reply: Reply, wire: Wire, lateness) -> bool:
         """Write the deltas on schedule, stamping the reply's truth around each write; the words
@@ -153,6 +186,8 @@ class ReplyPlan:
         n, delta_ms, per_delta = self.n, self.delta_ms, self.per_delta
         truth, faults, sent = reply.truth, reply.faults, reply.sent
         write = host.chan.write
+        mute = take_mute(faults)
+        rate, width = audio.FORMATS[self.fmt]
         for i in range(n):
             if i in faults and not await apply_faults(host, reply, wire, i, slot):
                 return False
@@ -167,10 +202,14 @@ class ReplyPlan:
                 sent.extend(words)
                 continue
             chunk_ms = delta_ms if i < n - 1 else self.reply_ms - (n - 1) * delta_ms
-            b64 = clip.chunk(offset + i) if chunk_ms == delta_ms else clip.partial(offset + i,
-                                                                                  chunk_ms)
-            t = await write(wire.audio(b64))
-            pacing.audio_sent(truth, lateness, t, deadline, chunk_ms)
+            if mute == "silent_reply" or i < self.lead:
+                b64 = silence_b64(self.fmt, int(rate * chunk_ms / 1000))
+            else:
+                b64 = clip.chunk(offset + i) if chunk_ms == delta_ms else clip.partial(
+                    offset + i, chunk_ms)
+            if mute != "empty_reply":
+                t = await write(wire.audio(b64))
+                pacing.audio_sent(truth, lateness, t, deadline, chunk_ms)
             if words:
                 frame = wire.transcript(" ".join(words) + " ")
                 if frame is not None:
