@@ -324,7 +324,8 @@ def availability() -> dict:
         overrides=[{"matcher": {"id": "byName", "options": "ok"},
                     "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "green"}}]}]))
     panels.append(row(L, "How fast?"))
-    for metric, label in (("ttfa_ms", "TTFA (voice to voice)"), ("turn_ms", "Turn (response complete)")):
+    for metric, label in (("ttfa_ms", "TTFA (voice to voice)"), ("turn_ms", "Turn (response complete)"),
+                          ("ttfa_audible_ms", "TTFA audible (first sound past the gate)")):
         panels.append(panel(
             L, "timeseries", f"{label} p50 / p95",
             f"Stored per-interval (10 s) percentiles of `{metric}` from the `latency` measurement, "
