@@ -50,6 +50,9 @@ MAX_TEXT_CHARS = 64 * 1024  # transcript / input transcript text kept per turn; 
 MAX_DELTAS = 200_000  # audio deltas per turn; more is a protocol error
 MAX_TOOL_CALLS = 64
 MAX_INPUT_TRANSCRIPTS = 16
+#: how far a timed transcript fragment's start may lie before its speech in our stream (the
+#: server's VAD onset, its clock from session.started vs ours from receiving it)
+FRAGMENT_SLACK_MS = 300.0
 
 
 class TurnMarks:
@@ -57,6 +60,7 @@ class TurnMarks:
 
     __slots__ = (
         "index",
+        "input_pos_ms",
         "speech_end_ns",
         "speech_sent_ns",
         "speech_stopped_ns",
@@ -69,6 +73,7 @@ class TurnMarks:
         "audio_n",
         "done",
         "transcript",
+        "transcript_end_ms",
         "input_transcript",
         "tool_calls",
         "lags_ns",
@@ -93,6 +98,7 @@ class TurnMarks:
 
     def __init__(self, index: int) -> None:
         self.index = index
+        self.input_pos_ms: float | None = None  # where its speech starts in the audio we sent
         self.speech_end_ns: int | None = None  # E: when the last speech chunk was due
         self.speech_sent_ns: int | None = None
         self.speech_stopped_ns: int | None = None
@@ -105,6 +111,7 @@ class TurnMarks:
         self.audio_n: list[int] = []
         self.done: ResponseDone | None = None
         self.transcript: list[str] = []
+        self.transcript_end_ms: int | None = None  # GPT-Live: the reply transcript's end_ms
         self.input_transcript: list[str] = []
         self.tool_calls: list[tuple[int, ToolCall]] = []
         self.lags_ns: list[int] = []
@@ -154,6 +161,7 @@ class Receiver:
         self.failure: tuple[str, str] | None = None  # (outcome, message), first one wins
         self.failed_by_close = False  # that failure is the connection's close
         self.session_closed_ns: int | None = None  # GPT-Live session.closed
+        self.input_t0_ns: int | None = None  # when our first audio chunk was due (the sender's)
         self.session_close_reason = ""
 
     # ---- the sender's side -----------------------------------------------------------------
@@ -169,6 +177,22 @@ class Receiver:
             self.turn = turn
 
     # ---- the receiver's side -----------------------------------------------------------------
+
+    def _fragment_turn(self, start_ms: int) -> TurnMarks | None:
+        """The turn a timed input-transcript fragment belongs to: the latest waiting turn whose
+        speech starts, in the audio we sent, at or before the fragment's start. The server
+        places input on its session timeline from the arrival of our first chunk (taken as when
+        it was due, FRAGMENT_SLACK_MS either way), and counts the audio it got, not wall time,
+        so gaps in our stream do not shift it. Turns before it will hear no more and leave the
+        queue. None when no turn waits for a transcript."""
+        q = self.awaiting_transcript
+        if not q:
+            return None
+        lead = ((self.input_t0_ns or 0) - (self.ready_ns or 0)) / 1e6
+        pos = start_ms - lead + FRAGMENT_SLACK_MS
+        while len(q) > 1 and q[1].input_pos_ms is not None and q[1].input_pos_ms <= pos:
+            q.popleft()
+        return q[0]
 
     def fail(self, outcome: str, message: str) -> None:
         if self.failure is None:
@@ -218,6 +242,8 @@ class Receiver:
                 if turn.text_chars < MAX_TEXT_CHARS:
                     turn.transcript.append(ev.text[: MAX_TEXT_CHARS - turn.text_chars])
                 turn.text_chars += len(ev.text)
+                if cls is TranscriptDelta and ev.end_ms is not None:
+                    turn.transcript_end_ms = ev.end_ms
             elif cls is ResponseDone:
                 turn.done = turn.reply_done = ev
                 turn.done_ns = turn.reply_done_ns = t
@@ -236,6 +262,16 @@ class Receiver:
                     st.speech_stopped_ns = t
             elif cls is ResponseCreated:
                 turn.responses += 1
+            elif cls is InputTranscript and not ev.final and ev.start_ms is not None:
+                it = self._fragment_turn(ev.start_ms)  # GPT-Live: timed deltas, no final
+                if it is not None:  # deltas of one transcript: joined as they come
+                    have = it.input_transcript[-1] if it.input_transcript else ""
+                    text = (have + ev.text)[:MAX_TEXT_CHARS]
+                    if it.input_transcript:
+                        it.input_transcript[-1] = text
+                    else:
+                        it.input_transcript.append(text)
+                    wake = True
             elif cls is InputTranscript:
                 # transcripts come in speech order, maybe after the next turn began: the oldest
                 # turn still waiting for one gets it

@@ -92,6 +92,7 @@ def turn_result(t: TurnMarks, *, output_format: AudioFormat, model: str,
     else:
         tr.usage = Usage()
     tr.transcript = "".join(t.transcript)
+    tr.transcript_end_ms = t.transcript_end_ms
     tr.input_transcript = " ".join(t.input_transcript)
     if t.expected_text is not None:
         tr.checks["transcribed"] = bool(t.input_transcript)

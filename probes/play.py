@@ -205,7 +205,9 @@ class _Player:
         self.inputs = 0
         self.calls_seen = 0  # tool calls of the current turn already checked
         self.call = None  # the ToolCall the next tool_result answers
-        self.transcribing = bool(s.target.transcription_model)
+        # the server transcribes what it heard (asked for, or always: GPT-Live): score it
+        self.transcribing = bool(s.target.transcription_model) or getattr(
+            s.dialect, "transcribes_input", False)
 
     def run(self) -> None:
         self.steps(self.script.steps)
@@ -387,4 +389,5 @@ class _Player:
         """Give input transcripts still on their way a moment (they score WER), without
         turning a missing one into a session failure: it shows as the `transcribed` check."""
         pending = self.s.marks.awaiting_transcript
-        self.s.settle(lambda: not any(t.expected_text for t in pending), TRANSCRIPT_GRACE_S)
+        self.s.settle(lambda: not any(t.expected_text and not t.input_transcript
+                                      for t in pending), TRANSCRIPT_GRACE_S)

@@ -159,6 +159,7 @@ class TurnResult:
     cost_usd: float | None = None
     response_status: str = ""
     transcript: str = ""
+    transcript_end_ms: int | None = None  # GPT-Live: the reply transcript's end (session timeline)
     input_transcript: str = ""
     # absolute marks on perf_counter_ns (== CLOCK_MONOTONIC): E, first audio, done
     speech_end_ns: int | None = None

@@ -184,6 +184,7 @@ class Session:
         self._wake = threading.Event()
         self._closed = False
         self._audio_free_ns = 0  # when the audio sent so far has played out (the mic's clock)
+        self._stream_ms = 0.0  # audio streamed so far, ms (where the next utterance starts)
         self._deadline = 0  # the session's own deadline (perf_counter_ns)
 
     # ---- receiver side (runs in the transport's receive thread/greenlet) -------------------
@@ -281,7 +282,11 @@ class Session:
             # the mic's clock runs on: a stream starts no earlier than the last one's audio ended
             t0 = max(perf_counter_ns(), self._audio_free_ns) if t0 is None else t0
             self._audio_free_ns = t0 + len(msgs) * chunk_ns
+            pos, self._stream_ms = self._stream_ms, self._stream_ms + len(msgs) * utt.chunk_ms
+            if marks.input_t0_ns is None:
+                marks.input_t0_ns = t0
             if user_turn:
+                turn.input_pos_ms = pos
                 turn.speech_end_ns = t0 + last * chunk_ns
                 turn.trigger(turn.speech_end_ns)
             for k, m in enumerate(msgs):

@@ -126,6 +126,7 @@ class GptLive:
     tool_call_ends_response = False  # no response.done: answer as soon as the call is complete
     model_owns_turns = True  # no VAD events, no commit/cancel: infer turns from the output
     continuous_output = True  # output deltas flow all session, silence included
+    transcribes_input = True  # input transcript fragments always come (WER needs no config)
 
     def __init__(
         self,

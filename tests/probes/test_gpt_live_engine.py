@@ -102,3 +102,33 @@ def test_delegation_tool_ms_and_tool_result_ms(live_sim, mode):
     assert after and after[-1]["first_audio_ns"]
     mine_audio = turn.tool_result_sent_ns + int(turn.tool_result_ms * 1e6)
     assert abs(mine_audio - after[-1]["first_audio_ns"]) / 1e6 <= 5.0
+
+
+def test_input_transcript_fragments_score_wer_per_turn(live_sim):
+    script = parse_script([
+        {"say": {"speak": "where is my order"}}, "wait_reply",
+        {"say": {"speak": "thank you very much"}}, "wait_reply"])
+    res = run_session(target(live_sim), Scenario(script=script), api_key=KEY)
+    assert res.outcome == "ok", res.error
+    assert [t.input_transcript.strip() for t in res.turns] == ["where is my order",
+                                                               "thank you very much"]
+    assert [t.wer for t in res.turns] == [0.0, 0.0]
+    assert all(t.transcript_end_ms and t.transcript_end_ms > 0 for t in res.turns)
+
+
+def test_marks_join_timed_fragments_into_the_turn_whose_speech_they_follow():
+    from probes.dialects.base import InputTranscript, SessionReady
+    from probes.marks import Receiver, TurnMarks
+
+    ms = 1_000_000
+    r = Receiver()
+    r.feed((SessionReady("s"),), 1000 * ms)
+    r.input_t0_ns = 1100 * ms  # our first chunk: 100 ms into the session timeline
+    a, b = TurnMarks(0), TurnMarks(1)
+    a.input_pos_ms, b.input_pos_ms = 0.0, 2900.0  # b's speech starts 2.9 s into our stream
+    a.expected_text, b.expected_text = "x", "y"
+    r.awaiting_transcript.extend([a, b])
+    r.feed((InputTranscript("hel", False, 120, 400),), 2000 * ms)
+    r.feed((InputTranscript("lo", False, 400, 800),), 2100 * ms)
+    r.feed((InputTranscript("bye", False, 2800, 3500),), 5000 * ms)  # 2.7 s in: b (slack)
+    assert a.input_transcript == ["hello"] and b.input_transcript == ["bye"]
