@@ -18,7 +18,7 @@ import orjson
 from scheduler.config import StatusPage
 from scheduler.status_page_html import TEMPLATE
 from telemetry.availability import DAY, Availability, availability, iso, now_ms_ns
-from telemetry.sinks import safe_url
+from telemetry.influx import safe_url
 
 
 def page_document(avail: Availability, alerts: list[dict], page: StatusPage, *,

@@ -15,7 +15,6 @@ Percentiles, stated plainly: one rule, nearest rank ceil(p/100 * n) (`telemetry.
 
 from __future__ import annotations
 
-import base64
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -460,19 +459,18 @@ class InfluxQuery(Query):
                  ca_file: str | None = None, timeout_s: float = 30.0):
         import urllib3
 
+        from .influx import pool
+
         self.url = url.rstrip("/")
         self.database = database
         self.retention_policy = retention_policy
         self._headers = dict(headers or {})
         self._timeout = urllib3.Timeout(connect=5.0, read=timeout_s)
-        kw = {"cert_reqs": "CERT_REQUIRED" if verify_tls else "CERT_NONE"}
-        if ca_file:
-            kw["ca_certs"] = ca_file
-        self._http = urllib3.PoolManager(num_pools=2, maxsize=2, retries=False, **kw)
+        self._http = pool(verify_tls, ca_file, maxsize=2)
 
     def influxql(self, q: str) -> list[dict]:
         """Run one InfluxQL statement; the series of its result (chunked, epoch ns)."""
-        from .sinks import safe_url
+        from .influx import safe_url
 
         fields = {"db": self.database, "q": q, "epoch": "ns", "chunked": "true",
                   "chunk_size": "10000"}
@@ -533,52 +531,19 @@ class QueryError(RuntimeError):
     """The store could not answer (message without credentials or query strings)."""
 
 
-def _env(name: str | None) -> str | None:
-    import os
-
-    return os.environ.get(name) if name else None
-
-
 def open_query(store_path: str | None = None, influx=None) -> Query:
     """A query backend: InfluxDB when `influx` (an InfluxV1Sink or InfluxV2Sink config) is given,
     otherwise the embedded store at `store_path` (default voicepulse.db)."""
     from .embedded import DEFAULT_PATH, EmbeddedStore
-    from .sinks import InfluxV1Sink, InfluxV2Sink
+    from .influx import InfluxV1Sink, InfluxV2Sink, auth_headers
 
     if influx is None:
         return EmbeddedQuery(EmbeddedStore(store_path or DEFAULT_PATH))
-    headers: dict[str, str] = {}
+    if not isinstance(influx, InfluxV2Sink | InfluxV1Sink):
+        raise TypeError(f"not an influx sink config: {type(influx).__name__}")
+    headers = auth_headers(influx)  # an unset variable stops the reader as it stops the writer
     if isinstance(influx, InfluxV2Sink):
-        token = _env(influx.token_env)
-        if token:
-            headers["Authorization"] = f"Token {token}"
-        return InfluxQuery(
-            influx.url,
-            influx.bucket,
-            headers=headers,
-            verify_tls=influx.verify_tls,
-            ca_file=influx.ca_file,
-        )
-    if isinstance(influx, InfluxV1Sink):
-        headers.update(auth_headers_v1(influx))
-        return InfluxQuery(
-            influx.url,
-            influx.database,
-            retention_policy=influx.retention_policy,
-            headers=headers,
-            verify_tls=influx.verify_tls,
-            ca_file=influx.ca_file,
-        )
-    raise TypeError(f"not an influx sink config: {type(influx).__name__}")
-
-
-def auth_headers_v1(cfg) -> dict[str, str]:
-    """Basic auth from username/password env vars, or a token header (never in the URL)."""
-    token = _env(cfg.token_env)
-    if token:
-        return {"Authorization": f"Token {token}"}
-    user, password = _env(cfg.username_env), _env(cfg.password_env)
-    if user is not None or password is not None:
-        cred = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
-        return {"Authorization": f"Basic {cred}"}
-    return {}
+        return InfluxQuery(influx.url, influx.bucket, headers=headers,
+                           verify_tls=influx.verify_tls, ca_file=influx.ca_file)
+    return InfluxQuery(influx.url, influx.database, retention_policy=influx.retention_policy,
+                       headers=headers, verify_tls=influx.verify_tls, ca_file=influx.ca_file)

@@ -8,18 +8,16 @@ reason. Messages never carry credentials or query strings.
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import gzip as gzip_mod
-import os
 import time
 from urllib.parse import urlencode
 
 import orjson
 import urllib3
 
+from .influx import InfluxV1Sink, InfluxV2Sink, SinkConfig, auth_headers, pool, safe_url, token
 from .outbox import SendResult
-from .sinks import InfluxV1Sink, InfluxV2Sink, SinkConfig, safe_url
 
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
@@ -66,22 +64,6 @@ def server_reason(body: bytes | str | None) -> str:
     return raw[:2000].decode("utf-8", "replace").strip()
 
 
-def _env(name: str | None, what: str) -> str | None:
-    if not name:
-        return None
-    value = os.environ.get(name)
-    if value is None:
-        raise ValueError(f"{what}: environment variable {name} is not set")
-    return value
-
-
-def _pool(verify_tls: bool, ca_file: str | None) -> urllib3.PoolManager:
-    kw: dict = {"cert_reqs": "CERT_REQUIRED" if verify_tls else "CERT_NONE"}
-    if ca_file:
-        kw["ca_certs"] = ca_file
-    return urllib3.PoolManager(num_pools=2, maxsize=1, retries=False, **kw)
-
-
 class V1Transport:
     """POST line protocol to /write?db=&rp=&precision= (Basic auth or a token header)."""
 
@@ -91,19 +73,11 @@ class V1Transport:
         if cfg.retention_policy:
             q["rp"] = cfg.retention_policy
         self._url = cfg.url.rstrip("/") + "/write?" + urlencode(q)
-        self._headers = {"Content-Type": "text/plain; charset=utf-8"}
-        token = _env(cfg.token_env, "token_env")
-        user = _env(cfg.username_env, "username_env")
-        password = _env(cfg.password_env, "password_env")
-        if token:
-            self._headers["Authorization"] = f"Token {token}"
-        elif user is not None or password is not None:
-            cred = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
-            self._headers["Authorization"] = f"Basic {cred}"
+        self._headers = {"Content-Type": "text/plain; charset=utf-8", **auth_headers(cfg)}
         self._gzip = cfg.gzip
         if cfg.gzip:
             self._headers["Content-Encoding"] = "gzip"
-        self._http = _pool(cfg.verify_tls, cfg.ca_file)
+        self._http = pool(cfg.verify_tls, cfg.ca_file)
         self._timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S)
 
     def send(self, body: bytes) -> SendResult:
@@ -128,13 +102,12 @@ class V2Transport:
 
         self.where = safe_url(cfg.url)
         self._bucket, self._org = cfg.bucket, cfg.org
-        token = _env(cfg.token_env, "token_env")
         kw: dict = {"verify_ssl": cfg.verify_tls}
         if cfg.ca_file:
             kw["ssl_ca_cert"] = cfg.ca_file
         self._client = InfluxDBClient(
             url=cfg.url,
-            token=token or "",
+            token=token(cfg) or "",
             org=cfg.org,
             enable_gzip=cfg.gzip,
             timeout=(int(CONNECT_TIMEOUT_S * 1000), int(READ_TIMEOUT_S * 1000)),
