@@ -175,23 +175,14 @@ class Delta:
             self.note_start(o.first_start_ns)
             self.note_start(o.last_start_ns)
         for k, h in o.hist.items():
-            mine = self.hist.get(k)
-            if mine is None:
-                mine = self.hist[k] = SeriesHistogram()
             if h.count:
-                mine.hist.add(h.hist)
-                mine.count += h.count
-                mine.sum_ms += h.sum_ms
-                mine.min_ms = min(mine.min_ms, h.min_ms)
-                mine.max_ms = max(mine.max_ms, h.max_ms)
-                mine.clamped += h.clamped
+                self.hist.setdefault(k, SeriesHistogram()).merge(h)
 
     def encode(self) -> dict:
         """Plain msgpack-able data: HDR V2 blobs (ascii) plus exact sums, min and max."""
         out = {
             "counters": self.counters.to_dict(),
-            "hist": {k: [h.hist.encode().decode("ascii"), h.count, h.sum_ms, h.min_ms, h.max_ms,
-                         h.clamped] for k, h in self.hist.items() if h.count},
+            "hist": {k: h.to_wire() for k, h in self.hist.items() if h.count},
         }
         if self.scenario:
             out["scenario"] = self.scenario.encode()
@@ -201,16 +192,12 @@ class Delta:
 
     @classmethod
     def decode(cls, d: dict) -> Delta:
-        from telemetry.hdr import decode
-
         out = cls(counters=Counters.from_dict(d.get("counters") or {}),
                   scenario=ScenarioTally.decode(d.get("scenario")))
         if d.get("starts_ns"):
             out.first_start_ns, out.last_start_ns = (int(t) for t in d["starts_ns"])
-        for k, (blob, count, sum_ms, lo, hi, clamped) in (d.get("hist") or {}).items():
-            h = SeriesHistogram(hist=decode(blob), count=int(count), sum_ms=float(sum_ms),
-                                min_ms=float(lo), max_ms=float(hi), clamped=int(clamped))
-            out.hist[k] = h
+        for k, w in (d.get("hist") or {}).items():
+            out.hist[k] = SeriesHistogram.from_wire(w)
         return out
 
 

@@ -146,6 +146,29 @@ class SeriesHistogram:
         self.max_ms = max(self.max_ms, h.get_max_value() / 1000.0 if max_ms is None else max_ms)
         self.clamped += clamped
 
+    def merge(self, o: SeriesHistogram) -> None:
+        """Add another series exactly: counts, sums, min and max merge; nothing is averaged."""
+        if not o.count:
+            return
+        self.hist.add(o.hist)
+        self.count += o.count
+        self.sum_ms += o.sum_ms
+        self.min_ms = min(self.min_ms, o.min_ms)
+        self.max_ms = max(self.max_ms, o.max_ms)
+        self.clamped += o.clamped
+
+    def to_wire(self) -> list:
+        """Plain msgpack-able data (a Locust worker's report): the HDR V2 blob plus the exact
+        count, sum, min, max and clamped count, which the blob alone cannot restore."""
+        return [self.hist.encode().decode("ascii"), self.count, self.sum_ms, self.min_ms,
+                self.max_ms, self.clamped]
+
+    @classmethod
+    def from_wire(cls, w: list) -> SeriesHistogram:
+        blob, count, sum_ms, lo, hi, clamped = w
+        return cls(hist=decode(blob), count=int(count), sum_ms=float(sum_ms),
+                   min_ms=float(lo), max_ms=float(hi), clamped=int(clamped))
+
     @classmethod
     def of(cls, h: HdrHistogram) -> SeriesHistogram:
         """Wrap a bare histogram (min and max as HDR tracked them)."""

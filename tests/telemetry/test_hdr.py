@@ -99,3 +99,21 @@ def test_worker_blobs_merge_like_one_histogram():
     (m,) = master.flush(force=True)
     assert m.fields["count"] == 4000
     assert m.fields["p99"] == pytest.approx(nearest_rank(sorted(all_vals), 99), rel=1e-3)
+
+
+def test_series_merge_and_wire_round_trip_are_exact():
+    """Merging and the worker wire form live on SeriesHistogram: exact count, sum, min, max and
+    clamped survive both, so a merged percentile never depends on which process recorded it."""
+    from telemetry.hdr import SeriesHistogram
+
+    a, b, both = SeriesHistogram(), SeriesHistogram(), SeriesHistogram()
+    for i, v in enumerate([12.345, 250.5, 7.001, 999.999, 3600001.0, 41.0]):
+        (a if i % 2 else b).record(v)
+        both.record(v)
+    merged = SeriesHistogram.from_wire(a.to_wire())
+    merged.merge(SeriesHistogram.from_wire(b.to_wire()))
+    merged.merge(SeriesHistogram())  # an empty series changes nothing
+    assert (merged.count, merged.min_ms, merged.max_ms, merged.clamped) == (
+        both.count, both.min_ms, both.max_ms, both.clamped)
+    assert merged.sum_ms == pytest.approx(both.sum_ms, rel=1e-12)
+    assert merged.percentiles_ms() == both.percentiles_ms()
