@@ -87,3 +87,36 @@ def test_probe_exits_1_on_a_silent_reply(sim, provider, tmp_path):
         sim.stop_fault(fid)
     assert out.returncode == 1, out.stderr + out.stdout
     assert orjson.loads(out.stdout)["outcome"] == "silent_reply"
+
+
+@pytest.mark.parametrize("provider", PROTOCOLS)
+def test_a_silent_failure_counts_against_the_availability_slo(sim, provider, tmp_path):
+    """What `serve` does with a probe's result: recorded into the store, then the availability
+    SLO's good/total read back through the same source the alert engine uses."""
+    import time
+
+    from scheduler.config import Slo
+    from scheduler.rules import slo_counts
+    from scheduler.source import TelemetrySource
+    from telemetry.embedded import EmbeddedStore
+    from telemetry.query import EmbeddedQuery
+    from telemetry.recorder import Recorder
+
+    model = f"sim-slo-{provider}"
+    store = EmbeddedStore(str(tmp_path / "vp.db"))
+    rec = Recorder(store, interval_s=1.0)
+    start = time.time() - 1
+    res_ok = run_session(target(sim, provider, model), Scenario(turns=1), api_key="k")
+    fid = sim.fault(kind="empty_reply", models=[model])
+    try:
+        res_bad = run_session(target(sim, provider, model), Scenario(turns=1), api_key="k")
+    finally:
+        sim.stop_fault(fid)
+    assert (res_ok.outcome, res_bad.outcome) == ("ok", "empty_reply")
+    rec.record(res_ok)
+    rec.record(res_bad)
+    assert rec.flush()
+    counts = slo_counts(Slo("a", "t", "availability", 0.99), TelemetrySource(EmbeddedQuery(store)),
+                        start, time.time() + 1)
+    rec.close()
+    assert (counts.total, counts.ok, counts.bad) == (2, 1, 1)
