@@ -171,3 +171,14 @@ def test_the_cycle_check_sees_lazy_imports(tmp_path, monkeypatch):
     found = import_cycles(grimp.build_graph("vp_archcheck", cache_dir=None))
     assert found == {frozenset({"vp_archcheck.a", "vp_archcheck.b"}),
                      frozenset({"vp_archcheck.c", "vp_archcheck.d"})}
+
+
+#: Small modules named for what they hold (issue 14): no source file of these packages over this.
+MAX_LINES = 600
+
+
+@pytest.mark.parametrize("package", ["probes", "telemetry", "simulator", "scheduler"])
+def test_no_source_file_over_the_line_limit(package):
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / package).rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert long == {}, f"split these by what they hold (limit {MAX_LINES} lines): {long}"
