@@ -19,6 +19,10 @@ CLIENT_OVERLOAD = "client_overload"
 SESSION_EXPIRED = "session_expired"
 #: Outcome when the server announced a close (Gemini `goAway`) and then closed the connection.
 GO_AWAY = "go_away"
+#: WebRTC: ICE never reached a working candidate pair (within the connect timeout).
+ICE_FAILED = "ice_failed"
+#: WebRTC: ICE connected but the DTLS handshake (and so SRTP and the data channel) failed.
+DTLS_FAILED = "dtls_failed"
 
 
 class Failure(Exception):
