@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 LATENCY_PERCENTILES = (50.0, 95.0, 99.0)
-SPECTRUM_METRICS = ("ttfa_ms", "turn_ms")
+SPECTRUM_METRICS = ("ttfa_ms", "ttfa_audible_ms", "turn_ms")
 #: x = 1/(1-p): 1 is 0 %, 10 is 90 %, 10^4 is 99.99 % (the classic HdrHistogram plot's axis)
 SPECTRUM_MAX_X = 10_000.0
 SPECTRUM_POINTS_PER_DECADE = 24

@@ -20,7 +20,7 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8
 ERROR_PALETTE = ("#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
                  "#7f7f7f", "#1f77b4", "#2ca02c")
 DASH = {50.0: "solid", 95.0: "dash", 99.0: "dot"}
-METRIC_NAMES = {"ttfa_ms": "TTFA", "turn_ms": "turn"}
+METRIC_NAMES = {"ttfa_ms": "TTFA", "ttfa_audible_ms": "TTFA audible", "turn_ms": "turn"}
 ALERT_COLOURS = {"firing": "#d62728", "pending": "#ff7f0e", "resolved": "#2ca02c"}
 FONT = {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 12}
 
@@ -106,7 +106,7 @@ def alerts_trace(data: ReportData, y: float | None = None, showlegend: bool = Tr
 def latency_over_time(data: ReportData) -> go.Figure | None:
     """TTFA and turn percentiles per time bucket (merged HDR blobs), targets in colour, p50/p95/
     p99 by dash; alert state changes as a timeline row underneath."""
-    metrics = [m for m in ("ttfa_ms", "turn_ms") if data.latency.get(m)]
+    metrics = [m for m in ("ttfa_ms", "ttfa_audible_ms", "turn_ms") if data.latency.get(m)]
     if not metrics:
         return None
     alerts = alerts_trace(data)
