@@ -35,6 +35,7 @@ def probe_document(r: SessionResult) -> dict:
                 "outcome": t.outcome,
                 "error": t.error or None,
                 "ttfa_ms": t.ttfa_ms,
+                "ttfa_audible_ms": t.ttfa_audible_ms,
                 "ttft_ms": t.ttft_ms,
                 "vad_ms": t.vad_ms,
                 "turn_ms": t.turn_ms,
