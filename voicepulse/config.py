@@ -24,7 +24,7 @@ from voicepulse.configkit import ConfigError, Section
 DEFAULT_STORE = "voicepulse.db"
 DEFAULT_OUTBOX = ".voicepulse/outbox"
 DEFAULT_SIM_URL = "ws://127.0.0.1:8765/v1/realtime"
-AUDIO_FORMATS = ("pcm16", "g711_ulaw", "g711_alaw")
+AUDIO_FORMATS = ("pcm16", "g711_ulaw", "g711_alaw", "pcm16_16k")  # pcm16_16k: GPT-Live only
 TURN_MODE_KEYS = TURN_MODES
 # read from the field: Target is a slots dataclass, so Target.instructions is a descriptor
 DEFAULT_INSTRUCTIONS = Target.__dataclass_fields__["instructions"].default
@@ -202,6 +202,10 @@ def _target(s: Section, name: str) -> Target:
         quiet_ms=s.num("quiet_ms", None, min=50, max=60_000),
     )
     if provider != "openai-live":  # GPT-Live's keys (probes/dialects/gpt_live.py)
+        for k in ("input_format", "output_format"):
+            if getattr(t, k) == "pcm16_16k":
+                raise s.error(k, "pcm16_16k (audio/pcm at 16 kHz) is only for provider "
+                                 "openai-live (GPT-Live)")
         for k in ("delegation", "backend_model", "quiet_ms"):
             if getattr(t, k) is not None:
                 raise s.error(k, "only for provider openai-live (GPT-Live)")

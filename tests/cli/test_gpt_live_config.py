@@ -27,6 +27,8 @@ BAD = [
     (LIVE + ", delegation: client, tools: [{type: function, name: f}]}\n", "targets.live.tools",
      "delegation: client"),
     ("scenarios:\n  s: {quiet_ms: 5}\n", "scenarios.s.quiet_ms", "50"),
+    ("targets:\n  a: {url: ws://x, model: m, input_format: pcm16_16k}\n",
+     "targets.a.input_format", "openai-live"),
 ]
 
 

@@ -132,3 +132,14 @@ def test_marks_join_timed_fragments_into_the_turn_whose_speech_they_follow():
     r.feed((InputTranscript("lo", False, 400, 800),), 2100 * ms)
     r.feed((InputTranscript("bye", False, 2800, 3500),), 5000 * ms)  # 2.7 s in: b (slack)
     assert a.input_transcript == ["hello"] and b.input_transcript == ["bye"]
+
+
+@pytest.mark.parametrize("fmt", ["pcm16_16k", "g711_ulaw", "g711_alaw"])
+def test_other_audio_formats_are_gated_in_their_own_encoding(live_sim, fmt):
+    tgt = dataclasses.replace(target(live_sim), input_format=fmt, output_format=fmt)
+    res = run_session(tgt, Scenario(turns=1), api_key=KEY)
+    assert res.outcome == "ok", res.error
+    [mine] = res.turns
+    [tt] = [t for t in truth_turns(live_sim, res) if t["status"] == "completed"]
+    assert abs(mine.first_audio_ns - tt["first_audio_ns"]) / 1e6 <= 2.0
+    assert abs(mine.response_done_ns - tt["response_done_ns"]) / 1e6 <= 2.0
