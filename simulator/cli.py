@@ -1,8 +1,9 @@
 """`voicepulse sim` / `python -m simulator`: run the reference realtime simulator.
 
 Prints exactly `listening ws://HOST:PORT` (`wss://` with --tls, preceded by `cert PATH`, the
-certificate clients must trust) and `control http://HOST:PORT` (flushed) once both servers accept
-connections, then serves until SIGTERM/SIGINT or --duration.
+certificate clients must trust), with --http-port `http http://HOST:PORT` (the WebRTC signalling
+routes), and `control http://HOST:PORT` (flushed) once the servers accept connections, then
+serves until SIGTERM/SIGINT or --duration.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def _url(scheme: str, sock) -> str:
 
 
 async def run(host: str, port: int, control_port: int, state: SimState,
-              duration: float | None, tls: tuple[str, str] | None = None) -> None:
+              duration: float | None, tls: tuple[str, str] | None = None,
+              http_port: int | None = None) -> None:
     from . import audio
 
     audio.reply_clip("pcm16", state.profiles.for_model(None).delta_ms)  # pre-encode before ready
@@ -51,10 +53,17 @@ async def run(host: str, port: int, control_port: int, state: SimState,
         ctx = server_context(*tls)
     async with ws_serve(sim, host, port, ssl=ctx) as server:
         control = await control_serve(state, host, control_port)
+        http = None
+        if http_port is not None:  # imported only when asked: aiortc is a heavy import
+            from .webrtc.app import http_serve
+
+            http, _rtc, bound = await http_serve(state, host, http_port)
         ws_sock = next(iter(server.sockets))
         if tls is not None:
             sys.stdout.write(f"cert {tls[0]}\n")
         sys.stdout.write(f"listening {_url('wss' if ctx else 'ws', ws_sock)}\n")
+        if http is not None:
+            sys.stdout.write(f"http http://{host}:{bound}\n")
         sys.stdout.write(f"control {_url('http', control.sockets[0])}\n")
         sys.stdout.flush()
         try:
@@ -62,6 +71,8 @@ async def run(host: str, port: int, control_port: int, state: SimState,
         except TimeoutError:
             pass
         control.close()
+        if http is not None:
+            await http.cleanup()  # hangs up the WebRTC calls (their sessions end with them)
         sessions = [s.chan.close(1001, "server shutting down") for s in list(state.sessions)]
         if sessions:
             await asyncio.wait_for(asyncio.gather(*sessions, return_exceptions=True), 5)
@@ -77,6 +88,10 @@ async def run(host: str, port: int, control_port: int, state: SimState,
               help="WebSocket port; 0 picks a free port (printed on the 'listening' line).")
 @click.option("--control-port", default=8766, show_default=True, type=int,
               help="Control API (HTTP JSON) port; 0 picks a free port (printed on the 'control' line).")
+@click.option("--http-port", type=int, default=None,
+              help="Serve the WebRTC signalling routes (POST /v1/realtime/calls, "
+                   "/v1/live/sessions) over HTTP on this port; 0 picks a free port (printed on "
+                   "the 'http' line). Off by default.")
 @click.option("--profiles", "profiles_file", type=click.Path(dir_okay=False), default=None,
               help="YAML file of latency/behaviour profiles chosen by model name.")
 @click.option("--api-key", "api_keys", multiple=True, metavar="KEY",
@@ -113,7 +128,7 @@ async def run(host: str, port: int, control_port: int, state: SimState,
                    "(profile session_max_s, or a session_expiry fault) ends it with close 1008.")
 @click.option("--log-level", default="WARNING", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), help="Log level (stderr).")
-def main(host, port, control_port, profiles_file, api_keys, beta, reader, truth_file, delta_ms, speed,
+def main(host, port, control_port, http_port, profiles_file, api_keys, beta, reader, truth_file, delta_ms, speed,
          ttfa_ms, reply_s, seed, duration, tls, cert_file, key_file, go_away_lead_s, log_level):
     """Reference simulator of realtime voice APIs (OpenAI Realtime GA/beta, Azure shapes,
     Gemini Live).
@@ -158,7 +173,7 @@ def main(host, port, control_port, profiles_file, api_keys, beta, reader, truth_
     state = SimState(book, SimOptions(list(api_keys), beta, reader, seed, go_away_lead_s),
                      TruthLog(truth_file))
     try:
-        asyncio.run(run(host, port, control_port, state, duration, tls_pair))
+        asyncio.run(run(host, port, control_port, state, duration, tls_pair, http_port))
     except OSError as e:
         raise click.ClickException(f"cannot listen: {e}") from None
     finally:

@@ -31,6 +31,7 @@ class SimProcess:
         self.proc: subprocess.Popen | None = None
         self.ws_url = ""  # ws://127.0.0.1:PORT (append the path, e.g. /v1/realtime?model=M)
         self.control_url = ""  # http://127.0.0.1:PORT
+        self.http_url = ""  # with --http-port: the WebRTC signalling base, http://127.0.0.1:PORT
         self.cert = ""  # with --tls: the certificate to trust (the `cert PATH` line)
         self.host = "127.0.0.1"
         self.port = 0
@@ -66,6 +67,8 @@ class SimProcess:
                         self.ws_url = line.split(" ", 1)[1].strip()
                     elif line.startswith("control "):
                         self.control_url = line.split(" ", 1)[1].strip()
+                    elif line.startswith("http "):
+                        self.http_url = line.split(" ", 1)[1].strip()
                     elif line.startswith("cert "):
                         self.cert = line.split(" ", 1)[1].strip()
         except BaseException:
