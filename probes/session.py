@@ -185,6 +185,9 @@ class Session:
         self._closed = False
         self._audio_free_ns = 0  # when the audio sent so far has played out (the mic's clock)
         self._stream_ms = 0.0  # audio streamed so far, ms (where the next utterance starts)
+        # an open mic (GPT-Live, `continuous_input`): silence streams whenever no utterance does
+        self._mic: bytes | None = None
+        self._mic_ns = scenario.chunk_ms * 1_000_000
         self._deadline = 0  # the session's own deadline (perf_counter_ns)
 
     # ---- receiver side (runs in the transport's receive thread/greenlet) -------------------
@@ -233,7 +236,7 @@ class Session:
             wait_s = (dl - now) / _NS
             if self.stop is not None:
                 wait_s = min(wait_s, _STOP_POLL_S)
-            self._wake.wait(wait_s)
+            self._wake.wait(self._mic_wait(now, wait_s))
 
     def settle(self, done, seconds: float) -> None:
         """Give done() up to `seconds` to come true; passing them is not a failure."""
@@ -242,14 +245,42 @@ class Session:
             self.check()
             self._wake.clear()
             if not done():
-                self._wake.wait(min(0.05, max((end - perf_counter_ns()) / _NS, 0)))
+                now = perf_counter_ns()
+                self._wake.wait(self._mic_wait(now, min(0.05, max((end - now) / _NS, 0))))
 
     def sleep(self, seconds: float) -> bool:
         """Sleep, waking early for the caller's stop; False if stopped."""
+        if self._mic is not None:  # the open mic goes on meanwhile
+            end = perf_counter_ns() + int(seconds * _NS)
+            while (now := perf_counter_ns()) < end:
+                wait_s = self._mic_wait(now, (end - now) / _NS)
+                if self.stop is not None and self.stop.wait(wait_s):
+                    return False
+                if self.stop is None:
+                    time.sleep(wait_s)
+            return True
         if self.stop is None:
             time.sleep(seconds)
             return True
         return not self.stop.wait(seconds)
+
+    def _mic_wait(self, now: int, wait_s: float) -> float:
+        """The open mic: send the silence chunks due by now (on the mic's clock, right after
+        the audio already sent), and return how long to wait, at most until the next one."""
+        if self._mic is None or not self._audio_free_ns:
+            return wait_s
+        free = self._audio_free_ns
+        if free <= now:
+            try:
+                while free <= now:
+                    self._ws.send(self._mic)
+                    free += self._mic_ns
+                    self._stream_ms += self._mic_ns / 1e6
+            except Closed as e:
+                self._audio_free_ns, self._mic = free, None  # no mic while we look why
+                self._send_failed(e)
+            self._audio_free_ns = free
+        return max(0.0, min(wait_s, (free - now) / _NS))
 
     def send(self, msgs) -> None:
         """Send the dialect's messages, in order."""
@@ -340,6 +371,10 @@ class Session:
         except audio.AudioSourceError as e:  # a WAV that is not audio, espeak-ng failing
             return self._end(CONFIG, str(e))
         script = sc.script if sc.script is not None else plain_script(sc)
+        if getattr(self.dialect, "continuous_input", False):
+            [self._mic] = append_messages(self.dialect, audio.silent(
+                sc.chunk_ms / 1000, rate=self.dialect.input_format.rate,
+                codec=self.dialect.input_format.codec, chunk_ms=sc.chunk_ms))
         if intended_start_ns is not None:
             ahead = intended_start_ns - perf_counter_ns()
             if ahead > 0 and not self.sleep(ahead / _NS):
@@ -413,6 +448,7 @@ class Session:
             return
         marks = self.marks
         marks.closing = True  # the server's close after session.closed is the normal end
+        self._mic = None
         self.send(bye())
         self.settle(lambda: marks.session_closed_ns is not None or marks.closed_code is not None,
                     CLOSE_WAIT_S)

@@ -127,6 +127,7 @@ class GptLive:
     model_owns_turns = True  # no VAD events, no commit/cancel: infer turns from the output
     continuous_output = True  # output deltas flow all session, silence included
     transcribes_input = True  # input transcript fragments always come (WER needs no config)
+    continuous_input = True  # the model hears a stream: the engine keeps the mic open (silence)
 
     def __init__(
         self,

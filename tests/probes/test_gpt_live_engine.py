@@ -143,3 +143,17 @@ def test_other_audio_formats_are_gated_in_their_own_encoding(live_sim, fmt):
     [tt] = [t for t in truth_turns(live_sim, res) if t["status"] == "completed"]
     assert abs(mine.first_audio_ns - tt["first_audio_ns"]) / 1e6 <= 2.0
     assert abs(mine.response_done_ns - tt["response_done_ns"]) / 1e6 <= 2.0
+
+
+def test_the_mic_stays_open_between_turns(live_sim):
+    """GPT-Live hears a stream: silence goes on through the reply and the pause, so the server's
+    input timeline (audio received) keeps pace with the wall clock and places each turn's speech
+    where we spoke it."""
+    sc = Scenario(turns=2, pause_s=1.5, utterance_s=1.5, chunk_ms=100)
+    res = run_session(target(live_sim), sc, api_key=KEY)
+    assert res.outcome == "ok", res.error
+    ready_ns = res.connect_start_ns + int(res.ready_ms * 1e6)
+    truth = [t for t in truth_turns(live_sim, res) if t["status"] == "completed"]
+    for mine, tt in zip(res.turns, truth, strict=True):
+        spoke_ms = (mine.speech_end_ns - 1400 * 1_000_000 - ready_ns) / 1e6  # first chunk due
+        assert abs(tt["audio_start_ms"] - spoke_ms) <= 150, (tt["audio_start_ms"], spoke_ms)
