@@ -12,11 +12,11 @@ Two flows write here: the receiver (feed / closed / fail) and the sender, which 
 (`begin`) and sets intended marks on them (E, triggers, barge-in, tool result sent). Each
 attribute has one writer; plain attribute stores, no locks.
 
-How to plug in a protocol (e.g. GPT-Live, issue 15): add a dialect whose parse() yields these
-events. What the protocol leaves implicit is derived before feed(), in a stage between dialect
-and receiver that still takes (events, t) and yields events: an audible-onset gate that passes
-on the first AudioDelta whose audio crosses it, a quiet detector that emits ResponseDone after
-`quiet_ms` of quiet output. The receiver and its callers do not change.
+How to plug in a protocol: add a dialect whose parse() yields these events. What the protocol
+leaves implicit is derived before feed(), in probes/onset.py (between dialect and receiver,
+(events, t) in, (events, t) groups out): the audible onset of each reply (AudibleOnset) and, for
+GPT-Live's continuous output, reply audio only and a ResponseDone(output_quiet) once the output
+stayed below the gate `quiet_ms`, stamped when it fell.
 """
 
 from __future__ import annotations
