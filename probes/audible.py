@@ -14,7 +14,8 @@ chunk that holds 10 ms of speech after 90 ms of silence still counts (its whole-
 be 10 dB lower).
 
 Pure numpy on one delta's base64 text; the engine calls it only while it looks for an onset
-or a quiet stretch (probes/onset.py), so the cost per frame stays flat (a few µs per 100 ms).
+or a quiet stretch (probes/onset.py), so the cost per frame stays flat (~20 µs per 100 ms
+delta of PCM16 at 24 kHz; nothing at all once a reply's onset is found).
 """
 
 from __future__ import annotations
