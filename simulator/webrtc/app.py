@@ -40,6 +40,7 @@ CONNECT_TIMEOUT_S = 10.0
 _AUDIO_HEADS = (b'{"type":"response.output_audio.delta"', b'{"type":"response.audio.delta"',
                 b'{"type":"session.output_audio.delta"')
 _DELTA = b'"delta":"'
+_DONE = b'{"type":"response.done"'
 _RID = b'"response_id":"'
 
 
@@ -94,6 +95,12 @@ class RtcChannel:
                 self.track.push(base64.b64decode(b64), rid.decode() if rid else None)
             return t
         self.dc.send(payload.decode())
+        if payload.startswith(_DONE) and b'"status":"cancelled"' in payload:
+            # a barge-in or a cancel: the server drops what it had not played yet
+            rid = _field(payload, b'"id":"')
+            if self.track.clear():
+                self.send_event({"type": "output_audio_buffer.cleared",
+                                 "response_id": rid.decode() if rid else None})
         return t
 
     async def close(self, code: int, reason: str) -> None:

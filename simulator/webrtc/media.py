@@ -70,10 +70,14 @@ class OutTrack(MediaStreamTrack):
         else:
             self.rids.append((len(self.buf), rid))
 
-    def clear(self) -> None:
-        """Drop the queued audio (a cancelled reply: output_audio_buffer.clear)."""
+    def clear(self) -> bool:
+        """Drop the queued audio (a cancelled reply, output_audio_buffer.clear); True if any
+        was queued. No `stopped` follows: the clear is reported instead."""
+        had = bool(self.buf)
         self.buf.clear()
         self.rids.clear()
+        self._playing = False
+        return had
 
     def _take(self) -> tuple[bytes, str | None, bool]:
         n = min(len(self.buf), FRAME_BYTES)

@@ -4,9 +4,11 @@ a call whose ICE never completes; and the loopback restriction every peer is bui
 from __future__ import annotations
 
 import asyncio
+import base64
 
 import aiohttp
 import aioice.ice
+import orjson
 import pytest
 from aioice.candidate import Candidate
 
@@ -130,3 +132,39 @@ def test_unconnected_call_ends_ice_failed(monkeypatch):
 ])
 def test_candidate_hosts(sdp, hosts):
     assert loopback.candidate_hosts(sdp) == hosts
+
+
+def test_cancelled_reply_clears_the_track():
+    """response.done cancelled drops the audio not yet played and says so (cleared, no stopped);
+    audio deltas never go on the data channel."""
+    from simulator.webrtc.media import OutTrack
+
+    class DC:
+        readyState = "open"
+
+        def __init__(self):
+            self.sent = []
+
+        def send(self, m):
+            self.sent.append(orjson.loads(m))
+
+    stopped = []
+    track = OutTrack(on_stopped=stopped.append)
+    chan = rtc_app.RtcChannel(pc=None, track=track)
+    chan.dc = DC()
+    delta = (b'{"type":"response.output_audio.delta","event_id":"e1","response_id":"resp_1",'
+             b'"item_id":"i","output_index":0,"content_index":0,"delta":"'
+             + base64.b64encode(bytes(9600)) + b'"}')
+
+    async def go():
+        await chan.write(delta)
+        assert len(track.buf) == 9600 and chan.dc.sent == []
+        await track.recv()  # playing now
+        await chan.write(orjson.dumps({"type": "response.done", "event_id": "e2", "response": {
+            "object": "realtime.response", "id": "resp_1", "status": "cancelled"}}))
+        await track.recv()
+
+    asyncio.run(go())
+    assert [m["type"] for m in chan.dc.sent] == ["response.done", "output_audio_buffer.cleared"]
+    assert chan.dc.sent[1]["response_id"] == "resp_1"
+    assert not track.buf and stopped == []
