@@ -76,13 +76,17 @@ def test_oversized_frame_is_refused():
     assert elapsed < READY + SLACK
 
 
-@pytest.mark.parametrize("mode", ["huge-string", "bad-base64"])
-def test_legal_but_odd_frames_complete(mode):
-    """A 900 KB transcript delta is legal (under the frame limit); audio is never decoded, so
-    invalid base64 is counted by its length, not a failure."""
+@pytest.mark.parametrize(("mode", "outcome"), [("huge-string", "empty_reply"),
+                                               ("bad-base64", "silent_reply")])
+def test_legal_but_odd_frames_complete(mode, outcome):
+    """A 900 KB transcript delta is legal (under the frame limit) and invalid base64 audio is no
+    protocol error: both sessions run to the reply's end, in time. Neither reply can be heard,
+    so each is the silent failure it is (issue 19): a reply with a transcript but no audio
+    byte is `empty_reply`; audio that decodes to nothing audible is `silent_reply`."""
     with HostileProcess(mode) as h:
         r, elapsed = probe(h.url())
-    assert r.outcome == "ok", (r.outcome, r.error)
+    assert r.outcome == outcome, (r.outcome, r.error)
+    assert len(r.turns) == 1 and r.turns[0].outcome == outcome
     assert elapsed < 0.4 + DONE + SLACK
 
 
