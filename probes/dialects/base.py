@@ -22,6 +22,23 @@ class DialectError(ValueError):
     """A frame the dialect cannot make sense of: the `protocol` error class."""
 
 
+def typed_object(frame: bytes) -> tuple[str, dict]:
+    """A JSON frame as (type, object), the first check of every JSON dialect; anything else is
+    a DialectError that names what was wrong (without the frame's content)."""
+    import orjson
+
+    try:
+        msg = orjson.loads(frame)
+    except orjson.JSONDecodeError as e:
+        raise DialectError(f"malformed JSON frame ({len(frame)} bytes): {e}") from None
+    if not isinstance(msg, dict):
+        raise DialectError(f"frame is JSON {type(msg).__name__}, not an object")
+    t = msg.get("type")
+    if not isinstance(t, str):
+        raise DialectError("frame has no string 'type'")
+    return t, msg
+
+
 # ---- normalised events ---------------------------------------------------------------------
 
 

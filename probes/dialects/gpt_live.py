@@ -53,6 +53,7 @@ from probes.dialects.base import (
     TranscriptDelta,
     Unknown,
     UsageUpdated,
+    typed_object,
 )
 from probes.dialects.openai_realtime import b64_decoded_len, parse_usage
 
@@ -366,15 +367,7 @@ class GptLive:
             ev = _fast_audio(frame)
             if ev is not None:
                 return (ev,)
-        try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError as e:
-            raise DialectError(f"malformed JSON frame ({len(frame)} bytes): {e}") from None
-        if not isinstance(msg, dict):
-            raise DialectError(f"frame is JSON {type(msg).__name__}, not an object")
-        t = msg.get("type")
-        if not isinstance(t, str):
-            raise DialectError("frame has no string 'type'")
+        t, msg = typed_object(frame)
         try:
             events = self._events(t, msg)
         except (AttributeError, KeyError, TypeError, ValueError) as e:

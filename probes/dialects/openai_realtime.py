@@ -37,6 +37,7 @@ from probes.dialects.base import (
     ToolCall,
     TranscriptDelta,
     Unknown,
+    typed_object,
 )
 from probes.results import Usage
 
@@ -288,15 +289,7 @@ class OpenAIRealtime:
             n, b64 = _fast_audio(frame)
             if n >= 0:
                 return (AudioDelta(n, b64),)
-        try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError as e:
-            raise DialectError(f"malformed JSON frame ({len(frame)} bytes): {e}") from None
-        if not isinstance(msg, dict):
-            raise DialectError(f"frame is JSON {type(msg).__name__}, not an object")
-        t = msg.get("type")
-        if not isinstance(t, str):
-            raise DialectError("frame has no string 'type'")
+        t, msg = typed_object(frame)
         try:
             ev = self._event(t, msg)
         except (AttributeError, KeyError, TypeError, ValueError) as e:
