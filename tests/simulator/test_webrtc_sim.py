@@ -21,6 +21,7 @@ from aiortc import MediaStreamTrack, RTCSessionDescription
 
 from simulator.webrtc import loopback
 from tests.sim_server import SimProcess
+from tests.timing import bounded
 
 pytestmark = pytest.mark.slow
 loopback.restrict("127.0.0.1")
@@ -172,8 +173,30 @@ async def _turn(sim: SimProcess, api: str) -> dict:
         await http.close()
 
 
+def _realtime_timing(rtc_sim, out) -> list[str]:
+    """The turn's timing bounds (misses as text): what a CPU-starved peer can miss."""
+    lis, caller = out["listener"], out["caller"]
+    onsets = [o for o in out["onsets"] if o["response_id"]]
+    if lis is None or lis.first_audible_ns is None or len(onsets) != 1:
+        return []  # not a timing question: the asserts below say what is wrong
+    (turn,) = rtc_sim.turns(out["call_id"])
+    lag_ms = (lis.first_audible_ns - onsets[0]["rtp_send_ns"]) / 1e6
+    tick_ms = (onsets[0]["rtp_send_ns"] - turn["first_audio_ns"]) / 1e6
+    heard_ms = (turn["speech_end_ns"] - caller.speech_end_ns) / 1e6
+    bad = []
+    if not 0 < lag_ms < 250:  # loopback + aiortc's jitter buffer and decode
+        bad.append(f"RTP send -> first audible decode {lag_ms:.1f} ms, not in (0, 250)")
+    if not 0 <= tick_ms < 40:  # within a track tick (20 ms) of the delta the session wrote
+        bad.append(f"delta written -> onset's RTP send {tick_ms:.1f} ms, not in [0, 40)")
+    if not 0 < heard_ms < 70:  # the codecs' and resamplers' delay only, not the jitter buffer
+        bad.append(f"caller's speech end -> heard {heard_ms:.1f} ms, not in (0, 70)")
+    return bad
+
+
 def test_realtime_turn_over_webrtc(rtc_sim):
-    out = asyncio.run(asyncio.wait_for(_turn(rtc_sim, "realtime"), 40))
+    out = bounded(lambda: asyncio.run(asyncio.wait_for(_turn(rtc_sim, "realtime"), 40)),
+                  lambda o: _realtime_timing(rtc_sim, o), pids=[rtc_sim.pid], budget_ms=20,
+                  what="WebRTC turn timing")
     types = [e["type"] for e in out["events"]]
     # the WebSocket dialect's events, on the data channel, in order; no audio deltas on it
     for a, b in [("session.created", "session.updated"),
