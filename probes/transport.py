@@ -262,6 +262,10 @@ class WebSocketTransport:
             self._sock.close()
         except OSError:
             pass
+        # websockets' protocol keeps its parser, a generator over itself: a cycle. The receive
+        # loop has ended, nothing is fed any more: drop it.
+        if self._done.is_set():
+            self._proto.parser = None
 
     # ---- receiving (own thread) ----------------------------------------------------------
 
@@ -310,6 +314,10 @@ class WebSocketTransport:
             try:
                 self._on_close(code, reason)
             finally:
+                # nothing is delivered after on_close: drop the callbacks, the one reference
+                # cycle we make (session -> transport -> its bound methods -> session), so a
+                # finished session is freed by refcounting, never by a cyclic collection
+                self._on_frame = self._on_close = _dropped
                 self._done.set()
 
     def _deliver(self, events: list, t: int) -> None:
@@ -330,6 +338,10 @@ class WebSocketTransport:
                     self._frag = None
                     on_frame(data, t)
             # ping / pong / close: the protocol answers pings and close frames itself
+
+
+def _dropped(*_args) -> None:
+    """The callbacks after on_close has run: nothing more is delivered."""
 
 
 def redact_url(url: str) -> str:
