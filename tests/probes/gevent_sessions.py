@@ -2,7 +2,11 @@
 
 Used by tests/probes/test_session_sim.py in a subprocess, because monkey-patching must happen
 before anything imports socket/threading, exactly as in a Locust worker.
-usage: python gevent_sessions.py WS_URL MODEL N TURNS STAGGER_MS
+usage: python gevent_sessions.py WS_URL MODEL N TURNS STAGGER_MS [PROVIDER]
+       python gevent_sessions.py --serve WS_URL MODEL [PROVIDER]
+The second form stays up (patched, imported) and runs one batch per stdin line
+"N TURNS STAGGER_MS", printing one JSON line each, so a caller can watch this process's CPU
+wait across a measurement (tests/timing.bounded) and repeat it without a new start-up.
 """
 
 from gevent import monkey
@@ -23,9 +27,10 @@ from probes.session import run_session  # noqa: E402
 from probes.spec import Scenario, Target  # noqa: E402
 
 
-def main() -> None:
-    url, model, n, turns, stagger_ms = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
-    target = Target("sim", url, model)
+def run(url: str, model: str, n: int, turns: int, stagger_ms: int,
+        provider: str | None = None) -> dict:
+    """N sessions of `turns` plain turns, the i-th due `stagger_ms` after the one before."""
+    target = Target("sim", url, model, **({"provider": provider} if provider else {}))
     scenario = Scenario(turns=turns, utterance_s=1.0, pause_s=0.2)
     t0 = time.perf_counter_ns() + 50_000_000
     os_threads: list[int] = []
@@ -45,7 +50,7 @@ def main() -> None:
     ]
     gevent.joinall(jobs, timeout=60)
     w.kill()
-    out = {
+    return {
         "patched": monkey.is_module_patched("socket") and monkey.is_module_patched("threading"),
         "thread_class": threading.Thread.__module__,
         "max_os_threads": max(os_threads),
@@ -55,8 +60,9 @@ def main() -> None:
                 "error": j.value.error,
                 "server_session_id": j.value.server_session_id,
                 "turns": [
-                    {"ttfa_ms": t.ttfa_ms, "speech_end_ns": t.speech_end_ns,
-                     "first_audio_ns": t.first_audio_ns, "outcome": t.outcome}
+                    {"ttfa_ms": t.ttfa_ms, "ttfa_audible_ms": t.ttfa_audible_ms,
+                     "speech_end_ns": t.speech_end_ns, "first_audio_ns": t.first_audio_ns,
+                     "response_done_ns": t.response_done_ns, "outcome": t.outcome}
                     for t in j.value.turns
                 ],
             }
@@ -64,7 +70,18 @@ def main() -> None:
             if j.value is not None
         ],
     }
-    print(json.dumps(out))
+
+
+def main() -> None:
+    if sys.argv[1] == "--serve":
+        url, model, *provider = sys.argv[2:]
+        print("ready", flush=True)
+        for line in sys.stdin:
+            n, turns, stagger_ms = map(int, line.split())
+            print(json.dumps(run(url, model, n, turns, stagger_ms, *provider)), flush=True)
+        return
+    url, model, n, turns, stagger_ms = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
+    print(json.dumps(run(url, model, n, turns, stagger_ms, *sys.argv[6:7])))
 
 
 if __name__ == "__main__":
