@@ -117,6 +117,19 @@ def register(web_ui, collector: Callable[[], object | None]) -> None:
             response.set_data(orjson.dumps(data))
         return response
 
+    @web_ui.app.after_request
+    def _reload_until_started(response):
+        # `load --web` always autostarts. A master's page opened before its workers connect
+        # shows Locust's start form (state "ready"), and Locust's UI polls nothing in that state,
+        # so the page would never notice the run begin: reload it until the run has started.
+        runner = web_ui.environment.runner
+        if (request.path == "/" and response.status_code == 200 and runner is not None
+                and runner.state == "ready"):
+            html = response.get_data(as_text=True)
+            response.set_data(html.replace("<head>", '<head><meta http-equiv="refresh" '
+                                           'content="1">', 1))
+        return response
+
     @web_ui.app.route("/voicepulse/summary.json")
     @web_ui.auth_required_if_enabled
     def _summary_json():

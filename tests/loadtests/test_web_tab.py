@@ -86,14 +86,19 @@ def test_the_tab_shows_the_runs_exact_summary(tmp_path, mode):
                "LOCUST_MASTER_BIND_HOST": "127.0.0.1", "LOCUST_MASTER_BIND_PORT": str(master_port)}
         log = open(tmp_path / "load.log", "w+")
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        remote = [subprocess.Popen(  # workers as on other machines: the plan comes from the master
-            [sys.executable, "-m", "voicepulse.cli", "load", "--worker", "--master-host",
-             "127.0.0.1"], cwd=tmp_path, env={**env, "LOCUST_MASTER_NODE_PORT": str(master_port)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2 if mode == "master" else 0)]
+        remote: list[subprocess.Popen] = []
         try:
             wait_http(f"http://127.0.0.1:{port}/", proc, 40)
             with Chrome(timeout=30) as c:
+                # opened before any worker connects (the master waits in Locust's "ready" state,
+                # where its UI polls nothing): the page must still follow the run once it starts
                 c.open(f"http://127.0.0.1:{port}/?tab=voicepulse")
+                remote += [subprocess.Popen(  # workers as on other machines: the plan comes
+                    [sys.executable, "-m", "voicepulse.cli", "load", "--worker",  # from the master
+                     "--master-host", "127.0.0.1"], cwd=tmp_path,
+                    env={**env, "LOCUST_MASTER_NODE_PORT": str(master_port)},
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    for _ in range(2 if mode == "master" else 0)]
                 c.wait_for(f"(() => {{ const t = {TAB_JS}; return t && t.some("
                            "r => r.section === 'latency'); })()", timeout=40)
                 first = started(c.evaluate(TAB_JS))
