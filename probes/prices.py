@@ -135,6 +135,8 @@ SECOND_PRICES: dict[str, SecondPrice] = {
     "sim-live*": SecondPrice(0.05),
 }
 _SECOND_FIELDS = ("active_per_min", "standby_per_min")
+#: every key a target's `prices:` override may hold (per-1M-token and per-minute prices)
+PRICE_KEYS = _FIELDS + _SECOND_FIELDS
 
 
 def second_price_for(model: str, override: dict[str, float] | None = None,

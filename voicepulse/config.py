@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from probes.prices import PRICE_KEYS
 from probes.script import StepError, parse_script
 from probes.spec import PROVIDERS, TURN_MODES, Scenario, Target, Timeouts
 from voicepulse.config_load import parse_load
@@ -214,7 +215,7 @@ def _target(s: Section, name: str) -> Target:
                                "delegation); use delegation: responses for function tools")
     if s.has("prices"):
         p = s.section("prices")
-        t.prices = {k: p.num(k, min=0) for k in list(p.data)}
+        t.prices = {k: v for k in PRICE_KEYS if (v := p.num(k, None, min=0)) is not None}
         p.done()
     s.done()
     return t

@@ -28,6 +28,10 @@ P = "probes:\n  - {target: a, every: 10s}\n"
 BAD = [
     # (yaml, the key the message names, words of the expectation)
     (T + "probes:\n  - {target: a, every: 10s, colour: red}\n", "probes[0].colour", "unknown key"),
+    ("targets: {a: {url: 'ws://127.0.0.1:1/v1/realtime', model: m, prices: {audo_in: 3}}}\n",
+     "targets.a.prices.audo_in", "unknown key (known here: active_per_min, audio_cached"),
+    ("targets: {a: {url: 'ws://127.0.0.1:1/v1/realtime', model: m, prices: {audio_in: -3}}}\n",
+     "targets.a.prices.audio_in", "at least 0"),
     (T + "probes:\n  - {target: a, every: 0s}\n", "probes[0].every", "above zero"),
     (T + "probes:\n  - {target: a, every: -5s}\n", "probes[0].every", "duration"),
     (T + "probes:\n  - {target: a, every: soon}\n", "probes[0].every", "duration"),
