@@ -28,6 +28,7 @@ from typing import Any
 
 from probes import audio
 from probes.durations import parse_duration
+from probes.espeak import INSTALL_HINT
 
 STEP_KINDS = ("say", "silence", "wait_reply", "interrupt_after", "expect_tool", "tool_result",
               "text", "repeat")
@@ -259,8 +260,8 @@ def _say_source(m: dict, v: Any, key: str, base_dir: str) -> Say:
     wpm = int(_number(m.get("wpm", 165), f"{key}.wpm", low=60, high=450))
     if src == "speak":
         if not audio.espeak_available():
-            raise StepError(f"{key}.speak", "needs espeak-ng, which is not installed "
-                                            "(apt-get install espeak-ng)")
+            raise StepError(f"{key}.speak", f"needs espeak-ng, which is not installed "
+                                            f"({INSTALL_HINT})")
         return Say("speak", text=_string(m["speak"], f"{key}.speak"), voice=voice, wpm=wpm)
     path = os.path.join(base_dir, os.path.expanduser(_string(m["wav"], f"{key}.wav")))
     if not os.path.isfile(path):
