@@ -160,6 +160,10 @@ class TurnResult:
     response_status: str = ""
     transcript: str = ""
     transcript_end_ms: int | None = None  # GPT-Live: the reply transcript's end (session timeline)
+    # WebRTC (probes/rtc.py): the onset packet's arrival -> its decoded frame out of the jitter
+    # buffer; E -> Realtime's output_audio_buffer.started on the data channel (its own mark)
+    playout_delay_ms: float | None = None
+    audio_buffer_started_ms: float | None = None
     input_transcript: str = ""
     # absolute marks on perf_counter_ns (== CLOCK_MONOTONIC): E, first audio, done
     speech_end_ns: int | None = None
@@ -214,6 +218,12 @@ class SessionResult:
     # cost from it (probes.prices.session_cost_usd); turns then carry no cost of their own
     usage_seconds: float | None = None
     session_cost_usd: float | None = None
+    # how the session reached the target, and (webrtc) the received RTP stream's health
+    transport: str = "websocket"
+    rtp_received: int | None = None
+    rtp_lost: int | None = None
+    rtp_late: int | None = None
+    rtp_jitter_ms: float | None = None
 
     @property
     def ok(self) -> bool:

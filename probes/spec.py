@@ -15,9 +15,14 @@ from probes.durations import parse_duration
 if TYPE_CHECKING:
     from probes.script import Script
 
-__all__ = ["PROVIDERS", "TURN_MODES", "Scenario", "Target", "Timeouts", "parse_duration"]
+__all__ = ["PROVIDERS", "TRANSPORTS", "TURN_MODES", "Scenario", "Target", "Timeouts",
+           "parse_duration"]
 
 PROVIDERS = ("openai", "azure", "gemini", "openai-live")
+#: how the engine reaches a target: WebSocket (every provider), or WebRTC (probes/rtc.py: Opus
+#: over RTP, events on the oai-events data channel) for openai (Realtime GA) and openai-live
+TRANSPORTS = ("websocket", "webrtc")
+WEBRTC_PROVIDERS = ("openai", "openai-live")
 TURN_MODES = ("server_vad", "semantic_vad", "manual")
 
 
@@ -48,6 +53,7 @@ class Target:
     backend_model: str | None = None
     auth: str | None = None
     quiet_ms: float | None = None  # overrides the scenario's quiet_ms for this target
+    transport: str = "websocket"  # websocket | webrtc (TRANSPORTS)
 
 
 @dataclass(slots=True)
