@@ -17,7 +17,15 @@ import yaml
 
 from probes.prices import PRICE_KEYS
 from probes.script import StepError, parse_script
-from probes.spec import PROVIDERS, TURN_MODES, Scenario, Target, Timeouts
+from probes.spec import (
+    PROVIDERS,
+    TRANSPORTS,
+    TURN_MODES,
+    WEBRTC_PROVIDERS,
+    Scenario,
+    Target,
+    Timeouts,
+)
 from voicepulse.config_load import parse_load
 from voicepulse.config_service import parse_service
 from voicepulse.configkit import ConfigError, Section
@@ -181,10 +189,16 @@ def require_env(cfg: Config, targets: list[Target]) -> None:
 
 def _target(s: Section, name: str) -> Target:
     provider = s.str("provider", "openai", choices=PROVIDERS)
+    transport = s.str("transport", "websocket", choices=TRANSPORTS)
+    if transport == "webrtc" and provider not in WEBRTC_PROVIDERS:
+        raise s.error("transport", "webrtc is only for provider openai (Realtime GA) or "
+                                   "openai-live (GPT-Live)")
     t = Target(
         name=name,
         provider=provider,
-        url=s.url("url", ("ws", "wss")),
+        transport=transport,
+        url=s.url("url", ("ws", "wss") if transport == "websocket" else ("ws", "wss", "http",
+                                                                          "https")),
         model=s.str("model"),
         api_key_env=s.env_name("api_key_env", None),
         voice=s.str("voice", None),
