@@ -28,7 +28,7 @@ ROOT = str(Path(__file__).resolve().parents[1])
 def locust_argv(plan: Plan | None, *, processes: int | None = None, master: bool = False,
                 worker: bool = False, master_host: str | None = None, web: bool = False,
                 expect_workers: int | None = None, web_port: int | None = None,
-                loglevel: str = "WARNING") -> list[str]:
+                master_bind_host: str | None = None, loglevel: str = "WARNING") -> list[str]:
     """`python -m locust ...` for this plan and role (a worker needs no plan: it gets it from
     the master with the spawn message)."""
     argv = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--loglevel", loglevel]
@@ -46,7 +46,9 @@ def locust_argv(plan: Plan | None, *, processes: int | None = None, master: bool
     else:
         argv += ["--headless", "--only-summary"]
     if master:  # remote workers connect to :5557 on every interface (Locust's default)
-        return argv + ["--master", "--expect-workers", str(expect_workers or processes or 1)]
+        bind = ["--master-bind-host", master_bind_host] if master_bind_host else []
+        return argv + ["--master", *bind, "--expect-workers",
+                       str(expect_workers or processes or 1)]
     if processes:
         # local workers: the master listens on loopback only, on a free port, so two runs on
         # one machine never collide on Locust's default 5557

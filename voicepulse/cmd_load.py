@@ -50,6 +50,11 @@ def _usage(message: str):
 @click.option("--master-host", default=None, metavar="H", help="The master's address (--worker).")
 @click.option("--web", is_flag=True, help="Show Locust's web UI on http://127.0.0.1:8089 while "
                                           "the run goes (it starts at once and quits after).")
+@click.option("--web-port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
+              help="--web: the UI's port (default 8089, or LOCUST_WEB_PORT).")
+@click.option("--master-bind-host", default=None, metavar="ADDR",
+              help="--master: the address workers connect to (default every interface, as "
+                   "Locust's; 127.0.0.1 accepts workers on this machine only).")
 @click.option("--threshold", "thresholds", multiple=True, metavar="EXPR",
               help="Pass/fail rule on the merged results, repeatable: ttfa_ms.p95<800, "
                    "turn_ms.p99<2500, error_rate<0.01, late_starts==0, ttfa_ms.p95[60s]<800; "
@@ -79,7 +84,7 @@ def _usage(message: str):
               help="--find-capacity: stop before a step would take the search over USD "
                    "(from the price table, projected from the cost per session so far).")
 def load(target, config_path, scenario, rate, users, stages, shape, duration, processes, master,
-         worker, master_host, web, thresholds, run_id, summary_json, report_path,
+         worker, master_host, web, web_port, master_bind_host, thresholds, run_id, summary_json, report_path,
          find_capacity, step_hold, step_factor, precision, max_level, max_sessions,
          max_cost) -> None:
     """Load-test TARGET with concurrent voice sessions (Locust), then print percentiles from
@@ -108,6 +113,10 @@ def load(target, config_path, scenario, rate, users, stages, shape, duration, pr
         sys.exit(lrun.run_locust(argv, timeout_s=24 * 3600))
     if master_host and not worker:
         raise _usage("--master-host is for --worker")
+    if web_port and not web:
+        raise _usage("--web-port is for --web")
+    if master_bind_host and not master:
+        raise _usage("--master-bind-host is for --master")
     plan = build_plan(target, config_path, scenario, rate, users, stages, shape, duration,
                       thresholds, run_id, summary_json)
     _require_env(config_path, plan.target)
@@ -137,7 +146,8 @@ def load(target, config_path, scenario, rate, users, stages, shape, duration, pr
         path = summary_json or os.path.join(tmp, "summary.json")
         plan.summary_json = os.path.abspath(path)
         plan.status_jsonl = os.path.join(tmp, "status.jsonl")
-        argv = lrun.locust_argv(plan, processes=processes, master=master, web=web)
+        argv = lrun.locust_argv(plan, processes=processes, master=master, web=web,
+                                web_port=web_port, master_bind_host=master_bind_host)
         limit = lrun.time_limit_s(plan) + (3600 if master else 0)
         rc = _run_with_progress(lrun, argv, limit, plan)
         summary = lrun.read_summary(plan.summary_json)

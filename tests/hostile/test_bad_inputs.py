@@ -202,6 +202,10 @@ def test_serve_refuses_bad_config(tmp_path, text, key, expect):
      "shape 'zigzag': expected one of ramp, step, spike, soak"),
     (["--rate", "2", "--stages", "x:y"], "--stages",
      "stage 'x:y': expected DURATION:TARGET like 30s:10"),
+    (["--rate", "2", "--web-port", "8090"], "--web-port", "--web-port is for --web"),
+    (["--rate", "2", "--web", "--web-port", "0"], "--web-port", "0 is not in the range"),
+    (["--rate", "2", "--master-bind-host", "127.0.0.1"], "--master-bind-host",
+     "--master-bind-host is for --master"),
 ])
 def test_load_refuses_bad_options(tmp_path, args, key, expect):
     cfg = write(tmp_path, T.replace("a:", "sim-fast:"), "ok.yaml")

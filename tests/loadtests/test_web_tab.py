@@ -78,12 +78,14 @@ def test_the_tab_shows_the_runs_exact_summary(tmp_path, mode):
                        f"store: {tmp_path}/store.db\noutbox: {tmp_path}/outbox\n")
         argv = [sys.executable, "-m", "voicepulse.cli", "load", "s", "--config", str(cfg),
                 "--scenario", "one", "--rate", "3", "--duration", "8s", "--web",
+                "--web-port", str(port),
                 "--summary-json", str(summary_json)]
         argv += [a for t in THRESHOLDS for a in ("--threshold", t)]
         argv += {"local": [], "processes": ["--processes", "2"],
-                 "master": ["--master", "--processes", "2"]}[mode]
-        env = {**child_env(), "SIM_API_KEY": "test-key", "LOCUST_WEB_PORT": str(port),
-               "LOCUST_MASTER_BIND_HOST": "127.0.0.1", "LOCUST_MASTER_BIND_PORT": str(master_port)}
+                 "master": ["--master", "--master-bind-host", "127.0.0.1", "--processes",
+                            "2"]}[mode]
+        env = {**child_env(), "SIM_API_KEY": "test-key",
+               "LOCUST_MASTER_BIND_PORT": str(master_port)}
         log = open(tmp_path / "load.log", "w+")
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         remote: list[subprocess.Popen] = []
