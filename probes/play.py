@@ -131,13 +131,21 @@ def _utterances(script: Script) -> list[Say]:
     return script.says()
 
 
-def render(dialect: Dialect, sc: Scenario) -> None:
-    """Render and encode every utterance and silence of the scenario's script (all cached)."""
+def render(dialect: Dialect, sc: Scenario, opus: bool = False) -> None:
+    """Render and encode every utterance and silence of the scenario's script (all cached);
+    `opus` (WebRTC): Opus-encode them too (probes/rtc_media.py), once per process."""
     script = sc.script if sc.script is not None else plain_script(sc)
-    for i, say in enumerate(_utterances(script)):
-        append_messages(dialect, say_utterance(dialect, sc, say, sc.seed + i))
-    for ms in _silences(script.steps):
-        append_messages(dialect, silence_utterance(dialect, sc, ms))
+    utts = [say_utterance(dialect, sc, say, sc.seed + i)
+            for i, say in enumerate(_utterances(script))]
+    utts += [silence_utterance(dialect, sc, ms) for ms in _silences(script.steps)]
+    if opus:
+        from probes.rtc_media import encoded
+
+        for u in utts:
+            encoded(u)
+        return
+    for u in utts:
+        append_messages(dialect, u)
 
 
 def _silences(steps) -> list[float]:

@@ -170,3 +170,14 @@ def session_cost_usd(model: str, seconds: float | None, wall_s: float | None,
     if s is None or s < 0:
         return None
     return price.cost(float(s), float(paused_seconds or 0.0))
+
+
+#: GPT-Live over WebRTC: a session is billed this many seconds when it is created, credited once
+#: it runs (90 s cost 90 s, not 105 s); one that never starts still costs them (gpt-live.md §11)
+WEBRTC_SETUP_S = 15.0
+
+
+def webrtc_setup_cost_usd(model: str, override: dict[str, float] | None = None) -> float | None:
+    """What a GPT-Live WebRTC session costs when it was answered but never started."""
+    price = second_price_for(model, override)
+    return None if price is None else price.cost(WEBRTC_SETUP_S)

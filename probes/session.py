@@ -119,7 +119,15 @@ def prepare(target: Target, scenario: Scenario) -> None:
     under gevent would stall every greenlet in the process. Raises audio.AudioSourceError for
     a say step whose WAV or espeak-ng cannot be used.
     """
-    render(_dialect(effective_target(target, scenario), scenario), scenario)
+    render(_dialect(effective_target(target, scenario), scenario), scenario,
+           opus=target.transport == "webrtc")
+
+
+def _rtc():
+    """probes/rtc_session.py, imported on first use (aiortc and PyAV only for WebRTC targets)."""
+    from probes import rtc_session
+
+    return rtc_session
 
 
 def _dialect(target: Target, scenario: Scenario) -> Dialect:
@@ -180,6 +188,8 @@ class Session:
         quiet_ms = target.quiet_ms if target.quiet_ms is not None else scenario.quiet_ms
         # the audible onset (and, for continuous output, the reply's end) from the sound
         self._gate = onset.gate_for(dialect, quiet_ms=quiet_ms)
+        self._gate_quiet_ms = quiet_ms
+        self._rtc = target.transport == "webrtc"  # probes/rtc_session.py does the media
         self._ws: transport.Transport | None = None
         self._wake = threading.Event()
         self._closed = False
@@ -298,6 +308,8 @@ class Session:
         A user turn sets the turn's E, asks for a reply and joins the turns (even when
         streaming fails, so the session's end is counted); a manual one ends with commit +
         response.create after its speech. Otherwise (silence) it only keeps the mic going."""
+        if self._rtc:
+            return _rtc().speak(self, turn, utt, t0, user_turn)
         manual = self.scenario.turn_mode == "manual" and user_turn
         msgs = append_messages(self.dialect, utt)
         last = utt.speech_chunks - 1 if user_turn else -1
@@ -367,11 +379,11 @@ class Session:
         # render before the clock starts: cached after the first session, but the first one's
         # numpy work must not count as connect time or start lag
         try:
-            render(self.dialect, sc)
+            render(self.dialect, sc, opus=self._rtc)
         except audio.AudioSourceError as e:  # a WAV that is not audio, espeak-ng failing
             return self._end(CONFIG, str(e))
         script = sc.script if sc.script is not None else plain_script(sc)
-        if getattr(self.dialect, "continuous_input", False):
+        if getattr(self.dialect, "continuous_input", False) and not self._rtc:
             [self._mic] = append_messages(self.dialect, audio.silent(
                 sc.chunk_ms / 1000, rate=self.dialect.input_format.rate,
                 codec=self.dialect.input_format.codec, chunk_ms=sc.chunk_ms))
@@ -392,6 +404,8 @@ class Session:
             self._connect(start)
             self._setup(start)
             play(self, script)
+            if self._rtc:  # the last reply may still be playing: let its audio arrive
+                _rtc().drain(self)
             self._say_goodbye()
             self.marks.closing = True  # all turns done: a close from here on is the normal end
         except Failure as f:
@@ -420,6 +434,8 @@ class Session:
             self.res.error = self.scrub(message)
 
     def _connect(self, start: int) -> None:
+        if self._rtc:
+            return _rtc().connect(self, start)
         req = self.dialect.connect_request(self.api_key)
         self._ws = transport.connect_websocket(
             req.url, req.headers, ca_file=self.target.ca_file, timeout_s=self.timeouts.connect,
@@ -430,12 +446,14 @@ class Session:
         marks, ready_s = self.marks, self.timeouts.ready
         opened = perf_counter_ns()
         setup_first = getattr(self.dialect, "setup_first", False)  # Gemini: setup, then ready
+        configure = (_rtc().rtc.configure_messages(self.dialect) if self._rtc
+                     else self.dialect.configure())
         if setup_first:
-            self.send(self.dialect.configure())
+            self.send(configure)
         self.wait(lambda: marks.ready_ns is not None, opened + int(ready_s * _NS), "ready")
         self.res.ready_ms = (marks.ready_ns - start) / 1e6
         if not setup_first:
-            self.send(self.dialect.configure())
+            self.send(configure)
         if self.dialect.waits_for_configured:
             self.wait(lambda: marks.configured_ns is not None,
                       perf_counter_ns() + int(ready_s * _NS), "ready")
@@ -482,6 +500,8 @@ class Session:
                 tgt.model, res.usage_seconds, res.duration_s, tgt.prices)
             for tr in res.turns:
                 tr.cost_usd = None
+        if self._rtc:
+            _rtc().finish(self, res, res.turns)
 
     def close(self) -> None:
         """Close once (bounded in time); the receiver has stopped when it returns."""

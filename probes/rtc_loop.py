@@ -1,0 +1,228 @@
+"""The process's one asyncio event loop for WebRTC (aiortc), in a native OS thread, and the ways
+back from it to the engine's blocking side (OS threads, or greenlets under gevent).
+
+aiortc is asyncio; the engine (probes/session.py) is blocking and runs in OS threads (CLI,
+scheduler) or as greenlets under gevent's monkey-patching (Locust). ENGINEERING-NOTES.md §1
+records what that bridge needs, and this module does exactly that:
+
+- the loop runs in a *native* thread: under monkey-patching `threading.Thread` makes a greenlet,
+  so the thread is started with the original `_thread.start_new_thread`, and the loop gets the
+  original epoll selector (gevent's selector would park the native thread on a hub);
+- locks the two sides share are original (`_thread.allocate_lock`), held for microseconds;
+- results come back to a greenlet only through a gevent `hub.loop.async_()` watcher, whose
+  `send()` is the one thread-safe way into a hub (gevent's Event/AsyncResult are not, gevent
+  #1739): `wait_future` for one result, `Inbox` for a stream of callbacks (frames, RTP events);
+- without gevent, `wait_future` is `Future.result` and an Inbox calls its handler on the loop
+  thread (the handlers are the engine's receiver side, which is thread-safe by design).
+
+`loopback_only()` is the client's own ICE restriction for targets on a loopback address: host
+candidates on 127.0.0.1 only, remote candidates elsewhere dropped (per connection, through a
+context variable, so a process may also talk to real providers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import contextvars
+import ipaddress
+import logging
+import sys
+
+import aioice.ice
+
+_LOG = logging.getLogger("probes.rtc")
+_state: dict = {"loop": None}
+
+
+def gevent_patched() -> bool:
+    """True in a process whose threading gevent has monkey-patched (a Locust worker)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("threading")
+
+
+def _original(module: str, name: str):
+    if gevent_patched():
+        from gevent import monkey
+
+        return monkey.get_original(module, name)
+    return getattr(__import__(module), name)
+
+
+def native_lock():
+    """A lock that is a real OS lock even under monkey-patching (shared with the loop thread)."""
+    return _original("_thread", "allocate_lock")()
+
+
+_start_lock = native_lock()
+
+
+def loop() -> asyncio.AbstractEventLoop:
+    """The process's WebRTC loop, started on first use (and again after a fork)."""
+    lp = _state["loop"]
+    if lp is not None and _state.get("pid") == _pid():
+        return lp
+    with _start_lock:
+        lp = _state["loop"]
+        if lp is not None and _state.get("pid") == _pid():
+            return lp
+        selector = _original("selectors", "DefaultSelector")()
+        lp = asyncio.SelectorEventLoop(selector)
+        ready = _original("_thread", "allocate_lock")()
+        ready.acquire()
+
+        def run() -> None:
+            asyncio.set_event_loop(lp)
+            ready.release()
+            try:
+                lp.run_forever()
+            except Exception:  # a bug of ours: every session on it ends through its deadline
+                _LOG.exception("the WebRTC event loop died")
+
+        _original("_thread", "start_new_thread")(run, ())
+        ready.acquire()
+        _state["loop"], _state["pid"] = lp, _pid()
+        return lp
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def submit(coro):
+    """Run `coro` on the loop; a concurrent.futures.Future of its result."""
+    return asyncio.run_coroutine_threadsafe(coro, loop())
+
+
+def wait_future(fut, timeout_s: float):
+    """The result of a concurrent future from the blocking side (a greenlet or a thread);
+    TimeoutError after `timeout_s` (the future is cancelled)."""
+    if not gevent_patched():
+        import concurrent.futures
+
+        try:
+            return fut.result(timeout_s)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise TimeoutError from None
+    import gevent
+    from gevent.event import Event
+
+    hub = gevent.get_hub()
+    watcher = hub.loop.async_()
+    done = Event()
+    watcher.start(done.set)
+    try:
+        fut.add_done_callback(lambda _f: watcher.send())
+        if not done.wait(timeout_s) and not fut.done():
+            fut.cancel()
+            raise TimeoutError
+    finally:
+        watcher.stop()
+        watcher.close()
+    return fut.result(0)
+
+
+def call(coro, timeout_s: float):
+    """Run `coro` on the loop and wait for its result (raises what it raised)."""
+    return wait_future(submit(coro), timeout_s)
+
+
+class Inbox:
+    """Callbacks from the loop thread run on the engine's receiving side, in order.
+
+    Without gevent they run at once, on the loop thread. Under gevent they are queued and a
+    watcher runs them on the hub of the greenlet that made the Inbox (never a gevent object
+    touched from the loop thread)."""
+
+    def __init__(self) -> None:
+        self._watcher = None
+        if gevent_patched():
+            import gevent
+
+            self._q: collections.deque = collections.deque()
+            self._watcher = gevent.get_hub().loop.async_()
+            self._watcher.start(self._drain)
+
+    def put(self, fn, *args) -> None:
+        w = self._watcher
+        if w is None:
+            _run(fn, args)
+        else:
+            self._q.append((fn, args))
+            w.send()
+
+    def _drain(self) -> None:
+        q = self._q
+        while q:
+            fn, args = q.popleft()
+            _run(fn, args)
+
+    def close(self) -> None:
+        """Stop the watcher (on the blocking side), after running what is still queued."""
+        w, self._watcher = self._watcher, None
+        if w is not None:
+            self._drain()
+            w.stop()
+            w.close()
+
+
+def _run(fn, args) -> None:
+    try:
+        fn(*args)
+    except Exception:  # the engine's handlers catch their own; this is a last resort
+        _LOG.exception("WebRTC callback failed")
+
+
+# ---- loopback-only ICE for the client ----------------------------------------------------------
+
+_ONLY: contextvars.ContextVar[str | None] = contextvars.ContextVar("vp_ice_only", default=None)
+_patched = {"done": False}
+_orig_hosts = aioice.ice.get_host_addresses
+_orig_add_remote = aioice.ice.Connection.add_remote_candidate
+
+
+def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    only = _ONLY.get()
+    return [only] if only is not None else _orig_hosts(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
+
+
+async def _add_remote_candidate(self, remote_candidate) -> None:
+    only = getattr(self, "_vp_only", None)
+    if only is None:
+        only = self._vp_only = _ONLY.get() or ""
+    if only and remote_candidate is not None and remote_candidate.host != only:
+        _LOG.info("webrtc: remote candidate on %s ignored (ICE restricted to %s)",
+                  remote_candidate.host, only)
+        return
+    await _orig_add_remote(self, remote_candidate)
+
+
+def is_loopback(host: str | None) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def loopback_only(active: bool, address: str = "127.0.0.1"):
+    """Within the block (on the loop), peers gather host candidates on `address` only and keep
+    only remote candidates on it (when `active`); aioice is wrapped once per process, and its
+    behaviour is unchanged outside such a block."""
+    if not _patched["done"]:
+        with _start_lock:
+            if not _patched["done"]:
+                aioice.ice.get_host_addresses = _host_addresses
+                aioice.ice.Connection.add_remote_candidate = _add_remote_candidate
+                _patched["done"] = True
+    token = _ONLY.set(address if active else None)
+    try:
+        yield
+    finally:
+        _ONLY.reset(token)
