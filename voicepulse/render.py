@@ -29,6 +29,10 @@ def probe_document(r: SessionResult) -> dict:
         "duration_s": r.duration_s,
         "send_lag_p99_ms": r.send_lag_p99_ms,
         "cost_usd": r.cost_usd,
+        "transport": r.transport,
+        "rtp": None if r.rtp_received is None else {
+            "received": r.rtp_received, "lost": r.rtp_lost, "late": r.rtp_late,
+            "jitter_ms": r.rtp_jitter_ms},
         "turns": [
             {
                 "index": t.index,
@@ -36,6 +40,8 @@ def probe_document(r: SessionResult) -> dict:
                 "error": t.error or None,
                 "ttfa_ms": t.ttfa_ms,
                 "ttfa_audible_ms": t.ttfa_audible_ms,
+                "playout_delay_ms": t.playout_delay_ms,
+                "audio_buffer_started_ms": t.audio_buffer_started_ms,
                 "ttft_ms": t.ttft_ms,
                 "vad_ms": t.vad_ms,
                 "turn_ms": t.turn_ms,
