@@ -25,7 +25,9 @@ TURN_KINDS = ("error_event", "response_failed", "drop", "close_1011", "stall", "
 # Of those, the silent failures (issue 19): the reply completes normally, with no audio delta at
 # all (empty_reply) or with deltas of digital silence only (silent_reply); reply.take_mute.
 MUTE_KINDS = ("empty_reply", "silent_reply")
-KINDS = UPGRADE_KINDS + SESSION_KINDS + TURN_KINDS
+# The WebRTC transport's (simulator/webrtc): decided per call when the offer is answered.
+RTC_KINDS = ("rtp_loss", "rtp_jitter", "ice_fail", "dc_close")
+KINDS = UPGRADE_KINDS + SESSION_KINDS + TURN_KINDS + RTC_KINDS
 
 _PARAMS = {
     "slow_handshake": {"delay_ms": 2000.0},
@@ -38,6 +40,9 @@ _PARAMS = {
     "stall": {"after_deltas": 2, "stall_s": 2.0},
     "malformed_json": {"after_deltas": 2},
     "oversized": {"after_deltas": 2, "bytes": 2 * 1024 * 1024},
+    "rtp_loss": {"rate": 0.05, "burst": 1},
+    "rtp_jitter": {"min_ms": 0.0, "max_ms": 30.0},
+    "dc_close": {"after_deltas": 2},
 }
 _ids = itertools.count(1)
 
@@ -78,9 +83,11 @@ class Fault:
         p = spec.get("probability", 1.0)
         if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
             raise FaultError(f"{where}.probability: expected 0..1, got {p!r}")
-        per = spec.get("per", "session" if kind in UPGRADE_KINDS + SESSION_KINDS else "turn")
+        per = spec.get("per", "turn" if kind in TURN_KINDS else "session")
         if per not in ("session", "turn"):
             raise FaultError(f"{where}.per: expected session or turn, got {per!r}")
+        if kind in RTC_KINDS and per != "session":
+            raise FaultError(f"{where}.per: {kind} is decided per call, expected session")
         start_s = spec.get("start_s", 0) or 0
         dur = spec.get("duration_s")
         for k, v in (("start_s", start_s), ("duration_s", dur)):
@@ -107,6 +114,7 @@ class Fault:
         if kind == "http_status" and params["status"] not in (400, 401, 403, 404, 429, 500, 502,
                                                                  503, 504):
             raise FaultError(f"{where}.status: expected an HTTP error status, got {params['status']}")
+        _check_rtc(kind, params, where)
         start_ns = now_ns + int(start_s * 1e9)
         end_ns = None if dur is None else start_ns + int(dur * 1e9)
         fid = str(spec.get("id") or f"f{next(_ids)}")
@@ -138,6 +146,24 @@ class Fault:
         d = asdict(replace(self, rng=None))
         del d["rng"]
         return d
+
+
+def _check_rtc(kind: str, params: dict, where: str) -> None:
+    if kind == "rtp_loss":
+        if not 0 <= params["rate"] <= 1:
+            raise FaultError(f"{where}.rate: expected a fraction 0..1, got {params['rate']!r}")
+        b = params["burst"]
+        if not isinstance(b, int) or b < 1:
+            raise FaultError(f"{where}.burst: expected an integer >= 1 (packets), got {b!r}")
+    elif kind == "rtp_jitter":
+        lo, hi = params["min_ms"], params["max_ms"]
+        if not 0 <= lo <= hi <= 10_000:
+            raise FaultError(f"{where}.min_ms/max_ms: expected 0 <= min_ms <= max_ms <= 10000, "
+                             f"got {lo!r}, {hi!r}")
+    elif kind == "dc_close":
+        n = params["after_deltas"]
+        if not isinstance(n, int) or n < 0:
+            raise FaultError(f"{where}.after_deltas: expected an integer >= 0, got {n!r}")
 
 
 class FaultBoard:

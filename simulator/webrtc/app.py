@@ -28,15 +28,19 @@ from aiortc import RTCSessionDescription
 from websockets.exceptions import ConnectionClosed
 
 from .. import live_wire, openai_wire
+from ..faults import RTC_KINDS
 from ..live_session import LiveConnInfo, LiveSession
 from ..openai_session import ConnInfo, OpenAISession
 from ..truth import SessionTruth
 from ..util import rand_id
-from . import loopback, media
+from . import impair, loopback, media
 
 log = logging.getLogger("simulator.webrtc")
 #: ICE + DTLS + SCTP must bring the data channel up within this, or the call is an ice_failed
 CONNECT_TIMEOUT_S = 10.0
+#: after a dc_close the peer connection (and its track) stays up this long, or until hangup,
+#: so a client sees the data channel close on its own, not as the call's end
+DC_LINGER_S = 2.0
 _AUDIO_HEADS = (b'{"type":"response.output_audio.delta"', b'{"type":"response.audio.delta"',
                 b'{"type":"session.output_audio.delta"')
 _DELTA = b'"delta":"'
@@ -61,6 +65,11 @@ class RtcChannel:
         self.q: asyncio.Queue = asyncio.Queue()
         self.open = True
         self.close_code: int | None = None
+        self.dc_close_after: int | None = None  # the dc_close fault: audio deltas before it
+        self.deltas = 0
+        self.dc_closed_ns: int | None = None
+        self.hung_up = asyncio.Event()
+        self.rec: tuple[dict, impair.Impairment | None] | None = None  # for the truth
 
     def feed(self, raw: bytes, t: int) -> None:
         self.q.put_nowait((raw, t))
@@ -89,6 +98,10 @@ class RtcChannel:
         if not self.open or self.dc is None or self.dc.readyState != "open":
             raise ConnectionClosed(None, None)
         if payload.startswith(_AUDIO_HEADS):
+            if self.dc_close_after is not None and self.deltas >= self.dc_close_after:
+                self.close_dc()
+                raise ConnectionClosed(None, None)
+            self.deltas += 1
             b64 = _field(payload, _DELTA)
             rid = _field(payload, _RID)
             if b64:
@@ -103,10 +116,19 @@ class RtcChannel:
                                  "response_id": rid.decode() if rid else None})
         return t
 
+    def close_dc(self) -> None:
+        """The dc_close fault: the data channel closes mid-reply (an SCTP stream reset); the
+        session ends with it, the peer connection lingers (DC_LINGER_S)."""
+        self.dc_closed_ns = time.monotonic_ns()
+        self.close_code = self.close_code or 1006
+        self.dc.close()
+        self.lost()
+
     async def close(self, code: int, reason: str) -> None:
         if self.close_code is None:
             self.close_code = code
         self.lost()
+        self.hung_up.set()
         await self.pc.close()
 
 
@@ -151,7 +173,11 @@ class WebRtcApp:
         self.state = state
         self.calls: dict[str, RtcChannel] = {}
         self.onsets: collections.deque[dict] = collections.deque(maxlen=100_000)
+        #: per call: its WebRTC faults and (live) RTP counters, for GET /truth/webrtc
+        self.call_recs: collections.deque[tuple[dict, impair.Impairment | None]] = \
+            collections.deque(maxlen=100_000)
         self.tasks: set[asyncio.Task] = set()
+        self._blackhole = None  # the ice_fail fault's UDP socket that answers nothing
 
     def app(self) -> web.Application:
         a = web.Application(client_max_size=4 * 1024 * 1024)
@@ -195,6 +221,7 @@ class WebRtcApp:
         profile = self.state.profiles.for_model(model)
         truth = SessionTruth(None, model, request.path, "webrtc", t0)
         info = ConnInfo(model, request.path, True, profile, truth, [])
+        faults = self._faults(profile, model, truth)
 
         def make(chan):
             s = RtcOpenAISession(self.state, chan, info)
@@ -206,7 +233,7 @@ class WebRtcApp:
                 chan.feed(orjson.dumps({"type": "session.update", "session": session}), t0)
             return s
 
-        answer, call_id = await self._answer(sdp, truth, make)
+        answer, call_id = await self._answer(sdp, truth, make, faults)
         loc = f"{request.path}/{call_id}"
         return web.Response(status=201, text=answer, content_type="application/sdp",
                             headers={"Location": loc})
@@ -231,12 +258,13 @@ class WebRtcApp:
         profile = self.state.profiles.for_model(None)
         truth = SessionTruth(None, "", request.path, "webrtc-live", t0)
         info = LiveConnInfo(request.path, profile, truth)
+        faults = self._faults(profile, "", truth)
 
         def make(chan):
             chan.feed(orjson.dumps({"type": "session.start", "session": session}), t0)
             return RtcLiveSession(self.state, chan, info)
 
-        answer, call_id = await self._answer(sdp, truth, make)
+        answer, call_id = await self._answer(sdp, truth, make, faults)
         return web.json_response({"session": {"id": call_id, "object": "live.session"},
                                   "transport": {"type": "webrtc", "sdp": answer}}, status=201)
 
@@ -251,12 +279,29 @@ class WebRtcApp:
 
     async def truth(self, request: web.Request) -> web.Response:
         sid = request.query.get("session_id")
+        calls = [_call_json(rec, imp) for rec, imp in self.call_recs
+                 if sid is None or rec["session_id"] == sid]
         return web.json_response({"onsets": [r for r in self.onsets
-                                             if sid is None or r["session_id"] == sid]})
+                                             if sid is None or r["session_id"] == sid],
+                                  "calls": calls})
+
+    def _faults(self, profile, model: str, truth: SessionTruth) -> list:
+        faults = self.state.faults.pick(profile, model, RTC_KINDS)
+        truth.faults = [f.record() for f in faults]
+        return faults
+
+    async def _blackhole_port(self) -> int:
+        """A UDP socket on the ICE address that reads and drops everything (a firewalled
+        candidate): the ice_fail fault's answers point their candidates at it."""
+        if self._blackhole is None:
+            self._blackhole, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                asyncio.DatagramProtocol, local_addr=(loopback.restricted_to(), 0))
+        return self._blackhole.get_extra_info("sockname")[1]
 
     # ---- the answering peer -------------------------------------------------------------------
 
-    async def _answer(self, offer_sdp: str, truth: SessionTruth, make) -> tuple[str, str]:
+    async def _answer(self, offer_sdp: str, truth: SessionTruth, make,
+                      faults: list) -> tuple[str, str]:
         """Answer the offer; the session starts once the data channel is open."""
         pc = loopback.peer()
         track = media.OutTrack()
@@ -266,6 +311,14 @@ class WebRtcApp:
         session = make(chan)
         call_id = session.id
         truth.session_id = call_id
+        kinds = {f.kind: f for f in faults}
+        imp = impair.from_faults(faults, self.state.faults.rng)
+        chan.rec = ({"session_id": call_id, "faults": truth.faults}, imp)
+        self.call_recs.append(chan.rec)
+        if "ice_fail" in kinds:
+            return await self._ice_fail(pc, offer_sdp, truth), call_id
+        if "dc_close" in kinds:
+            chan.dc_close_after = int(kinds["dc_close"].params["after_deltas"])
 
         @pc.on("datachannel")
         def on_dc(dc):
@@ -299,7 +352,7 @@ class WebRtcApp:
         await pc.setLocalDescription(await pc.createAnswer())
         for tr in pc.getTransceivers():
             if tr.sender.track is track:
-                media.hook_send(tr.sender.transport, track)
+                media.hook_send(tr.sender.transport, track, imp)
 
         def onset(rec: dict) -> None:
             rec["session_id"] = call_id
@@ -334,18 +387,53 @@ class WebRtcApp:
         except Exception:
             log.exception("simulator: WebRTC session crashed")
         finally:
-            self.calls.pop(truth.session_id, None)
             chan.lost()
+            if chan.dc_closed_ns is not None:
+                truth.outcome = "dc_closed"
+                try:
+                    await asyncio.wait_for(chan.hung_up.wait(), DC_LINGER_S)
+                except TimeoutError:
+                    pass
+            self.calls.pop(truth.session_id, None)
             await chan.pc.close()
+            if chan.rec is not None and chan.rec[0]["faults"]:
+                st.truth._write("rtc_call", _call_json(*chan.rec))
             if truth.closed_ns is None:
                 truth.closed_ns = time.monotonic_ns()
             st.truth.session(truth)
+
+    async def _ice_fail(self, pc, offer_sdp: str, truth: SessionTruth) -> str:
+        """The ice_fail fault: a well-formed answer (ufrag, fingerprint, codecs) whose every
+        candidate is a UDP port that never answers; our own peer is closed before it could
+        send a check (whose source the client would learn as a peer-reflexive candidate)."""
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        sdp = pc.localDescription.sdp
+        await pc.close()
+        port = await self._blackhole_port()
+        lines = []
+        for line in sdp.split("\r\n"):
+            if line.startswith("a=candidate:"):
+                parts = line.split(" ")
+                parts[5] = str(port)
+                line = " ".join(parts)
+            lines.append(line)
+        truth.outcome = "ice_failed"
+        truth.closed_ns = time.monotonic_ns()
+        self.state.truth.session(truth)
+        return "\r\n".join(lines)
 
     async def shutdown(self, _app=None) -> None:
         for chan in list(self.calls.values()):
             await chan.close(1001, "server shutting down")
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=5)
+        if self._blackhole is not None:
+            self._blackhole.close()
+
+
+def _call_json(rec: dict, imp: impair.Impairment | None) -> dict:
+    return {**rec, **(imp.record() if imp is not None else {})}
 
 
 async def http_serve(state, host: str, port: int) -> tuple[web.AppRunner, WebRtcApp, int]:

@@ -132,19 +132,47 @@ class OutTrack(MediaStreamTrack):
         return frame
 
 
-def hook_send(dtls, track: OutTrack) -> None:
-    """Stamp a pending onset with the time its RTP packet goes to the DTLS transport."""
+def hook_send(dtls, track: OutTrack, impair=None) -> None:
+    """Stamp a pending onset with the time its RTP packet goes to the DTLS transport; with an
+    `impair.Impairment` (rtp_loss / rtp_jitter), drop or hold each RTP packet (never RTCP) as it
+    decides. The onset keeps the time the sender handed its packet over, plus `dropped: true`
+    or `held_ms` when the fault did something to that packet."""
     orig = dtls._send_rtp
+    held: set[asyncio.Task] = set()
+
+    async def later(data: bytes) -> None:
+        try:
+            await orig(data)
+        except ConnectionError:
+            pass  # the call ended while the packet was held
+
+    def release(data: bytes) -> None:
+        task = asyncio.ensure_future(later(data))
+        held.add(task)
+        task.add_done_callback(held.discard)
 
     async def send(data: bytes) -> None:
+        if is_rtcp(data):
+            await orig(data)
+            return
         rec = track.pending_onset
-        if rec is not None and not is_rtcp(data):
+        hold = 0.0 if impair is None else impair.decide()
+        if rec is not None:
             track.pending_onset = None
             rec["rtp_send_ns"] = time.monotonic_ns()
             rec["rtp_seq"] = int.from_bytes(data[2:4], "big")
             rec["rtp_ts"] = int.from_bytes(data[4:8], "big")
+            if hold is None:
+                rec["dropped"] = True
+            elif hold > 0:
+                rec["held_ms"] = round(hold * 1000, 3)
             if track.on_onset:
                 track.on_onset(rec)
+        if hold is None:
+            return
+        if hold > 0:
+            asyncio.get_running_loop().call_later(hold, release, data)
+            return
         await orig(data)
 
     dtls._send_rtp = send
