@@ -1,9 +1,11 @@
 """The service's own points: `alert` (docs/design.md) and `schedule` (runs, lateness, skips).
 
 `schedule` is this service's measurement (telemetry.schema.SCHEDULE): one point per probe run
-(field `lateness_ms`), one per skipped run (field `skips`=1), and one per missed run or probe
-aborted by shutdown (field `count`=1); tags target, scenario, agent, event (run | skip | missed |
-aborted). Skips are stored, never just logged, so a dashboard can show that a target was too slow
+(field `lateness_ms`), one per skipped run (field `skips`=1), and one per missed run, probe
+aborted by shutdown, fire dropped by shutdown, probe killed with its process, or fire time that
+fell while no process ran (field `count`, 1 except a long outage's last `down` point); tags
+target, scenario, agent, event (run | skip | missed | aborted | shutdown | killed | down; the
+last two written at restart from scheduler/ledger.py). Skips are stored, never just logged, so a dashboard can show that a target was too slow
 to be probed on time.
 """
 
@@ -29,9 +31,9 @@ def alert_point(event: AlertEvent) -> Point:
 
 
 def schedule_point(target: str, scenario: str, agent: str, event: str, at: float, *,
-                   lateness_ms: float | None = None) -> Point:
+                   lateness_ms: float | None = None, count: int = 1) -> Point:
     fields: dict = {"runs": 1} if event == "run" else {"skips": 1} if event == "skip" else \
-        {"count": 1}
+        {"count": count}
     if lateness_ms is not None:
         fields["lateness_ms"] = round(lateness_ms, 3)
     return make_point("schedule", {"target": target, "scenario": scenario, "agent": agent,

@@ -37,6 +37,7 @@ from probes.results import SessionResult
 from probes.spec import Scenario, Target
 from scheduler.alerts import AlertEngine, AlertEvent, build_rules
 from scheduler.config import ProbeJob, ServiceConfig
+from scheduler.ledger import Ledger, as_datetime
 from scheduler.memory import COLLECT_EVERY_S, Collector, tune_malloc
 from scheduler.notifiers import Notifier, build_notifiers, close_all
 from scheduler.points import alert_point, schedule_point
@@ -111,7 +112,8 @@ class ProbeService:
                  scenarios: dict[str, Scenario], recorder=None, source: AlertSource | None = None,
                  *, runner: Callable[..., SessionResult] | None = None,
                  notifiers: list[Notifier] | None = None,
-                 extra_listeners: list[Callable[[AlertEvent], None]] | None = None):
+                 extra_listeners: list[Callable[[AlertEvent], None]] | None = None,
+                 ledger: str | None = None):
         self.cfg = cfg
         self.targets = dict(targets)
         self.scenarios = dict(scenarios)
@@ -136,6 +138,9 @@ class ProbeService:
         self.scheduler: BackgroundScheduler | None = None
         self.malloc: dict | None = None
         self.collector = Collector()
+        # scheduler/ledger.py: gaps left by a killed process are explained at the next start
+        self.ledger = Ledger(ledger) if ledger else None
+        self._next_fire: dict[str, tuple[float, float]] = {}  # job id -> (interval, next fire)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _listeners(self) -> list[Callable[[AlertEvent], None]]:
@@ -155,6 +160,7 @@ class ProbeService:
         )
         self.scheduler.add_listener(self._on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MAX_INSTANCES
                                     | EVENT_JOB_MISSED)
+        self._recover()
         self._add_jobs()
         self.scheduler.add_job(self.collector, IntervalTrigger(seconds=COLLECT_EVERY_S), id=GC_JOB,
                                name=GC_JOB, misfire_grace_time=int(COLLECT_EVERY_S),
@@ -165,16 +171,42 @@ class ProbeService:
                  len(self._jobs), len(self.engine._rules), self.cfg.agent)
         return self
 
-    def _add_jobs(self) -> None:
+    def _recover(self) -> None:
+        """The previous process's unexplained gaps as `schedule` points, and its grid."""
+        if self.ledger is None:
+            return
+        records, self._next_fire = self.ledger.recover(time.time())
+        if records:
+            log.warning("the previous service process did not stop cleanly: %d schedule gap "
+                        "record(s) written (killed, down)", len(records))
+        self._write([schedule_point(target, scenario, self.cfg.agent, event, at, count=count)
+                     for target, scenario, event, at, count in records])
+
+    def _add_jobs(self, keep: dict[str, tuple[ProbeJob, object]] | None = None) -> None:
+        """Add the config's probe jobs. A job whose schedule is unchanged keeps its fire times:
+        across a reload (`keep`: job id -> (old job, its next run time)) and across a restart
+        (the ledger's grid), so neither leaves a silent partial interval."""
         scale = self.cfg.time_scale
         for job in self.cfg.probes:
             interval = job_interval_s(job, scale)
             self._jobs[job.job_id] = job
             self._state.setdefault(job.job_id, TargetState(job.target, job.scenario))
+            extra = {}
+            old = (keep or {}).get(job.job_id)
+            grid = self._next_fire.pop(job.job_id, None)
+            if old is not None and old[1] is not None and (
+                    old[0].every_s, old[0].cron, old[0].jitter_s) == (
+                    job.every_s, job.cron, job.jitter_s):
+                extra["next_run_time"] = old[1]
+            elif grid is not None and not job.cron and abs(grid[0] - interval) < 1e-6:
+                extra["next_run_time"] = as_datetime(grid[1])
+            if self.ledger is not None:
+                self.ledger.track(job.job_id, job.target, job.scenario,
+                                  None if job.cron else interval)
             self.scheduler.add_job(
                 self._probe, make_trigger(job, scale), args=(job.job_id,), id=job.job_id,
                 name=job.job_id, misfire_grace_time=max(1, int(round(interval))),
-                max_instances=1, coalesce=True, replace_existing=True,
+                max_instances=1, coalesce=True, replace_existing=True, **extra,
             )
         if self.engine._rules:
             every = max(0.2, self.cfg.evaluate_every_s * scale)
@@ -193,13 +225,15 @@ class ProbeService:
         self.engine.agent = cfg.agent
         self.engine.set_rules(build_rules(cfg))
         if self.scheduler is not None:
+            keep: dict[str, tuple[ProbeJob, object]] = {}
             for job_id in list(self._jobs):
-                if self.scheduler.get_job(job_id):
+                if (old := self.scheduler.get_job(job_id)) is not None:
+                    keep[job_id] = (self._jobs[job_id], old.next_run_time)
                     self.scheduler.remove_job(job_id)
             if self.scheduler.get_job(EVAL_JOB):
                 self.scheduler.remove_job(EVAL_JOB)
             self._jobs.clear()
-            self._add_jobs()
+            self._add_jobs(keep)
         close_all(old_notifiers, timeout=2.0)
         log.info("config reloaded: %d probe jobs, %d alert rules", len(self._jobs),
                  len(self.engine._rules))
@@ -221,6 +255,8 @@ class ProbeService:
             clean = self._wait_idle(deadline)
         self._abort()
         close_all(self.notifiers, timeout=max(0.5, min(3.0, deadline - time.monotonic())))
+        if self.ledger is not None:
+            self.ledger.stopped()  # probes abandoned past the bound stay `running` (killed)
         if self.recorder is not None and close_recorder:
             self.recorder.close(timeout=max(1.0, deadline - time.monotonic()))
         return clean
@@ -256,17 +292,24 @@ class ProbeService:
         job = self._jobs.get(event.job_id)
         if job is None:
             return
+        times = [t.timestamp() for t in getattr(event, "scheduled_run_times", None)
+                 or [event.scheduled_run_time]]
+        if self.ledger is not None:
+            self.ledger.fired(event.job_id, times[-1])
         if event.code == EVENT_JOB_SUBMITTED:
-            scheduled = event.scheduled_run_times[-1].timestamp()
+            scheduled = times[-1]
             st = self._state.get(event.job_id)
             if st is not None:  # the scheduler thread's own lag (before the pool picks it up)
                 st.dispatch_ms.append((time.time() - scheduled) * 1000)
+            for at in times[:-1]:  # coalesced into this run (the scheduler woke late)
+                self._count_skip(job, "missed", at)
             self._pair(event.job_id, scheduled=scheduled)
             return
         kind = "skip" if event.code == EVENT_JOB_MAX_INSTANCES else "missed"
-        self._count_skip(job, kind)
+        for at in times:
+            self._count_skip(job, kind, at)
 
-    def _count_skip(self, job: ProbeJob, kind: str) -> None:
+    def _count_skip(self, job: ProbeJob, kind: str, at: float | None = None) -> None:
         with self._lock:
             st = self._state[job.job_id]
             if kind == "skip":
@@ -274,7 +317,8 @@ class ProbeService:
             else:
                 st.missed += 1
         log.info("probe %s %s: the previous run is still going", job.job_id, kind)
-        self._write([schedule_point(job.target, job.scenario, self.cfg.agent, kind, time.time())])
+        self._write([schedule_point(job.target, job.scenario, self.cfg.agent, kind,
+                                    time.time() if at is None else at)])
 
     def _pair(self, job_id: str, *, scheduled: float | None = None,
               started: float | None = None) -> None:
@@ -303,7 +347,11 @@ class ProbeService:
         started = time.time()
         self._pair(job_id, started=started)
         job = self._jobs.get(job_id)
-        if job is None or self._stop.is_set():
+        if job is None:
+            return
+        if self._stop.is_set():  # fired as the shutdown began: say so, never a silent hole
+            self._write([schedule_point(job.target, job.scenario, self.cfg.agent, "shutdown",
+                                        started)])
             return
         with self._lock:
             lock = self._target_locks.setdefault(self._lock_key(job), threading.Lock())
@@ -321,6 +369,8 @@ class ProbeService:
             target, scenario = self.targets[job.target], self.scenarios[job.scenario]
         if self._stop.is_set():  # stop() began between the check above and now
             abort.set()
+        if self.ledger is not None:
+            self.ledger.started(job_id, started)
         try:
             result = self.runner(target, scenario, kind="probe", agent=self.cfg.agent,
                                  stop=abort)
@@ -336,6 +386,8 @@ class ProbeService:
         except Exception:  # the engine never raises for target failures; anything else is ours
             log.exception("probe %s crashed", job_id)
         finally:
+            if self.ledger is not None:
+                self.ledger.finished(job_id, started)
             lock.release()
             with self._idle:
                 st.running -= 1

@@ -16,6 +16,12 @@ Policy (defaults in brackets; README.md ("Storage") explains them):
   alerts and dashboards need most after a long outage.
 - restart: pending lines stay in the file and are delivered by the next process.
 - close(timeout): delivers what it can within the timeout; anything left stays on disk.
+
+Acknowledgement journal (for audits such as benchmarks/chaos_soak.py; off unless asked): with
+the environment variable `VOICEPULSE_OUTBOX_JOURNAL` set to a folder, every line the outbox has
+accepted (committed to its file, i.e. acknowledged to the caller) is also appended to
+`<folder>/<name>.<pid>.lp`, so an audit can check that each acknowledged point reached the
+server exactly once. It costs one file append per `write()`.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ from typing import Protocol
 from .points import Point, to_line
 
 log = logging.getLogger(__name__)
+
+#: A folder: every acknowledged line is appended there too (see the module docstring).
+JOURNAL_ENV = "VOICEPULSE_OUTBOX_JOURNAL"
 
 
 @dataclass(slots=True)
@@ -129,6 +138,7 @@ class Outbox:
         self._wake = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._journal = os.environ.get(JOURNAL_ENV) or None
         if self._pending_points:
             log.info(
                 "outbox %s: %d points pending from a previous run", self.name, self._pending_points
@@ -173,7 +183,20 @@ class Outbox:
                 self._db.execute("ROLLBACK")
                 self._pending_points, self._pending_bytes, self.dropped = points, nbytes, dropped
                 raise
+            if self._journal:
+                self._append_journal(lines)
         self._wake.set()
+
+    def _append_journal(self, lines: list[str]) -> None:
+        """Lock held: the journal's order is the outbox's. A failure is logged, never raised
+        (the points are acknowledged already)."""
+        path = os.path.join(self._journal, f"{self.name}.{os.getpid()}.lp")  # pid: forks too
+        try:
+            os.makedirs(self._journal, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+        except OSError as exc:
+            log.warning("outbox %s: journal %s not written: %s", self.name, path, exc)
 
     def _drop_oldest(self) -> None:
         """Make room by deleting the oldest chunks (lock and write transaction held)."""

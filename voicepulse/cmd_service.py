@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -96,7 +97,10 @@ def serve(config_path, duration, store, status_port, verbose) -> None:
     tel = telemetry_for(cfg, store)
     source = open_source(tel)
     recorder = tel.recorder()
-    service = ProbeService(svc_cfg, cfg.targets, cfg.scenarios, recorder, source)
+    # the schedule ledger (scheduler/ledger.py) lives with the outbox: the service's local state
+    ledger = os.path.join(cfg.outbox, "schedule-" + re.sub(r"[^A-Za-z0-9_.-]", "_",
+                                                             svc_cfg.agent) + ".json")
+    service = ProbeService(svc_cfg, cfg.targets, cfg.scenarios, recorder, source, ledger=ledger)
     try:
         status = StatusServer(service.status, svc_cfg.status_host, svc_cfg.status_port,
                               page=LivePage(service, source.query)).start()
