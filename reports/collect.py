@@ -46,6 +46,16 @@ class Spectrum:
 
 
 @dataclass(slots=True)
+class AudibleSummary:
+    """One target's audible TTFA (`ttfa_audible_ms`: E -> the first output chunk past the
+    audible gate): the exact nearest-rank p95 of its turns' raw values."""
+
+    target: str
+    turns: int
+    p95: float | None
+
+
+@dataclass(slots=True)
 class OutcomeBucket:
     time_ns: int
     target: str
@@ -81,6 +91,7 @@ class ReportData:
     latency_window: tuple[int, int] | None = None  # where `latency` points were read
     latency_kind: str | None = None
     scenario: dict = field(default_factory=dict)  # target -> telemetry.query.ScenarioSummary
+    audible: dict = field(default_factory=dict)  # target -> AudibleSummary (turns that have it)
     capacity: dict | None = None  # a --find-capacity search's result (reports/capacity.py)
 
     @property
@@ -144,6 +155,20 @@ def session_rows(query, start_ns: int, end_ns: int, targets=None, kind=None, run
         SessionRow(int(r[0]), *(x if x is not None else "" for x in r[1:]))
         for r in query.select("session", cols, start_ns, end_ns, filters)
     ]
+
+
+def audible_summary(query, start_ns: int, end_ns: int, targets=None,
+                    run_id=None) -> dict[str, AudibleSummary]:
+    """Per target whose turns carry `ttfa_audible_ms`: its exact p95 (data written before the
+    metric existed, or turns without an audible reply, add nothing)."""
+    from telemetry.stats import percentile
+
+    by: dict[str, list[float]] = defaultdict(list)
+    for v in query.turn_values("ttfa_audible_ms", start_ns=start_ns, end_ns=end_ns,
+                               targets=targets, run_id=run_id):
+        by[v.target].append(v.value)
+    return {t: AudibleSummary(t, len(vs), percentile(vs, 95))
+            for t, vs in sorted(by.items())}
 
 
 def outcomes_over_time(rows: Sequence[SessionRow], bucket_s: int) -> list[OutcomeBucket]:
@@ -289,4 +314,7 @@ def collect(
         latency_kind=kind,
         scenario={s.target: s for s in query.scenario_summary(
             start_ns=start_ns, end_ns=end_ns, targets=targets, run_id=run_id)},
+        audible={t: a for t, a in audible_summary(query, start_ns, end_ns, targets,
+                                                   run_id).items()
+                 if t in {s.target for s in summary}},
     )

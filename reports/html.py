@@ -84,6 +84,22 @@ COLUMNS = (
 )
 
 
+#: Audible-TTFA column (reports.collect.AudibleSummary): (header, data-key, attribute), after
+#: the TTFA columns. Shown only when some target in the report has `ttfa_audible_ms` values.
+#: One column: the widest table (scenario columns too) has no room for a second at 1,400 px.
+AUDIBLE_COLUMNS = (
+    ("audible TTFA p95 ms", "ttfa_audible_p95", "p95"),
+)
+AUDIBLE_AFTER = "ttfa_max"  # the COLUMNS key they follow
+
+
+def audible_cells(a) -> list[dict]:
+    """One target's audible-TTFA cells; `a` is its AudibleSummary, or None (no such values)."""
+    return [{"key": k, "raw": raw(None if a is None else getattr(a, attr)),
+             "text": fmt_ms(None if a is None else getattr(a, attr)), "bad": False}
+            for _h, k, attr in AUDIBLE_COLUMNS]
+
+
 def fmt_wer(v: float | None) -> str:
     return "-" if v is None else f"{100.0 * v:.1f} %"
 
@@ -202,7 +218,9 @@ code { font-family:ui-monospace,SFMono-Regular,Menlo,monospace; font-size:12px; 
 <p class="note">Sessions and percentiles over the whole range, from each turn's own values (exact,
 nearest rank). Latencies are from the intended end of the user's speech. RTF is reply audio
 seconds per second of delivery (above 1 is faster than real time); stalls are underruns of a
-simulated player with a 100 ms jitter buffer.{% if scenario_headers %} Scripted scenarios:
+simulated player with a 100 ms jitter buffer.{% if audible %} Audible TTFA is until the first
+reply audio that crosses the audible gate (-45 dBFS RMS in a 10 ms window): the same as TTFA on GPT-Live,
+whose output never stops, and later than TTFA where a reply starts with silence.{% endif %}{% if scenario_headers %} Scripted scenarios:
 barge-in is the user speaking over a reply until the server stops it, tool is end of speech
 until the function call's arguments are complete, WER is the word error rate of the server's
 input transcription (mean over turns), and checks are the scenario's checks passed / run.{% endif %}</p>
@@ -267,12 +285,15 @@ def render_html(data: ReportData, verdict: Verdict, generated_ns: int) -> str:
     col = colours(data.targets)
     rows = []
     show_scenario = bool(data.scenario)
+    show_audible = bool(data.audible)
     for s in data.summary:
         cells = []
         for _h, key, f in COLUMNS:
             v = getattr(s, key)
             cells.append({"key": key, "raw": raw(v), "text": f(v),
                           "bad": key == "success_ratio" and v is not None and v < 1.0})
+            if key == AUDIBLE_AFTER and show_audible:
+                cells += audible_cells(data.audible.get(s.target))
         rows.append({
             "target": s.target, "model": s.model, "colour": col.get(s.target, "#333"),
             "cells": cells,
@@ -317,7 +338,8 @@ def render_html(data: ReportData, verdict: Verdict, generated_ns: int) -> str:
         params=params,
         checks=verdict.checks,
         generated=utc(generated_ns),
-        headers=[h for h, _k, _f in COLUMNS],
+        headers=[h for key, h in _headers(show_audible)],
+        audible=show_audible,
         scenario_headers=[h for h, _k in SCENARIO_COLUMNS] if show_scenario else [],
         rows=rows,
         plots=plots,
@@ -331,4 +353,14 @@ def render_html(data: ReportData, verdict: Verdict, generated_ns: int) -> str:
     )
 
 
-__all__ = ["render_html", "utc", "safe_value", "COLUMNS", "SCENARIO_COLUMNS"]
+def _headers(show_audible: bool) -> list[tuple[str, str]]:
+    """(key, header) of the per-target table's value columns, in order."""
+    out = []
+    for h, key, _f in COLUMNS:
+        out.append((key, h))
+        if key == AUDIBLE_AFTER and show_audible:
+            out += [(k, ah) for ah, k, _a in AUDIBLE_COLUMNS]
+    return out
+
+
+__all__ = ["render_html", "utc", "safe_value", "COLUMNS", "SCENARIO_COLUMNS", "AUDIBLE_COLUMNS"]
