@@ -24,9 +24,12 @@ is stamped when the read returns.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import socket
 import ssl
+import struct
+import termios
 import threading
 from collections.abc import Callable
 from time import perf_counter_ns
@@ -56,6 +59,7 @@ RECV_BUFSIZE = 65536
 USER_AGENT = "voicepulse"
 
 _NS = 1_000_000_000
+_INT0 = b"\0\0\0\0"
 _LOG = logging.getLogger("probes.websockets")
 # websockets logs every handshake header at DEBUG, Authorization included: never emit those
 _LOG.setLevel(logging.INFO)
@@ -210,6 +214,8 @@ class WebSocketTransport:
         self._on_frame = on_frame
         self._on_close = on_close
         self._lock = threading.Lock()
+        self._fd = sock.fileno()
+        self._sndbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         self._frag: list[bytes] | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._receive, args=(pending,), daemon=True,
@@ -225,6 +231,16 @@ class WebSocketTransport:
                 raise Closed()
             proto.send_text(data)
             self._write(proto.data_to_send())
+
+    def writable(self) -> bool:
+        """Whether a chunk would go out without blocking: the kernel's unsent send queue is
+        under half the send buffer (TIOCOUTQ; one ioctl, never a wait). The shared pacer
+        (probes/pacing.py) sends only then and hands the chunk back to the session otherwise."""
+        try:
+            queued = struct.unpack("i", fcntl.ioctl(self._fd, termios.TIOCOUTQ, _INT0))[0]
+        except (OSError, ValueError):
+            return False
+        return queued < self._sndbuf // 2
 
     def _write(self, chunks: list[bytes]) -> None:
         """Write under the lock; a failed write cuts the connection (the receiver then ends)."""
