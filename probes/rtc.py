@@ -131,10 +131,6 @@ class RtcTransport:
             dc.on("message", self._message)
             dc.on("close", lambda: self._gone("the data channel closed"))
 
-            @pc.on("track")
-            def _track(track) -> None:
-                self._tasks.append(asyncio.ensure_future(self.playout.run(track)))
-
             @pc.on("connectionstatechange")
             async def _state() -> None:
                 if pc.connectionState == "failed":
@@ -148,7 +144,7 @@ class RtcTransport:
 
             for tr in pc.getTransceivers():
                 if tr.kind == "audio":
-                    hook_receiver(tr.receiver, self.listener)
+                    hook_receiver(tr.receiver, self.listener, self.playout)
             await pc.setLocalDescription(await pc.createOffer())
             answer = await self._signal(pc.localDescription.sdp, deadline)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp, type="answer"))

@@ -19,8 +19,9 @@ every packet after it is reply audio (one AudioDelta each, 20 ms). How the reply
   .cleared, or a cancelled response.done); no decoding inside a reply, only between replies;
 - `quiet` (GPT-Live): the output stayed below the gate for quiet_ms (a synthesised
   ResponseDone(output_quiet) stamped when it fell), as probes/onset.py's QuietGate does.
-`Playout` reads the decoded track after the jitter buffer and notes when each reply's onset
-packet came out: `playout_delay_ms` (jitter buffer + decode), kept apart from TTFA.
+`Playout` runs the packets through aiortc's own audio jitter buffer and notes when each reply's
+onset frame came out, decoded: `playout_delay_ms` (jitter buffer + decode), kept apart from
+TTFA. aiortc's receive decoding (a thread per receiver, every packet) stays idle.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from time import perf_counter_ns
 import av
 import numpy as np
 from aiortc import MediaStreamTrack
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 
 from probes import audible, audio
@@ -237,8 +239,7 @@ class RtpListener:
         self.quiet_run = QUIET_BEFORE_ONSET  # quiet packets since the last audible one
         self.quiet_from: int | None = None
         self.pending: list[int] = []  # quiet packets inside a reply (quiet mode), held
-        self.origin: int | None = None  # first RTP timestamp (aiortc's frame pts origin)
-        self.onsets: dict[int, int] = {}  # onset frame pts -> its packet's arrival (ns)
+        self.onsets: dict[int, int] = {}  # onset packet's RTP timestamp -> its arrival (ns)
         self.decoded = 0
 
     def _loud(self, payload: bytes) -> bool:
@@ -261,8 +262,6 @@ class RtpListener:
 
     def packet(self, seq: int, ts: int, payload: bytes, t: int) -> None:
         self.stats.packet(seq, ts, t / 1e9)
-        if self.origin is None:
-            self.origin = ts
         if self.in_reply and self.mode == "marked":
             self.emit((self.delta,), t)  # inside a marked reply: no decoding
             return
@@ -270,7 +269,7 @@ class RtpListener:
         if not self.in_reply:
             if loud and self.quiet_run >= QUIET_BEFORE_ONSET:
                 self.in_reply, self.pending, self.quiet_from = True, [], None
-                self.onsets[(ts - self.origin) % (1 << 32)] = t
+                self.onsets[ts] = t
                 self.emit((self.delta, AudibleOnset()), t)
             self.quiet_run = 0 if loud else self.quiet_run + 1
             return
@@ -298,40 +297,53 @@ class RtpListener:
             self.quiet_run = 0
 
 
-def hook_receiver(receiver, listener: RtpListener) -> None:
-    """Stamp every RTP packet on arrival, before aiortc's jitter buffer (the private handler
-    aiortc feeds from its DTLS transport; gpt-live.md §13)."""
-    orig = receiver._handle_rtp_packet
+def hook_receiver(receiver, listener: RtpListener, playout: Playout) -> None:
+    """Take over the receiver's RTP handler (the private one aiortc feeds from its DTLS
+    transport; gpt-live.md §13): every packet is stamped on arrival, before any buffering,
+    counted and gated (`listener`), then goes through the playout model (`playout`). aiortc's
+    own decode path (a decoder thread per receiver, decoding every packet) is left idle: the
+    engine decodes only what it must, on the loop thread, and runs no thread of its own."""
 
     async def handle(packet, arrival_time_ms: int) -> None:
         t = perf_counter_ns()
         try:
             listener.packet(packet.sequence_number, packet.timestamp, packet.payload, t)
+            playout.packet(packet)
         except Exception:  # never let our accounting break aiortc's receive path
             pass
-        await orig(packet, arrival_time_ms)
 
     receiver._handle_rtp_packet = handle
 
 
 class Playout:
-    """Reads the decoded track (after the jitter buffer) so it never backs up, and notes how
-    long each onset packet took from arrival to coming out: the playout delay."""
+    """What a player of this stream adds: aiortc's receiver jitter buffer for audio (the same
+    class and sizes, capacity 16, prefetch 4) releases each frame once enough later packets
+    came; the onset frame is decoded when released. `delays`: onset arrival (ns) -> release +
+    decode of that frame (ns), the `playout_delay_ms` of its turn."""
 
     def __init__(self, listener: RtpListener) -> None:
         self.listener = listener
-        self.delays: dict[int, int] = {}  # onset arrival (ns) -> playout delay (ns)
+        self.jb = JitterBuffer(capacity=16, prefetch=4)
+        self.delays: dict[int, int] = {}
         self.frames = 0
+        self._dec = None
 
-    async def run(self, track) -> None:
+    def packet(self, packet) -> None:
+        packet._data = packet.payload  # Opus: the payload is the frame (aiortc's depayload)
+        _pli, frame = self.jb.add(packet)
+        if frame is None:
+            return
+        self.frames += 1
         onsets = self.listener.onsets
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            self.frames += 1
-            if onsets and frame.pts is not None:
-                arrived = onsets.pop(frame.pts % (1 << 32), None)
-                if arrived is not None:
-                    self.delays[arrived] = perf_counter_ns() - arrived
+        if onsets:
+            arrived = onsets.pop(frame.timestamp, None)
+            if arrived is not None:
+                if self._dec is None:
+                    self._dec = av.CodecContext.create("libopus", "r")
+                    self._dec.format, self._dec.layout, self._dec.sample_rate = (
+                        "s16", "stereo", RATE)
+                try:
+                    self._dec.decode(av.Packet(frame.data))
+                except (av.error.FFmpegError, ValueError):
+                    return
+                self.delays[arrived] = perf_counter_ns() - arrived
