@@ -49,6 +49,8 @@ class FakeRealtime:
         self.paths: list[str] = []
         self.received_types: list[str] = []
         self.append_ns: list[int] = []  # arrival of every input_audio_buffer.append
+        self.ended = 0  # connections whose handler has returned (every frame read)
+        self._ended = threading.Condition()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self.port = 0
@@ -76,7 +78,23 @@ class FakeRealtime:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/v1/realtime"
 
+    def wait_ended(self, n: int = 1, timeout: float = 5.0) -> None:
+        """Until `n` connections' handlers have returned. The client's run_session can return
+        while frames it sent are still queued here, so read the records only after this."""
+        with self._ended:
+            if not self._ended.wait_for(lambda: self.ended >= n, timeout):
+                raise AssertionError(f"fake server: {self.ended} of {n} connections ended "
+                                     f"within {timeout:g} s")
+
     async def _handler(self, ws) -> None:
+        try:
+            await self._session(ws)
+        finally:
+            with self._ended:
+                self.ended += 1
+                self._ended.notify_all()
+
+    async def _session(self, ws) -> None:
         cfg = self.cfg
         self.headers.append(dict(ws.request.headers))
         self.paths.append(ws.request.path)

@@ -10,6 +10,7 @@ import pytest
 from probes.session import prepare, run_session
 from probes.spec import Scenario, Target, Timeouts
 from tests.probes.fake_realtime import FakeConfig, FakeRealtime
+from tests.timing import bounded
 
 
 @pytest.fixture
@@ -20,40 +21,70 @@ def fake(request):
 
 
 def check(fake, res, turns=1):
+    """What the session and the fake agree on, exactly (no timing)."""
     assert res.outcome == "ok", res.error
+    fake.wait_ended()
     assert len(res.turns) == turns == len(fake.first_audio_ns)
-    for t, truth in zip(res.turns, fake.first_audio_ns, strict=True):
-        assert abs(t.first_audio_ns - truth) <= 2_000_000
+    for t in res.turns:
         assert t.audio_s == pytest.approx(fake.cfg.reply_s)
         assert t.usage.in_audio == 15 and t.usage.out_audio == 12
 
 
+def first_audio_misses(fake, res) -> list:
+    """Each turn's first audio stamped within 2 ms of when the fake sent it (a timing bound)."""
+    return [(t.first_audio_ns, truth) for t, truth in zip(res.turns, fake.first_audio_ns, strict=True)
+            if abs(t.first_audio_ns - truth) > 2_000_000]
+
+
+def measured(param: dict, target: Target, scenario: Scenario, misses, what: str, turns=1):
+    """run_session against a fresh fake under tests/timing.bounded: a timing miss while this
+    process (client and fake are threads of it) waited for a CPU is retried once, then fails as
+    "machine too busy"; a miss on a quiet machine fails at once. Exact checks run on every
+    attempt. Returns (fake, result) of the passing attempt."""
+    def measure():
+        fake = FakeRealtime(FakeConfig(**param))
+        try:
+            res = run_session(target(fake), scenario, api_key="k")
+            check(fake, res, turns)
+            return fake, res
+        finally:
+            fake.close()
+
+    return bounded(measure, lambda r: misses(*r), pids=[], budget_ms=2.0, what=what)
+
+
 @pytest.mark.parametrize(
-    "fake",
+    "param",
     [{"fragment": True}, {"escaped_delta": True}, {"key_order_delta_first": True}],
-    indirect=True,
     ids=["fragmented", "escaped", "delta-first"],
 )
 @pytest.mark.slow
-def test_delta_variants_are_counted_exactly(fake):
-    res = run_session(Target("f", fake.url, "sim-x"), Scenario(turns=2, utterance_s=0.4,
-                      turn_mode="manual", pause_s=0.05), api_key="k")
-    check(fake, res, turns=2)
+def test_delta_variants_are_counted_exactly(param):
+    measured(param, lambda f: Target("f", f.url, "sim-x"),
+             Scenario(turns=2, utterance_s=0.4, turn_mode="manual", pause_s=0.05),
+             first_audio_misses, "first audio vs the fake's send within 2 ms", turns=2)
 
 
 @pytest.mark.slow
-def test_sender_keeps_an_absolute_schedule(fake):
-    sc = Scenario(turns=1, utterance_s=2.0, trailing_silence_s=0.5, chunk_ms=50)
-    res = run_session(Target("f", fake.url, "sim-x"), sc, api_key="k")
-    check(fake, res)
-    arr = fake.append_ns
-    n = len(arr)
-    assert n == 50  # 2.5 s in 50 ms chunks
-    # no drift: the last chunk arrives (n-1) chunks after the first, to within a few ms,
-    # however late any single chunk was
-    assert abs((arr[-1] - arr[0]) - (n - 1) * 50_000_000) < 5_000_000
+def test_sender_keeps_an_absolute_schedule():
+    def misses(fake, res) -> list:
+        arr, t = fake.append_ns, res.turns[0]
+        bad = first_audio_misses(fake, res)
+        # no drift: the last chunk arrives (n-1) chunks after the first, to within a few ms,
+        # however late any single chunk was
+        drift = (arr[-1] - arr[0]) - (len(arr) - 1) * 50_000_000
+        if not abs(drift) < 5_000_000:
+            bad.append(f"drift {drift / 1e6:.2f} ms over {len(arr)} chunks (bound 5 ms)")
+        if not (0 <= t.send_lag_p50_ms < 5 and t.send_lag_max_ms < 50):
+            bad.append(f"send lag p50 {t.send_lag_p50_ms} ms (bound 5), max {t.send_lag_max_ms}"
+                       " ms (bound 50)")
+        return bad
+
+    fake, res = measured({}, lambda f: Target("f", f.url, "sim-x"),
+                         Scenario(turns=1, utterance_s=2.0, trailing_silence_s=0.5, chunk_ms=50),
+                         misses, "absolute send schedule (drift, send lag, first audio)")
+    assert len(fake.append_ns) == 50  # 2.5 s in 50 ms chunks, every one read by the fake
     t = res.turns[0]
-    assert 0 <= t.send_lag_p50_ms < 5 and t.send_lag_max_ms < 50
     # the last speech chunk went out late by its own send lag, never early
     assert 0 <= t.speech_sent_ns - t.speech_end_ns <= t.send_lag_max_ms * 1e6 + 1
 
@@ -62,6 +93,7 @@ def test_headers_url_and_configure_on_the_wire(fake):
     res = run_session(Target("f", fake.url, "sim-x", voice="marin"), Scenario(turns=1,
                       utterance_s=0.3, turn_mode="manual"), api_key="sk-abcdefgh")
     assert res.outcome == "ok", res.error
+    fake.wait_ended()
     h = {k.lower(): v for k, v in fake.headers[0].items()}
     assert h["authorization"] == "Bearer sk-abcdefgh"
     assert "permessage-deflate" not in h.get("sec-websocket-extensions", "")
