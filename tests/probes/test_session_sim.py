@@ -21,6 +21,7 @@ from probes.dialects.openai_realtime import parse_usage
 from probes.session import prepare, run_session
 from probes.spec import Scenario, Target, Timeouts
 from tests.sim_server import SimProcess
+from tests.timing import bounded
 
 FIXED = ["--ttfa-ms", "150", "--reply-s", "0.6", "--delta-ms", "100", "--speed", "4"]
 
@@ -56,32 +57,54 @@ def errors_ms(res, truth) -> list[float]:
 @pytest.mark.slow
 def test_single_session_ttfa_within_2ms_of_truth(fixed_sim, mode):
     sc = Scenario(turns=3, utterance_s=1.0, turn_mode=mode, pause_s=0.1)
-    res = run_session(target(fixed_sim), sc, api_key="x")
-    assert res.outcome == "ok", res.error
-    truth = truth_turns(fixed_sim, res.server_session_id)
-    assert len(truth) == 3
+
+    def measure():
+        res = run_session(target(fixed_sim), sc, api_key="x")
+        assert res.outcome == "ok", res.error
+        truth = truth_turns(fixed_sim, res.server_session_id)
+        assert len(truth) == 3
+        return res, truth
+
+    def misses(r) -> list:
+        res, truth = r
+        bad = []
+        for i, (mine, tt) in enumerate(zip(res.turns, truth, strict=True)):
+            got = {
+                "first audio vs truth (2 ms)": abs(mine.first_audio_ns - tt["first_audio_ns"]) <= 2_000_000,
+                "ttfa vs truth (2 ms)":
+                    abs(mine.ttfa_ms - (tt["first_audio_ns"] - mine.speech_end_ns) / 1e6) <= 2.0,
+                # E is the intended time of the last speech chunk; the server got it just after
+                "speech end reached the server (20 ms)":
+                    0 <= tt["speech_end_ns"] - mine.speech_sent_ns < 20_000_000,
+                "response done vs truth (2 ms)":
+                    abs(mine.response_done_ns - tt["response_done_ns"]) <= 2_000_000,
+            }
+            if mode == "server_vad":
+                got["vad vs truth (2 ms)"] = abs(
+                    mine.vad_ms - (tt["speech_stopped_ns"] - mine.speech_end_ns) / 1e6) <= 2.0
+                # the reply's own latency after the VAD event, ours vs the simulator's
+                sim_reply_ms = (tt["first_audio_ns"] - tt["speech_stopped_ns"]) / 1e6
+                got["reply latency vs truth (2 ms)"] = abs(
+                    (mine.ttfa_ms - mine.vad_ms) - sim_reply_ms) <= 2.0
+            else:
+                got["commit reached the server (20 ms)"] = abs(
+                    tt["commit_ns"] - mine.speech_sent_ns) < 20_000_000
+            bad += [f"turn {i}: {k}" for k, ok in got.items() if not ok]
+        return bad
+
+    res, truth = bounded(measure, misses, pids=[fixed_sim.pid], budget_ms=2.0,
+                         what=f"single session ({mode}) vs the simulator's truth")
     for mine, tt in zip(res.turns, truth, strict=True):
-        assert abs(mine.first_audio_ns - tt["first_audio_ns"]) <= 2_000_000
-        assert abs(mine.ttfa_ms - (tt["first_audio_ns"] - mine.speech_end_ns) / 1e6) <= 2.0
-        # E is the intended time of the last speech chunk; the server got it just after
-        assert 0 <= tt["speech_end_ns"] - mine.speech_sent_ns < 20_000_000
         assert mine.speech_sent_ns >= mine.speech_end_ns
         # the reply: 0.6 s of audio, response done after the last delta
         assert mine.audio_s == pytest.approx(tt["reply_audio_ms"] / 1000, abs=1e-9)
         assert mine.response_done_ns >= mine.first_audio_ns
-        assert abs(mine.response_done_ns - tt["response_done_ns"]) <= 2_000_000
         assert mine.turn_ms == pytest.approx((mine.response_done_ns - mine.speech_end_ns) / 1e6)
         assert mine.ttft_ms is not None and mine.transcript
         assert mine.send_lag_p50_ms is not None and mine.send_lag_max_ms >= mine.send_lag_p50_ms
         assert tt["injected_ttfa_ms"] == 150.0  # the fixed profile we think we are measuring
-        if mode == "server_vad":
-            assert abs(mine.vad_ms - (tt["speech_stopped_ns"] - mine.speech_end_ns) / 1e6) <= 2.0
-            # the reply's own latency after the VAD event, ours vs the simulator's
-            sim_reply_ms = (tt["first_audio_ns"] - tt["speech_stopped_ns"]) / 1e6
-            assert mine.ttfa_ms - mine.vad_ms == pytest.approx(sim_reply_ms, abs=2.0)
-        else:
+        if mode != "server_vad":
             assert mine.vad_ms is None
-            assert abs(tt["commit_ns"] - mine.speech_sent_ns) < 20_000_000
     assert res.connect_ms > 0 and res.ready_ms >= res.connect_ms
     assert res.send_lag_p99_ms is not None
 
@@ -95,28 +118,33 @@ def _p99(values: list[float]) -> float:
 @pytest.mark.slow
 def test_50_concurrent_sessions_in_threads_p99_within_5ms(fixed_sim):
     sc = Scenario(turns=2, utterance_s=1.0, pause_s=0.2)
-    results = [None] * 50
-    t0 = time.perf_counter_ns() + 50_000_000
 
-    def one(i: int) -> None:
-        results[i] = run_session(
-            target(fixed_sim), sc, kind="load", api_key="x", intended_start_ns=t0 + i * 20_000_000
-        )
+    def measure() -> list[float]:
+        results = [None] * 50
+        t0 = time.perf_counter_ns() + 50_000_000
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert all(r is not None and r.outcome == "ok" for r in results), [
-        (r.outcome, r.error) for r in results if r is not None and r.outcome != "ok"
-    ]
-    errs = []
-    for r in results:
-        errs += errors_ms(r, truth_turns(fixed_sim, r.server_session_id))
-        assert r.start_lag_ms is not None and r.start_lag_ms >= 0
-    assert len(errs) == 100
-    assert _p99(errs) <= 5.0, sorted(errs)[-5:]
+        def one(i: int) -> None:
+            results[i] = run_session(
+                target(fixed_sim), sc, kind="load", api_key="x", intended_start_ns=t0 + i * 20_000_000
+            )
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert all(r is not None and r.outcome == "ok" for r in results), [
+            (r.outcome, r.error) for r in results if r is not None and r.outcome != "ok"
+        ]
+        errs = []
+        for r in results:
+            errs += errors_ms(r, truth_turns(fixed_sim, r.server_session_id))
+            assert r.start_lag_ms is not None and r.start_lag_ms >= 0
+        assert len(errs) == 100
+        return errs
+
+    bounded(measure, lambda errs: [] if _p99(errs) <= 5.0 else sorted(errs)[-5:],
+            pids=[fixed_sim.pid], budget_ms=5.0, what="50 threaded sessions' TTFA error p99 <= 5 ms")
 
 
 @pytest.mark.slow
