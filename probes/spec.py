@@ -90,3 +90,6 @@ class Scenario:
     silence_ms: int | None = None  # server VAD: the pause that ends a user turn (None: provider's)
     # continuous output (GPT-Live): a reply has ended after this much output below the gate
     quiet_ms: float = 800.0
+    # load runs: each session's caller (voice, rate, pitch, noise, pauses) drawn from this
+    # `callers:` mapping (validated by probes.callers.parse_callers); None: every session alike
+    callers: dict | None = None
