@@ -120,6 +120,10 @@ class Script:
     # plan shipped to load-test workers as JSON is parsed again there
     source: list = field(default_factory=list, compare=False)
     base_dir: str = ""
+    # where the steps were written (the scenario file or config, and the dotted key of the
+    # list), so a step refused later for a target's provider is named like a parse error
+    file: str = field(default="", compare=False)
+    key: str = field(default="steps", compare=False)
 
     def says(self) -> list[Say]:
         """Every utterance, in order, repeats played once (for pre-rendering and sim hints)."""
@@ -146,7 +150,7 @@ def _walk(steps, out: list, pick, kinds) -> None:
 
 
 def parse_script(steps: Any, expect: Any = None, *, base_dir: str = "", key: str = "steps",
-                 expect_key: str = "expect") -> Script:
+                 expect_key: str = "expect", file: str = "") -> Script:
     """Steps from YAML data. WAV paths are taken relative to base_dir and must exist; `speak`
     needs espeak-ng. Raises StepError naming the key."""
     if expect is not None and expect not in EXPECTABLE:
@@ -154,11 +158,41 @@ def parse_script(steps: Any, expect: Any = None, *, base_dir: str = "", key: str
     parsed = parse_steps(steps, key, base_dir)
     if expect and not any(isinstance(s, Repeat) and s.until == expect for s in parsed):
         raise StepError(expect_key, f"needs a `repeat` step with `until: {expect}` to reach it")
-    return Script(parsed, expect, list(steps), base_dir)
+    return Script(parsed, expect, list(steps), base_dir, file, key)
 
 
 def reparse(script: Script) -> Script:
-    return parse_script(script.source, script.expect, base_dir=script.base_dir)
+    return parse_script(script.source, script.expect, base_dir=script.base_dir, key=script.key,
+                        file=script.file)
+
+
+#: Providers whose protocol has no typed user message, so a `text` step cannot be sent. GPT-Live
+#: (openai-live): its client events (the openai package's types/live ClientEvent) carry audio,
+#: instructions, thinking and commentary, never a user turn; `session.start`'s `input` history
+#: is fixed before the first word. The dialect refuses it at run time too (GptLive.user_text).
+NO_TYPED_TEXT = {
+    "openai-live": "GPT-Live has no typed user message (the model only hears audio): "
+                   "use a say step (e.g. say: {speak: ...}) instead of text",
+}
+
+
+def unplayable_step(script: Script, provider: str) -> StepError | None:
+    """The first step of `script` that `provider`'s protocol cannot play, as a StepError with
+    its dotted key (under Script.key, repeats included); None when every step can be played."""
+    why = NO_TYPED_TEXT.get(provider)
+    if why is None:
+        return None
+
+    def first(steps: tuple, key: str) -> str | None:
+        for i, s in enumerate(steps):
+            if isinstance(s, Text):
+                return f"{key}[{i}].text"
+            if isinstance(s, Repeat) and (k := first(s.steps, f"{key}[{i}].repeat.steps")):
+                return k
+        return None
+
+    key = first(script.steps, script.key)
+    return None if key is None else StepError(key, why)
 
 
 def parse_steps(steps: Any, key: str = "steps", base_dir: str = "") -> tuple:

@@ -204,6 +204,7 @@ def build_plan(target, config_path, scenario, rate, users, stages, shape, durati
     from loadtests.plan import LoadConfig, Plan, sink_dict
     from loadtests.profile import parse_shape, parse_stages, shape_stages
     from loadtests.thresholds import parse_threshold
+    from voicepulse.config import check_playable
     from voicepulse.wiring import load_or_default
 
     cfg = load_or_default(config_path)
@@ -219,6 +220,7 @@ def build_plan(target, config_path, scenario, rate, users, stages, shape, durati
             raise _usage(f"{cfg.file}: targets: no target configured")
         tgt = cfg.target(name)
         sc = cfg.scenario(scenario)
+        check_playable(tgt, sc, "load", cfg.file)
     except ConfigError as exc:
         raise _usage(str(exc)) from None
     lc = dataclasses.replace(cfg.load) if cfg.load is not None else LoadConfig()

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from probes.prices import PRICE_KEYS
-from probes.script import StepError, parse_script
+from probes.script import StepError, parse_script, unplayable_step
 from probes.spec import (
     PROVIDERS,
     TRANSPORTS,
@@ -142,6 +142,8 @@ def parse_config(data: Any, file: str, base_dir: Path | None = None) -> Config:
     cfg.store = root.str("store", DEFAULT_STORE)
     cfg.outbox = root.str("outbox", DEFAULT_OUTBOX)
     cfg.service = parse_service(root, cfg.targets, cfg.scenarios)
+    for i, job in enumerate(cfg.service.probes if cfg.service else ()):
+        check_playable(cfg.targets[job.target], cfg.scenarios[job.scenario], f"probes[{i}]", file)
     cfg.load = parse_load(root)
     root.done()
     return cfg
@@ -172,6 +174,15 @@ def require_key(target: Target, file: str, key: str) -> None:
         os.environ[var] = SIM_PLACEHOLDER_KEY
         return
     raise ConfigError(file, key, f"environment variable {var} is not set")
+
+
+def check_playable(target: Target, sc: Scenario, where: str, file: str) -> None:
+    """A scenario step the target's protocol cannot send (a `text` step on GPT-Live) is refused
+    before anything runs, naming the step's file and key; `where` says what paired them."""
+    err = None if sc.script is None else unplayable_step(sc.script, target.provider)
+    if err is not None:
+        raise ConfigError(sc.script.file or file, err.key, f"{err.message} ({where}: target "
+                                                           f"{target.name}, provider {target.provider})")
 
 
 def require_env(cfg: Config, targets: list[Target]) -> None:
@@ -276,7 +287,7 @@ def _scenario(s: Section, name: str, base_dir: Path) -> Scenario:
     if s.has("steps"):
         try:
             sc.script = parse_script(s.raw("steps"), s.raw("expect", None), base_dir=str(base_dir),
-                                     key=s.key("steps"), expect_key=s.key("expect"))
+                                     key=s.key("steps"), expect_key=s.key("expect"), file=s.file)
         except StepError as e:
             raise ConfigError(s.file, e.key, e.message) from None
     elif s.has("expect"):
