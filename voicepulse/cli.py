@@ -132,6 +132,7 @@ def probe(target, config_path, url, model, provider, api_key_env, scenario, turn
             if api_key_env:
                 tgt = dataclasses.replace(tgt, api_key_env=api_key_env)
         sc = cfg.scenario(scenario)
+        cfgmod.check_playable(tgt, sc, "probe", cfg.file)
     except ConfigError as exc:
         raise ConfigErrorExit(str(exc)) from None
     try:
@@ -186,9 +187,9 @@ def demo(duration, load_duration, report_path, store, config_path) -> None:
     """Run the whole pipeline on embedded defaults, in about a minute.
 
     \b
-    1. start the reference simulator: OpenAI Realtime with two profiles (sim-fast, sim-slow)
-       and a Gemini Live endpoint (gemini-sim);
-    2. run the probe service against all three, with SLO burn-rate and regression alert rules,
+    1. start the reference simulator: OpenAI Realtime with two profiles (sim-fast, sim-slow),
+       a Gemini Live (gemini-sim) and a GPT-Live endpoint (gpt-live-sim);
+    2. run the probe service against all four, with SLO burn-rate and regression alert rules,
        and make sim-fast's TTFA twice as long half way through;
     3. run a short open-model load test against sim-slow;
     4-5. print the probe summary and the alerts that fired;

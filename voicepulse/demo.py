@@ -2,13 +2,15 @@
 
 It starts the reference simulator in a child process (its own CPU and GIL, so the probes'
 timing is not disturbed by the server), runs the probe service against two simulated targets
-with different latency profiles, makes one of them slower half way through so the regression
-alert fires, runs a short load test, then prints the summary a user would later get from
-`voicepulse results` and writes an HTML report.
+with different latency profiles (and the same simulator speaking Gemini Live and GPT-Live),
+makes one of them slower half way through so the regression alert fires, runs a short load
+test, then prints the summary a user would later get from `voicepulse results` and writes an
+HTML report.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -29,6 +31,10 @@ def step(n: int, total: int, text: str) -> None:
 
 DEMO_SCENARIO = Scenario(name="default", turns=2, utterance_s=0.5, trailing_silence_s=0.5,
                          pause_s=0.1)
+#: GPT-Live: one turn (its replies are paced in real time and end after quiet_ms of quiet
+#: output), so a session stays well under the 4 s probe interval
+LIVE_MODEL = "sim-live-demo"  # priced per second like gpt-live-1 (probes/prices.py)
+LIVE_SCENARIO = Scenario(name="live", turns=1, utterance_s=0.5, quiet_ms=500.0)
 
 
 def run_demo(cfg, *, seconds: float, store: str | None, load_s: float = 10.0,
@@ -50,20 +56,29 @@ def run_demo(cfg, *, seconds: float, store: str | None, load_s: float = 10.0,
     tel = telemetry_for(cfg, store)
     started_ns = time.time_ns()
     step(1, total, "starting the reference simulator (OpenAI Realtime profiles sim-fast and "
-                   "sim-slow, and a Gemini Live endpoint)")
+                   "sim-slow, a Gemini Live and a GPT-Live endpoint)")
     with SimProcess() as sim:
         click.echo(f"      simulator at {sim.ws_url}, control API at {sim.control_url}")
         targets = {m: sim_target(m, sim.realtime_url()) for m in DEMO_MODELS}
         # the same simulator speaking Gemini Live, with its default latency profile
         targets["gemini-sim"] = Target(name="gemini-sim", url=sim.gemini_url(), model="sim-live",
                                        provider="gemini", api_key_env="SIM_API_KEY")
+        # and GPT-Live (/v1/live/sessions): audible-onset TTFA, quiet-based turn end
+        # (a steady TTFA: its regression rule has nothing to find)
+        sim.set_profile(model=LIVE_MODEL, ttfa_ms={"dist": "fixed", "value": 300}, reply_s=0.8)
+        targets["gpt-live-sim"] = Target(name="gpt-live-sim", url=sim.ws_url + "/v1/live/sessions",
+                                         model=LIVE_MODEL, provider="openai-live",
+                                         api_key_env="SIM_API_KEY")
         service_cfg = demo_service_config(list(targets), seconds, every_s=4.0)
+        service_cfg.probes = [dataclasses.replace(j, scenario="live")
+                              if j.target == "gpt-live-sim" else j for j in service_cfg.probes]
         step(2, total, f"probe service: {', '.join(targets)} every 4 s for {seconds:.0f} s "
                        f"into {tel.where}; alert rules: availability SLO burn rate, TTFA regression")
         events: list = []
         recorder = tel.recorder()
         query = tel.query()
-        service = ProbeService(service_cfg, targets, {"default": DEMO_SCENARIO}, recorder,
+        service = ProbeService(service_cfg, targets,
+                               {"default": DEMO_SCENARIO, "live": LIVE_SCENARIO}, recorder,
                                TelemetrySource(query), extra_listeners=[events.append]).start()
         try:
             watch_service(service, events, seconds, inject_at=seconds / 2,
@@ -170,7 +185,7 @@ def watch_service(service, events: list, seconds: float, *, inject_at: float, in
                 ok = last["outcome"] == "ok"
                 figure = (f"ttfa {last['ttfa_ms']:.0f} ms" if ok and last["ttfa_ms"] is not None
                           else last["error"][:60])
-                click.echo(f"      t={elapsed:4.0f}s  {state.target:<9} "
+                click.echo(f"      t={elapsed:4.0f}s  {state.target:<12} "
                            f"{paint(last['outcome'], 'green' if ok else 'red'):<8} {figure}")
         for e in events[shown_events:]:
             click.echo(paint(f"      t={elapsed:4.0f}s  alert {e.state}: {e.rule} ({e.target})",

@@ -89,8 +89,9 @@ def test_probe_unset_key_variable_is_a_config_error(tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
-    """The README's first command: service probes, an injected regression that fires, a load
-    run, the summary, two voice scenarios and a report, in about a minute and a half."""
+    """The README's first command: service probes (OpenAI Realtime, Gemini Live, GPT-Live), an
+    injected regression that fires, a load run, the summary, two voice scenarios and a report,
+    in about a minute and a half."""
     out = vp("demo", "--store", str(tmp_path / "demo.db"), cwd=tmp_path, timeout=150,
              env={"NO_COLOR": "1"})
     assert out.returncode == 0, out.stdout + out.stderr
@@ -102,6 +103,9 @@ def test_demo_runs_end_to_end(tmp_path):
     summary = text[text.index("[4/7]"):text.index("[5/7]")]
     assert "sim-fast" in summary and "sim-slow" in summary
     assert re.search(r"gemini-sim +gemini +sim-live", summary)  # both providers, side by side
+    assert re.search(r"gpt-live-sim +openai-live +sim-live-demo", summary)  # and GPT-Live
+    assert re.search(r"t= +\d+s  gpt-live-sim +ok +ttfa \d+ ms", text)  # probed as it ran
+    assert "gpt-live-sim-ttfa-regression" not in alerts  # its steady TTFA stays quiet
     assert "arrivals due" in text  # the load run's summary
     # the example voice scenarios: a tool lookup, and a barge-in the simulator stops
     scenarios = text[text.index("[6/7]"):text.index("[7/7]")]
