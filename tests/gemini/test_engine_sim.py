@@ -13,6 +13,7 @@ from probes.dialects.gemini_live import parse_usage
 from probes.session import run_session
 from probes.spec import Scenario, Target
 from tests.sim_server import SimProcess
+from tests.timing import bounded
 
 
 def target(sim, model="sim-fast", **kw) -> Target:
@@ -33,15 +34,35 @@ def _p99(values: list[float]) -> float:
 @pytest.mark.slow
 def test_single_session_ttfa_within_2ms_of_truth(gsim, mode):
     sc = Scenario(turns=3, utterance_s=1.0, turn_mode=mode, pause_s=0.1)
-    res = run_session(target(gsim, transcription_model="on"), sc, api_key="x")
-    assert res.outcome == "ok", res.error
-    truth = truth_turns(gsim, res.server_session_id)
-    assert len(truth) == 3 == len(res.turns)
+
+    def measure():
+        res = run_session(target(gsim, transcription_model="on"), sc, api_key="x")
+        assert res.outcome == "ok", res.error
+        truth = truth_turns(gsim, res.server_session_id)
+        assert len(truth) == 3 == len(res.turns)
+        return res, truth
+
+    def misses(r) -> list:
+        bad = []
+        for i, (mine, tt) in enumerate(zip(r[0].turns, r[1], strict=True)):
+            got = {
+                "first audio vs truth (2 ms)": abs(mine.first_audio_ns - tt["first_audio_ns"]) <= 2_000_000,
+                "ttfa vs truth (2 ms)":
+                    abs(mine.ttfa_ms - (tt["first_audio_ns"] - mine.speech_end_ns) / 1e6) <= 2.0,
+                "response done vs truth (2 ms)":
+                    abs(mine.response_done_ns - tt["response_done_ns"]) <= 2_000_000,
+                "speech end reached the server (20 ms)":
+                    0 <= tt["speech_end_ns"] - mine.speech_sent_ns < 20_000_000,
+            }
+            if mode == "manual":
+                got["activityEnd reached the server (20 ms)"] = abs(
+                    tt["commit_ns"] - mine.speech_sent_ns) < 20_000_000
+            bad += [f"turn {i}: {k}" for k, ok in got.items() if not ok]
+        return bad
+
+    res, truth = bounded(measure, misses, pids=[gsim.pid], budget_ms=2.0,
+                         what=f"Gemini single session ({mode}) vs the simulator's truth")
     for mine, tt in zip(res.turns, truth, strict=True):
-        assert abs(mine.first_audio_ns - tt["first_audio_ns"]) <= 2_000_000
-        assert abs(mine.ttfa_ms - (tt["first_audio_ns"] - mine.speech_end_ns) / 1e6) <= 2.0
-        assert abs(mine.response_done_ns - tt["response_done_ns"]) <= 2_000_000
-        assert 0 <= tt["speech_end_ns"] - mine.speech_sent_ns < 20_000_000
         assert mine.audio_s == pytest.approx(tt["reply_audio_ms"] / 1000, abs=1e-9)
         assert mine.usage == parse_usage(tt["usage"]) and mine.usage.out_audio == 15
         assert mine.cost_usd == 0.0  # sim-* is priced at 0
@@ -50,7 +71,6 @@ def test_single_session_ttfa_within_2ms_of_truth(gsim, mode):
         assert tt["injected_ttfa_ms"] == 150.0
         if mode == "manual":
             assert tt["trigger"] == "activityEnd"
-            assert abs(tt["commit_ns"] - mine.speech_sent_ns) < 20_000_000
         else:
             assert tt["trigger"] == "vad"
             sim_reply_ms = (tt["first_audio_ns"] - tt["speech_stopped_ns"]) / 1e6
@@ -71,31 +91,36 @@ def test_input_is_rendered_at_16k(gsim):
 @pytest.mark.slow
 def test_50_concurrent_sessions_p99_within_5ms(gsim):
     sc = Scenario(turns=2, utterance_s=1.0, pause_s=0.2)
-    results: list = [None] * 50
-    t0 = time.perf_counter_ns() + 50_000_000
 
-    def one(i: int) -> None:
-        results[i] = run_session(target(gsim), sc, kind="load", api_key="x",
-                                 intended_start_ns=t0 + i * 20_000_000)
+    def measure() -> list[float]:
+        results: list = [None] * 50
+        t0 = time.perf_counter_ns() + 50_000_000
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert all(r is not None and r.outcome == "ok" for r in results), [
-        (r.outcome, r.error) for r in results if r is not None and r.outcome != "ok"]
-    errs = []
-    for r in results:
-        truth = truth_turns(gsim, r.server_session_id)
-        assert len(truth) == len(r.turns) == 2
-        for mine, tt in zip(r.turns, truth, strict=True):
-            err = (mine.first_audio_ns - tt["first_audio_ns"]) / 1e6
-            assert mine.ttfa_ms - (tt["first_audio_ns"] - mine.speech_end_ns) / 1e6 == pytest.approx(err)
-            errs.append(err)
-    assert len(errs) == 100
-    print(f"gemini 50 sessions: |err| p99 {_p99(errs):.3f} ms, max {max(map(abs, errs)):.3f} ms")
-    assert _p99(errs) <= 5.0, sorted(errs)[-5:]
+        def one(i: int) -> None:
+            results[i] = run_session(target(gsim), sc, kind="load", api_key="x",
+                                     intended_start_ns=t0 + i * 20_000_000)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert all(r is not None and r.outcome == "ok" for r in results), [
+            (r.outcome, r.error) for r in results if r is not None and r.outcome != "ok"]
+        errs = []
+        for r in results:
+            truth = truth_turns(gsim, r.server_session_id)
+            assert len(truth) == len(r.turns) == 2
+            for mine, tt in zip(r.turns, truth, strict=True):
+                err = (mine.first_audio_ns - tt["first_audio_ns"]) / 1e6
+                assert mine.ttfa_ms - (tt["first_audio_ns"] - mine.speech_end_ns) / 1e6 == pytest.approx(err)
+                errs.append(err)
+        assert len(errs) == 100
+        print(f"gemini 50 sessions: |err| p99 {_p99(errs):.3f} ms, max {max(map(abs, errs)):.3f} ms")
+        return errs
+
+    bounded(measure, lambda errs: [] if _p99(errs) <= 5.0 else sorted(errs)[-5:],
+            pids=[gsim.pid], budget_ms=5.0, what="50 Gemini sessions' TTFA error p99 <= 5 ms")
 
 
 @pytest.mark.parametrize("code,outcome,needle", [
