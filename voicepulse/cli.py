@@ -8,6 +8,7 @@ import sys
 import click
 import orjson
 
+from probes.spec import PROVIDERS
 from simulator.cli import main as sim_main
 from voicepulse.cmd_load import load
 from voicepulse.cmd_report import report
@@ -75,7 +76,7 @@ def scripted_summary(script) -> str:
                    "if present, else the built-in simulator targets).")
 @click.option("--url", help="Probe this WebSocket URL instead of a configured target.")
 @click.option("--model", help="Model (or Azure deployment) to ask for, with --url.")
-@click.option("--provider", type=click.Choice(["openai", "azure", "gemini", "openai-live"]),
+@click.option("--provider", type=click.Choice(PROVIDERS),
               default=None, help="Protocol family of --url (default openai; openai-live is "
                                  "GPT-Live, /v1/live/sessions).")
 @click.option("--api-key-env", metavar="VAR",
