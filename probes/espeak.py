@@ -30,6 +30,9 @@ INSTALL_HINT = "pip install espeakng-loader, or apt-get install espeak-ng"
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _INITIALIZE_DONT_EXIT = 0x8000
 _RATE = 1  # espeakRATE
+_PITCH = 3  # espeakPITCH
+#: what joins a voice and its pitch in one voice string (voice_spec)
+PITCH_SEP = ":p"
 _POS_CHARACTER = 1
 _SYNTH_FLAGS = 0x0000 | 0x0100 | 0x1000  # CHARS_AUTO | PHONEMES | ENDPAUSE, as the CLI passes
 
@@ -45,16 +48,36 @@ def backend() -> str | None:
     return "wheel" if _wheel_paths() else None
 
 
+def voice_spec(voice: str, pitch: int | None) -> str:
+    """`voice` with a pitch (espeak-ng's -p, 0..99; 50 is the voice's own) carried along as
+    `VOICE:pN`, so one string names what to render; `voice` unchanged when pitch is None."""
+    base, _ = split_voice(voice)
+    return base if pitch is None else f"{base}{PITCH_SEP}{int(pitch)}"
+
+
+def split_voice(spec: str) -> tuple[str, int | None]:
+    """(voice, pitch or None) from a `voice_spec` string."""
+    base, sep, p = spec.rpartition(PITCH_SEP)
+    if sep and base and p.isdigit():
+        return base, int(p)
+    return spec, None
+
+
 def wav(text: str, voice: str, wpm: int) -> bytes:
-    """`text` spoken by espeak-ng in `voice` at `wpm`, as WAV bytes.
+    """`text` spoken by espeak-ng in `voice` (a `voice_spec`: optionally with a pitch) at
+    `wpm`, as WAV bytes.
 
     The text goes in on stdin, never through a shell or argv.
     """
+    voice, pitch = split_voice(voice)
     exe = shutil.which("espeak-ng")
     if exe is not None:
         cmd = [exe, "-v", voice, "-s", str(int(wpm)), "--stdout"]
+        if pitch is not None:
+            cmd[-1:-1] = ["-p", str(pitch)]
     elif _wheel_paths() is not None:
-        cmd = [sys.executable, "-P", os.path.abspath(__file__), voice, str(int(wpm))]
+        cmd = [sys.executable, "-P", os.path.abspath(__file__), voice, str(int(wpm)),
+               str(-1 if pitch is None else pitch)]
     else:
         raise EspeakError(f"espeak-ng is not installed ({INSTALL_HINT})")
     try:
@@ -88,7 +111,8 @@ class _Voice(ctypes.Structure):
                 ("spare", ctypes.c_void_p)]
 
 
-def _library_wav(lib_path: str, data_path: str, text: str, voice: str, wpm: int) -> bytes:
+def _library_wav(lib_path: str, data_path: str, text: str, voice: str, wpm: int,
+                 pitch: int | None = None) -> bytes:
     """One synthesis in libespeak-ng, as the espeak-ng CLI does it; WAV bytes."""
     lib = ctypes.CDLL(lib_path)
     lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
@@ -116,6 +140,8 @@ def _library_wav(lib_path: str, data_path: str, text: str, voice: str, wpm: int)
         if lib.espeak_SetVoiceByProperties(ctypes.byref(wanted)) != 0:
             raise EspeakError("no such voice")
     lib.espeak_SetParameter(_RATE, int(wpm), 0)
+    if pitch is not None:
+        lib.espeak_SetParameter(_PITCH, int(pitch), 0)
     data = text.encode("utf-8") + b"\0"
     err = lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _SYNTH_FLAGS, None, None)
     lib.espeak_Synchronize()
@@ -131,13 +157,15 @@ def _library_wav(lib_path: str, data_path: str, text: str, voice: str, wpm: int)
 
 
 def _main(argv: list[str]) -> int:
-    """The wheel backend's child: `python espeak.py VOICE WPM < text > out.wav`."""
+    """The wheel backend's child: `python espeak.py VOICE WPM [PITCH] < text > out.wav`
+    (PITCH -1: the voice's own)."""
     paths = _wheel_paths()
     try:
         if paths is None:
             raise EspeakError(f"espeak-ng is not installed ({INSTALL_HINT})")
         text = sys.stdin.buffer.read().decode("utf-8")
-        sys.stdout.buffer.write(_library_wav(*paths, text, argv[0], int(argv[1])))
+        pitch = int(argv[2]) if len(argv) > 2 and int(argv[2]) >= 0 else None
+        sys.stdout.buffer.write(_library_wav(*paths, text, argv[0], int(argv[1]), pitch))
     except EspeakError as e:
         print(e, file=sys.stderr)
         return 1

@@ -28,7 +28,7 @@ from typing import Any
 
 from probes import audio
 from probes.durations import parse_duration
-from probes.espeak import INSTALL_HINT
+from probes.espeak import INSTALL_HINT, voice_spec
 
 STEP_KINDS = ("say", "silence", "wait_reply", "interrupt_after", "expect_tool", "tool_result",
               "text", "repeat")
@@ -255,7 +255,7 @@ def _say(v: Any, key: str, base_dir: str) -> Say:
     if isinstance(v, int | float) and not isinstance(v, bool):
         return Say("synthetic", _number(v, key, low=0.05, high=600))
     m = _mapping(v, key, {"duration", "speak", "wav", "transcript", "voice", "wpm", "rate_wpm",
-                          "noise"})
+                          "pitch", "noise"})
     if "rate_wpm" in m:  # the name callers: uses; wpm is the older one
         if "wpm" in m:
             raise StepError(f"{key}.rate_wpm", "give wpm or rate_wpm, not both")
@@ -291,7 +291,14 @@ def _say_source(m: dict, v: Any, key: str, base_dir: str) -> Say:
     if src == "duration":
         return Say("synthetic", _number(m["duration"], f"{key}.duration", low=0.05, high=600))
     voice = _string(m.get("voice", "en-us"), f"{key}.voice")
+    if ":" in voice:
+        raise StepError(f"{key}.voice", f"expected an espeak-ng voice name, got {voice!r} (a pitch "
+                                         "is its own key: pitch)")
     wpm = int(_number(m.get("wpm", 165), f"{key}.wpm", low=60, high=450))
+    if "pitch" in m:  # espeak-ng's -p; travels in the voice string (probes/espeak.voice_spec)
+        if src != "speak":
+            raise StepError(f"{key}.pitch", "only goes with speak (espeak-ng renders the pitch)")
+        voice = voice_spec(voice, int(_number(m["pitch"], f"{key}.pitch", low=0, high=99)))
     if src == "speak":
         if not audio.espeak_available():
             raise StepError(f"{key}.speak", f"needs espeak-ng, which is not installed "
