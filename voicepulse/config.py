@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from probes.callers import CallerError, parse_callers
 from probes.prices import PRICE_KEYS
 from probes.script import StepError, parse_script, unplayable_step
 from probes.spec import (
@@ -284,6 +285,12 @@ def _scenario(s: Section, name: str, base_dir: Path) -> Scenario:
             sc.trailing_silence_s * 1000 <= sc.silence_ms):
         raise s.error("trailing_silence_s", f"must be longer than silence_ms ({sc.silence_ms} ms),"
                                             " or the server's VAD never ends the turn")
+    if s.has("callers"):  # load runs draw each session's caller from it (probes/callers.py)
+        try:
+            parse_callers(s.raw("callers"))
+        except CallerError as e:
+            raise s.error("callers" + (f".{e.key}" if e.key else ""), e.message) from None
+        sc.callers = s.raw("callers")
     if s.has("steps"):
         try:
             sc.script = parse_script(s.raw("steps"), s.raw("expect", None), base_dir=str(base_dir),
