@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import orjson
 
 from loadtests.metrics import Counters, Delta, Window
+from loadtests.overload import WindowLag
+from loadtests.overload import reasons as overload_reasons
 from loadtests.plan import Plan
 from loadtests.summary import LoadSummary, WorkerHealth, metric_stats, scenario_stats
 from loadtests.thresholds import Threshold, Verdict, evaluate, parse_threshold
@@ -153,13 +155,13 @@ class Collector:
             send99, loop99 = _p99(w.interval, "send_lag_ms"), _p99(w.interval, "loop_lag_ms")
             cpu = max(w.cpu_samples) if w.cpu_samples else None
             hl = self.health.setdefault(w.name, WorkerHealth(w.name))
-            reasons = []
-            if send99 is not None and send99 > lc.overload_lag_ms:
-                reasons.append(f"send lag p99 {send99:.1f} ms > {lc.overload_lag_ms:g} ms")
-            if loop99 is not None and loop99 > lc.overload_lag_ms:
-                reasons.append(f"event-loop lag p99 {loop99:.1f} ms > {lc.overload_lag_ms:g} ms")
-            if cpu is not None and cpu > lc.overload_cpu_pct:
-                reasons.append(f"CPU {cpu:.0f} % > {lc.overload_cpu_pct:g} %")
+            win = WindowLag.of(w.interval, lc.overload_lag_ms)
+            reasons = overload_reasons(win, lc.overload_lag_ms, cpu, lc.overload_cpu_pct)
+            hl.turns += win.turns
+            hl.slow_turns += win.slow_turns
+            hl.lag_turns += win.lag_turns
+            hl.loop_samples += win.loop_samples
+            hl.loop_late += win.loop_late
             for attr, v in (("cpu_pct_max", cpu), ("send_lag_p99_ms", send99),
                             ("loop_lag_p99_ms", loop99)):
                 if v is not None:
@@ -167,7 +169,7 @@ class Collector:
                     setattr(hl, attr, v if old is None else max(old, v))
             if reasons:
                 hl.overloaded = True
-                for r in reasons:
+                for r in reasons:  # the first window of each kind (send, event-loop, CPU)
                     kind = r.split(" ")[0]
                     if not any(x.startswith(kind) for x in hl.reasons):
                         hl.reasons.append(r)

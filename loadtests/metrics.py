@@ -42,6 +42,9 @@ class Counters:
     no_slot: int = 0
     dropped: int = 0
     cut: int = 0
+    # turns whose median chunk send lag passed load.overload_lag_ms (loadtests/overload.py;
+    # their p99s and the loop probes are counted from the histograms)
+    slow_turns: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
     def add(self, o: Counters) -> None:

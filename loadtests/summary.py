@@ -50,6 +50,12 @@ class WorkerHealth:
     loop_lag_p99_ms: float | None = None  # worst 10 s interval
     overloaded: bool = False
     reasons: list[str] = field(default_factory=list)
+    # the counts the verdict is taken from (loadtests/overload.py), summed over the run
+    turns: int = 0
+    slow_turns: int = 0  # median chunk send lag over load.overload_lag_ms
+    lag_turns: int = 0  # own send lag p99 over it
+    loop_samples: int = 0
+    loop_late: int = 0
 
 
 @dataclass(slots=True)
@@ -138,6 +144,9 @@ class LoadSummary:
             lines.append(f"  {h.worker:<24} cpu max {fmt(h.cpu_pct_max, ' %')}, send lag p99 "
                          f"{fmt(h.send_lag_p99_ms, ' ms')}, loop lag p99 "
                          f"{fmt(h.loop_lag_p99_ms, ' ms')}"
+                         + (f"; over the bound: send lag p99 in {h.lag_turns} of {h.turns} "
+                            f"turns, most chunks in {h.slow_turns}, loop {h.loop_late} of "
+                            f"{h.loop_samples} wake-ups" if h.turns or h.loop_samples else "")
                          + (" OVERLOADED: " + "; ".join(h.reasons) if h.overloaded else ""))
         if self.overloaded:
             lines.append(f"WARNING: {self.overload_message}")

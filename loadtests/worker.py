@@ -182,6 +182,9 @@ class WorkerState:
         if lc.model == "open" and start_lag > lc.late_ms:
             d.counters.late_starts += 1
         d.add_result(r)
+        for t in r.turns:  # most of the turn's chunks late (loadtests/overload.py)
+            if t.send_lag_p50_ms is not None and t.send_lag_p50_ms > lc.overload_lag_ms:
+                d.counters.slow_turns += 1
         if (self.plan.record and lc.turn_points) or self.plan.results_jsonl:
             if len(self.results) < MAX_SHIPPED_RESULTS:
                 self.results.append(orjson.dumps(r))  # bytes: cheap, and not tracked by gc

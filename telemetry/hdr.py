@@ -177,6 +177,16 @@ class SeriesHistogram:
                    min_ms=h.min_value / 1000.0 if n else float("inf"),
                    max_ms=h.max_value / 1000.0 if n else float("-inf"))
 
+    def count_above(self, value_ms: float) -> int:
+        """How many recorded values exceed `value_ms` (to HDR's 0.1 %: values equivalent to it
+        count as not above). Exact 0 when the max does not exceed it."""
+        if not self.count or self.max_ms <= value_ms:
+            return 0
+        us, _ = ms_to_us(value_ms)
+        idx = self.hist._counts_index_for(us)
+        counts = np.ctypeslib.as_array(self.hist.counts)[: self.hist.counts_len]
+        return int(counts[idx + 1:].sum())
+
     def percentiles_ms(self, ps: Sequence[float] = PERCENTILES) -> dict[float, float]:
         """Nearest-rank percentiles clamped to this series' exact min and max."""
         return percentiles_ms(self.hist, ps, self.min_ms, self.max_ms) if self.count else {}
