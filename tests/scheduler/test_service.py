@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from probes.results import SessionResult, TurnResult
 from probes.spec import Scenario, Target
 from scheduler.config import ProbeJob, ServiceConfig
@@ -90,6 +92,7 @@ class GatedEngine(SlowEngine):
         return True
 
 
+@pytest.mark.slow  # ~2-4 s: ten skips at 0.3 s intervals
 def test_slow_target_is_skipped_not_stacked(tmp_path) -> None:
     engine = GatedEngine()
     svc, store = make(tmp_path, engine, [ProbeJob("slow", "default", every_s=0.3),
