@@ -224,6 +224,8 @@ class SessionResult:
     rtp_lost: int | None = None
     rtp_late: int | None = None
     rtp_jitter_ms: float | None = None
+    # a load run's synthetic caller (probes/callers.py Caller.label), "" when not drawn
+    caller: str = ""
 
     @property
     def ok(self) -> bool:

@@ -179,6 +179,7 @@ def session_points(r: SessionResult) -> list[Point]:
         if t.checks:
             fields["checks_failed"] = sum(not v for v in t.checks.values())
         fields["notes"] = t.notes or None
+        fields["caller"] = r.caller or None  # a load run's drawn caller (probes/callers.py)
         points.append(build_point("turn", _tags(r, t.outcome), fields,
                                   _turn_time_ns(r, t, anchor_us, key)))
     sf: dict[str, FieldValue | None] = {
@@ -196,6 +197,7 @@ def session_points(r: SessionResult) -> list[Point]:
         "cost_usd": r.cost_usd,
         "run_id": run_id,
         "error": r.error or None,
+        "caller": r.caller or None,
     }
     points.append(build_point("session", _tags(r, r.outcome), sf,
                               anchor_us * 1000 + _discriminator(key, -1)))

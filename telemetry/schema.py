@@ -51,18 +51,18 @@ RESULT_TAGS = ("target", "provider", "model", "kind", "scenario", "agent", "outc
 TURN = Measurement(
     "turn", RESULT_TAGS,
     (*TURN_METRICS, "turn_index", "session_id", "run_id", "error", "response_status",
-     "checks_failed", "notes"),
+     "checks_failed", "notes", "caller"),
     ints=frozenset({*TURN_COUNTS, "turn_index", "checks_failed"}),
-    texts=frozenset({"error", "notes"}), anchor="turn_index", int_prefix=CHECK_PREFIX)
+    texts=frozenset({"error", "notes", "caller"}), anchor="turn_index", int_prefix=CHECK_PREFIX)
 
 #: `session` fields read from the `SessionResult` attribute of the same name when set.
 SESSION_RESULT_FIELDS = ("connect_ms", "ready_ms", "send_lag_p99_ms", "expiry_s")
 SESSION = Measurement(
     "session", RESULT_TAGS,
     ("ok", "turns", "turns_ok", "duration_s", "audio_s", "session_id", "unknown_events",
-     "go_away", "ended_by", *SESSION_RESULT_FIELDS, "cost_usd", "run_id", "error"),
+     "go_away", "ended_by", *SESSION_RESULT_FIELDS, "cost_usd", "run_id", "error", "caller"),
     ints=frozenset({"ok", "turns", "turns_ok", "unknown_events"}),
-    texts=frozenset({"error"}), anchor="ok")
+    texts=frozenset({"error", "caller"}), anchor="ok")
 
 #: Percentile -> `latency` field.
 PERCENTILE_FIELDS = {50.0: "p50", 90.0: "p90", 95.0: "p95", 99.0: "p99", 99.9: "p999"}
