@@ -48,6 +48,7 @@ class WorkerState:
         self.arrivals_done = False
         self.final_sent = False
         self.on_final = None  # callable(payload) set by the locustfile
+        self.run_session = run_session  # per-session callers swap in their own (locust_plugin)
         self.encode_reports = True  # False when the master shares this process
         self._greenlets: list[gevent.Greenlet] = []
         self._proc = psutil.Process()
@@ -168,7 +169,7 @@ class WorkerState:
         lag_ms = (perf_counter_ns() - intended_ns) / 1e6
         r = None
         try:
-            r = run_session(self.plan.target, self.plan.scenario, kind="load", agent="",
+            r = self.run_session(self.plan.target, self.plan.scenario, kind="load", agent="",
                             run_id=self.plan.run_id, intended_start_ns=intended_ns)
         except gevent.GreenletExit:
             self.delta.counters.cut += 1
