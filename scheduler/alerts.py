@@ -178,6 +178,24 @@ class AlertEngine:
                 self._states.setdefault((r.name, r.target),
                                         AlertState(r.name, r.target, r.kind, r.severity))
 
+    def restore(self, saved: dict[str, dict]) -> list[dict]:
+        """Take back pending/firing states a previous process left (scheduler/ledger.py), so an
+        alert that was firing when the service was killed or restarted still resolves (one
+        `resolved` event when the condition is found false) instead of staying firing in the
+        store forever. Only for rules still configured; returns the states taken back."""
+        taken: list[dict] = []
+        with self._lock:
+            for doc in saved.values():
+                s = self._states.get((doc.get("rule"), doc.get("target")))
+                if s is None or s.state != INACTIVE or doc.get("state") not in (PENDING, FIRING):
+                    continue
+                s.state, s.since = doc["state"], float(doc.get("since") or 0.0)
+                s.started_at = doc.get("started_at")
+                s.value, s.threshold = doc.get("value"), doc.get("threshold")
+                s.window, s.message = doc.get("window") or "", doc.get("message") or ""
+                taken.append(doc)
+        return taken
+
     def states(self) -> list[AlertState]:
         with self._lock:
             return [AlertState(**{f: getattr(s, f) for f in s.__slots__})

@@ -12,6 +12,9 @@ process did not stop cleanly, writes one `schedule` point per gap (`telemetry.sc
 * `down` at each fire time of the old schedule that fell while no process ran (from the last
   fire up to the restart).
 
+It also keeps each alert's pending/firing state, so an alert firing when the process died (or
+stopped) is taken back by the next one and resolves there, never stays firing in the store.
+
 It also hands back, for each job whose schedule is unchanged, the next fire time on the old
 grid, so the new process keeps the same fire times instead of starting a new grid at restart
 time (which would leave a silent partial interval). Cron jobs are not ledgered (their fire
@@ -40,6 +43,7 @@ class Ledger:
         self.path = path
         self._lock = threading.Lock()
         self._jobs: dict[str, dict] = {}
+        self._alerts: dict[str, dict] = {}
         self.previous: dict | None = None
         try:
             with open(path, encoding="utf-8") as f:
@@ -80,13 +84,29 @@ class Ledger:
             job["running"] = [*running, at] if add else running
             self._save(clean=False)
 
+    def alert(self, rule: str, target: str, doc: dict | None) -> None:
+        """An alert's pending/firing state (None: resolved), restored at the next start."""
+        with self._lock:
+            key = f"{rule}\x1f{target}"
+            if doc is None:
+                self._alerts.pop(key, None)
+            else:
+                self._alerts[key] = {"rule": rule, "target": target, **doc}
+            self._save(clean=False)
+
+    def saved_alerts(self) -> dict[str, dict]:
+        """The alert states the previous process left (pending or firing)."""
+        alerts = (self.previous or {}).get("alerts")
+        return dict(alerts) if isinstance(alerts, dict) else {}
+
     def stopped(self) -> None:
         """A clean stop: the next start owes no gap records."""
         with self._lock:
             self._save(clean=True)
 
     def _save(self, *, clean: bool) -> None:
-        doc = {"version": 1, "pid": os.getpid(), "clean": clean, "jobs": self._jobs}
+        doc = {"version": 1, "pid": os.getpid(), "clean": clean, "jobs": self._jobs,
+               "alerts": self._alerts}
         tmp = f"{self.path}.{os.getpid()}.tmp"
         try:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)

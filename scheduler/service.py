@@ -176,6 +176,12 @@ class ProbeService:
         if self.ledger is None:
             return
         records, self._next_fire = self.ledger.recover(time.time())
+        taken = self.engine.restore(self.ledger.saved_alerts())
+        for doc in taken:  # pending/firing here too, until resolved
+            self.ledger.alert(doc["rule"], doc["target"], {k: v for k, v in doc.items()
+                                                            if k not in ("rule", "target")})
+        if taken:
+            log.info("%d alert state(s) taken back from the previous process", len(taken))
         if records:
             log.warning("the previous service process did not stop cleanly: %d schedule gap "
                         "record(s) written (killed, down)", len(records))
@@ -433,6 +439,12 @@ class ProbeService:
 
     def _write_alert(self, event: AlertEvent) -> None:
         self._write([alert_point(event)])
+        if self.ledger is not None:
+            self.ledger.alert(event.rule, event.target, None if event.state not in (
+                "pending", "firing") else {
+                "state": event.state, "since": event.at, "started_at": event.started_at,
+                "value": event.value, "threshold": event.threshold, "window": event.window,
+                "message": event.message})
 
     # -- alerts --------------------------------------------------------------------------------
     def evaluate(self, now: float | None = None) -> list[AlertEvent]:

@@ -134,3 +134,45 @@ def test_a_fire_dropped_by_the_shutdown_is_stored(tmp_path) -> None:
     assert svc.stop(timeout=3)
     assert engine.calls == 0
     assert [r[1] for r in schedule_rows(tmp_path)] == ["shutdown"]
+
+
+def test_an_alert_firing_when_the_process_died_resolves_in_the_next(tmp_path) -> None:
+    """Without the ledger's alert states the new process starts `inactive`, finds the
+    condition false and says nothing: the store's last word on the alert stays `firing`."""
+    from scheduler.config import ThresholdRule
+
+    def svc_with_rule():
+        store = EmbeddedStore(str(tmp_path / "vp.db"))
+        rule = ThresholdRule("errors", "slow", "error_rate", "value", ">", 0.5, over_s=60)
+        cfg = ServiceConfig(agent="gap-agent", probes=[ProbeJob("slow", every_s=30.0)],
+                            thresholds=[rule])
+        return ProbeService(cfg, {"slow": TARGET}, {"default": Scenario()},
+                            Recorder(store, 1.0), TelemetrySource(EmbeddedQuery(store)),
+                            runner=SlowEngine(0.0), notifiers=[],
+                            ledger=str(tmp_path / "outbox" / "schedule-gap-agent.json"))
+
+    from tests.scheduler.helpers import result
+
+    dead = svc_with_rule()
+    now = time.time()
+    for i in range(3):  # failed sessions: the rule fires
+        dead.recorder.record(result("slow", now - 10 + i, ok=False))
+    dead.recorder.flush(timeout=5)
+    assert [e.state for e in dead.evaluate(now)] == ["firing"]
+    dead.recorder.flush(timeout=5)  # the process "dies" here: no stop()
+
+    svc = svc_with_rule().start()
+    try:
+        assert [s.state for s in svc.engine.states()] == ["firing"]  # taken back
+        for i in range(3):  # the target is fine again; the failures are out of the window
+            svc.recorder.record(result("slow", now + 100 + i, ok=True))
+        events = svc.evaluate(now + 120)
+    finally:
+        assert svc.stop(timeout=3)
+    doc = json.loads((tmp_path / "outbox" / "schedule-gap-agent.json").read_text())
+    dead.ledger = None  # the dead process writes nothing more
+    dead.stop(timeout=1)
+    assert [(e.state, e.previous) for e in events] == [("resolved", "firing")]
+    stored = EmbeddedStore(str(tmp_path / "vp.db")).select("alert", ("state",))
+    assert [r[0] for r in stored] == ["firing", "resolved"]
+    assert doc["alerts"] == {}  # resolved: nothing left to take back
