@@ -398,7 +398,10 @@ def availability() -> dict:
     panels.append(collapsed_row(L, "Voice scenarios", lambda: scenario_panels(L)))
     variables = [
         custom_var("kind", "kind", ["probe", "load"], "probe", include_all=True),
-        query_var("target", "target", 'SHOW TAG VALUES FROM "session" WITH KEY = "target"'),
+        query_var("provider", "provider",
+                  'SHOW TAG VALUES FROM "session" WITH KEY = "provider"'),
+        query_var("target", "target", 'SHOW TAG VALUES FROM "session" WITH KEY = "target" '
+                                      'WHERE "provider" =~ /^$provider$/'),
         query_var("model", "model",
                   'SHOW TAG VALUES FROM "session" WITH KEY = "model" WHERE "target" =~ /^$target$/'),
         query_var("agent", "agent (probe location)", 'SHOW TAG VALUES FROM "session" WITH KEY = "agent"'),
@@ -649,7 +652,10 @@ def comparison() -> dict:
             12, 8, unit="ms", defaults=ts_defaults()))
     variables = [
         custom_var("kind", "kind", ["probe", "load"], "probe", include_all=True),
-        query_var("target", "targets", 'SHOW TAG VALUES FROM "turn" WITH KEY = "target"'),
+        query_var("provider", "providers",
+                  'SHOW TAG VALUES FROM "turn" WITH KEY = "provider"'),
+        query_var("target", "targets", 'SHOW TAG VALUES FROM "turn" WITH KEY = "target" '
+                                       'WHERE "provider" =~ /^$provider$/'),
         query_var("model", "models",
                   'SHOW TAG VALUES FROM "turn" WITH KEY = "model" WHERE "target" =~ /^$target$/'),
         query_var("agent", "agent (probe location)", 'SHOW TAG VALUES FROM "turn" WITH KEY = "agent"'),

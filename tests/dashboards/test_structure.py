@@ -138,9 +138,9 @@ def test_queries_are_raw_influxql_with_a_time_filter(name):
 
 def test_required_variables_per_dashboard():
     names = {n: {v["name"] for v in d["templating"]["list"]} for n, d in DASHES.items()}
-    assert {"target", "model", "kind", "agent"} <= names["availability.json"]
+    assert {"provider", "target", "model", "kind", "agent"} <= names["availability.json"]
     assert {"run_id", "target"} <= names["load-run.json"]
-    assert {"target", "model", "kind", "agent"} <= names["comparison.json"]
+    assert {"provider", "target", "model", "kind", "agent"} <= names["comparison.json"]
 
 
 @pytest.mark.parametrize("name", sorted(DASHES))
