@@ -240,6 +240,7 @@ class RtpListener:
         self.quiet_from: int | None = None
         self.pending: list[int] = []  # quiet packets inside a reply (quiet mode), held
         self.onsets: dict[int, int] = {}  # onset packet's RTP timestamp -> its arrival (ns)
+        self.onset_log: list[tuple[int, int]] = []  # (sequence number, arrival ns) per onset
         self.decoded = 0
 
     def _loud(self, payload: bytes) -> bool:
@@ -270,6 +271,8 @@ class RtpListener:
             if loud and self.quiet_run >= QUIET_BEFORE_ONSET:
                 self.in_reply, self.pending, self.quiet_from = True, [], None
                 self.onsets[ts] = t
+                if len(self.onset_log) < 1000:
+                    self.onset_log.append((seq, t))
                 self.emit((self.delta, AudibleOnset()), t)
             self.quiet_run = 0 if loud else self.quiet_run + 1
             return
