@@ -259,6 +259,8 @@ def _on_init(environment, **_kw) -> None:
     if isinstance(runner, WorkerRunner | LocalRunner):
         def on_start(environment, msg, **_kw):
             w = worker_state(environment)
+            if w.plan.scenario.callers and not w.started.is_set():
+                use_callers(w, msg.data["index"], msg.data["count"])
             w.start(msg.data["index"], msg.data["count"])
             if os.environ.get("VOICEPULSE_TEST_BURN"):
                 gevent.spawn(_burn_cpu, w, os.environ["VOICEPULSE_TEST_BURN"])
@@ -291,6 +293,32 @@ def _on_quit(environment, **_kw) -> None:
         _Role.controller.finish()
     if _Role.worker is not None:
         _Role.worker.stop()
+
+
+def use_callers(w: WorkerState, index: int, count: int) -> None:
+    """Sessions as drawn callers (the scenario's `callers:`, probes/callers.py): every variant
+    rendered now, before the clock starts, and this worker's k-th session is the run's session
+    k * count + index, which picks its caller from its (seed, index) stream and is stored with
+    it (`caller`)."""
+    from probes.callers import CallerPool
+    from probes.session import prepare
+
+    pool = CallerPool(w.plan.scenario, w.plan.load.seed)
+    for sc in pool.scenarios:
+        try:
+            prepare(w.plan.target, sc)
+        except Exception:  # noqa: BLE001 - a bad spec shows up as the sessions' outcome
+            pass
+    started = iter(range(1 << 62))
+    run = w.run_session
+
+    def run_as_caller(target, scenario, **kw):
+        caller, sc = pool.pick(next(started) * count + index)
+        r = run(target, sc, **kw)
+        r.caller = caller.label
+        return r
+
+    w.run_session = run_as_caller
 
 
 def _burn_cpu(w: WorkerState, spec: str) -> None:

@@ -53,7 +53,7 @@ class Caller:
     noise: str | None = None
     snr_db: float | None = None
     pause_ms: tuple[float, float] | None = None  # each pause gets an offset drawn in this range
-    seed: int = 0  # this caller's own stream: pause offsets, noise and synthetic speech
+    seed: int | None = None  # its own stream: pause offsets, noise, synthetic speech (None: none)
 
     @property
     def kind(self) -> str:
@@ -131,11 +131,12 @@ def draw(spec: CallerSpec, index: int, seed: int | None = 0) -> Caller:
     rng = random.Random(f"voicepulse-caller:{seed}:{index}")
     snr = None if spec.noise_snr_db is None else round(rng.uniform(*spec.noise_snr_db), 2)
     kind = rng.choice(spec.noise) if snr is not None else None
-    return Caller(
+    c = Caller(
         voice=rng.choice(spec.voices) if spec.voices else None,
         rate_wpm=rng.randint(*spec.rate_wpm) if spec.rate_wpm else None,
         pitch=rng.randint(*spec.pitch) if spec.pitch else None,
-        noise=kind, snr_db=snr, pause_ms=spec.pause_ms, seed=rng.randrange(1, 1 << 30))
+        noise=kind, snr_db=snr, pause_ms=spec.pause_ms)
+    return c if c == Caller() else dataclasses.replace(c, seed=rng.randrange(1, 1 << 30))
 
 
 # ---- the scenario as one caller plays it -----------------------------------------------------
@@ -152,7 +153,8 @@ def apply(sc: Scenario, caller: Caller) -> Scenario:
     pauses = iter(random.Random(f"voicepulse-pauses:{caller.seed}").random, None)
     steps = _steps(script.steps, caller, pauses)
     new = Script(steps, script.expect, script.source, script.base_dir)
-    return dataclasses.replace(sc, script=new, seed=caller.seed, callers=None)
+    seed = sc.seed if caller.seed is None else caller.seed
+    return dataclasses.replace(sc, script=new, seed=seed, callers=None)
 
 
 def _steps(steps, caller: Caller, pauses) -> tuple:
