@@ -294,6 +294,7 @@ def test_onset_quiet_and_speech_end_match_the_truth_within_2ms(live_sim):
     print(f"\nGPT-Live truth vs arrival (ms): {rep}")
 
 
+@pytest.mark.slow  # ~5 s of real-time GPT-Live sessions
 def test_usage_seconds_are_cumulative(live_sim):
     async def go():
         c = await open_client(live_sim)
@@ -317,6 +318,7 @@ def test_usage_seconds_are_cumulative(live_sim):
 
 # ---- barge-in -----------------------------------------------------------------------------------
 
+@pytest.mark.slow  # ~7 s of real-time GPT-Live sessions
 def test_barge_in_turns_the_output_quiet_after_the_cancel_delay(live_sim):
     live_sim.set_profile(model="live-barge", ttfa_ms=300, reply_s=4.0, cancel_delay_ms=150)
 
@@ -356,6 +358,7 @@ def test_barge_in_turns_the_output_quiet_after_the_cancel_delay(live_sim):
 
 # ---- delegation ---------------------------------------------------------------------------------
 
+@pytest.mark.slow  # ~4.3 s of real-time GPT-Live sessions
 def test_client_delegation_then_commentary_is_spoken(live_sim):
     async def go():
         c = await open_client(live_sim, session={
@@ -408,6 +411,7 @@ def test_client_delegation_refuses_a_bad_delegation_id_and_responses_verbs(live_
                                                   "invalid_request_error"]
 
 
+@pytest.mark.slow  # ~4.3 s of real-time GPT-Live sessions
 def test_responses_delegation_function_call_output_and_one_response_create(live_sim):
     session = {**START, "instructions": '[call@0:get_weather {"location":"Paris"}]',
                "delegation": {"type": "responses", "responses": {"model": "gpt-5.5",
@@ -514,6 +518,7 @@ def test_fault_stall_leaves_a_gap_in_the_continuous_output(live_sim):
     assert live_sim.turns(sid)[0]["status"] == "completed"
 
 
+@pytest.mark.slow  # ~5 s of real-time GPT-Live sessions
 def test_fault_malformed_and_oversized_frames(live_sim):
     c, _ = _fault_turn(live_sim, "live-bad", kind="malformed_json", after_deltas=1)
     assert "<malformed>" in [e["type"] for e, _ in c.events]
