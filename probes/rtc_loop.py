@@ -144,6 +144,8 @@ class Inbox:
             import gevent
 
             self._q: collections.deque = collections.deque()
+            self._lock = native_lock()
+            self._pending = False  # a send() is on its way: later puts ride on it
             self._watcher = gevent.get_hub().loop.async_()
             self._watcher.start(self._drain)
 
@@ -151,11 +153,17 @@ class Inbox:
         w = self._watcher
         if w is None:
             _run(fn, args)
-        else:
+            return
+        with self._lock:
             self._q.append((fn, args))
-            w.send()
+            if self._pending:
+                return
+            self._pending = True
+        w.send()  # wakes the hub once for everything queued until it drains
 
     def _drain(self) -> None:
+        with self._lock:
+            self._pending = False
         q = self._q
         while q:
             fn, args = q.popleft()

@@ -54,6 +54,9 @@ SKIP_NS = 60_000_000
 QUIET_BEFORE_ONSET = 3
 WINDOW = RATE * audible.WINDOW_MS // 1000  # 480 samples: the gate's 10 ms window
 MAX_CACHE = 256
+#: Opus packets this small are an encoder's digital-silence frames (libopus sends 3 bytes for a
+#: 20 ms frame of zeros, against hundreds for -60 dBFS noise): quiet, skipped undecoded
+SILENT_OPUS_BYTES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +247,8 @@ class RtpListener:
         self.decoded = 0
 
     def _loud(self, payload: bytes) -> bool:
+        if len(payload) <= SILENT_OPUS_BYTES:
+            return False  # an encoder's digital-silence frame: nothing to decode
         if self._dec is None:
             self._dec = av.CodecContext.create("libopus", "r")
             self._dec.format, self._dec.layout, self._dec.sample_rate = "s16", "mono", RATE
