@@ -19,7 +19,9 @@ simulator, tested with plain data.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+MAX_SEQS = 5000
 
 
 def burst_start_probability(rate: float, burst: int) -> float:
@@ -45,6 +47,8 @@ class Impairment:
     dropped: int = 0
     held: int = 0  # packets held for a non-zero delay
     held_ms_sum: float = 0.0
+    #: RTP sequence numbers of the dropped packets (the first MAX_SEQS), noted by the sender hook
+    dropped_seqs: list[int] = field(default_factory=list)
     _q: float = 0.0
     _left: int = 0  # drops left in the current run
 
@@ -73,9 +77,14 @@ class Impairment:
             self.held_ms_sum += ms
         return ms / 1000
 
+    def note_drop(self, seq: int) -> None:
+        if len(self.dropped_seqs) < MAX_SEQS:
+            self.dropped_seqs.append(seq)
+
     def record(self) -> dict:
         return {"rtp_packets": self.packets, "rtp_dropped": self.dropped, "rtp_held": self.held,
-                "rtp_held_ms_mean": round(self.held_ms_sum / self.held, 3) if self.held else 0.0}
+                "rtp_held_ms_mean": round(self.held_ms_sum / self.held, 3) if self.held else 0.0,
+                "rtp_dropped_seqs": list(self.dropped_seqs)}
 
 
 def from_faults(faults: list, rng: random.Random) -> Impairment | None:

@@ -169,6 +169,7 @@ def hook_send(dtls, track: OutTrack, impair=None) -> None:
             if track.on_onset:
                 track.on_onset(rec)
         if hold is None:
+            impair.note_drop(int.from_bytes(data[2:4], "big"))
             return
         if hold > 0:
             asyncio.get_running_loop().call_later(hold, release, data)
