@@ -45,8 +45,9 @@ class Measurement:
 
 MAX_TEXT = 1024
 
-#: Tags of `turn` and `session` points (bounded values only: ids and free text are fields).
-RESULT_TAGS = ("target", "provider", "model", "kind", "scenario", "agent", "outcome")
+#: Tags of `turn` and `session` points (bounded values only: ids and free text are fields);
+#: `transport` is websocket or webrtc (probes/rtc.py).
+RESULT_TAGS = ("target", "provider", "model", "kind", "scenario", "agent", "outcome", "transport")
 
 TURN = Measurement(
     "turn", RESULT_TAGS,

@@ -46,6 +46,7 @@ def test_session_points_schema_and_types():
             "scenario",
             "agent",
             "outcome",
+            "transport",
         }
         assert "session_id" not in p.tags and "run_id" not in p.tags and "error" not in p.tags
     t0 = turns[0]
