@@ -29,7 +29,28 @@ from probes.session import prepare, run_session
 
 LOOP_PROBE_S = 0.05  # event-loop lag sample period
 MAX_SHIPPED_RESULTS = 20_000
-GC_FULL_EVERY = 100  # young (gen1) collections between full ones during a run  # per report; beyond this results are counted, not shipped
+#: gen1 collections between full ones during a run. Measured (benchmarks/engine_load.py, 300
+#: sessions): sessions leave no cycle, young collections find 0 objects, 1-3 run per second at
+#: a few ms CPU per second in all; a full one scans every live session's objects (tens of ms
+#: at 1,000 sessions, the pause every session sees). At ~0.2 gen1 collections/s this is one
+#: full collection per ~14 h: none in a run; the end of the run (stop) collects instead.
+GC_FULL_EVERY = 10_000  # per report; beyond this results are counted, not shipped
+
+
+def apply_gc_policy() -> None:
+    """The worker's cyclic-GC policy, applied once before the first session.
+
+    Everything alive now (modules, Locust, the slots) lives for the whole run: move it out of
+    the collector's reach (gc.freeze), so a collection scans only the sessions' objects.
+    Sessions leave no reference cycle (tests/probes/test_no_cycles.py), so full collections
+    reclaim nothing of theirs, but each one pauses every session for tens of ms at hundreds of
+    sessions (benchmarks/capacity.py): run them GC_FULL_EVERY gen1 collections apart, i.e.
+    not during a run; young collections stay as they are (cheap, and a safety net for cycles
+    made elsewhere)."""
+    gc.collect()
+    gc.freeze()
+    g0, g1, _ = gc.get_threshold()
+    gc.set_threshold(g0, g1, GC_FULL_EVERY)
 
 
 class WorkerState:
@@ -65,15 +86,7 @@ class WorkerState:
             prepare(self.plan.target, self.plan.scenario)
         except Exception:  # noqa: BLE001 - a bad spec shows up as the sessions' outcome
             pass
-        # Everything alive now (modules, Locust, the slots) lives for the whole run: move it out
-        # of the collector's reach, so full collections scan only the sessions' objects.
-        gc.collect()
-        gc.freeze()
-        # Sessions leave ~100 cyclic objects each, so full collections must run, but each one
-        # pauses every session for 20-150 ms at 400-1000 sessions (benchmarks/capacity.py):
-        # run them 10x less often than CPython's default (threshold2 10 -> 100).
-        g0, g1, _ = gc.get_threshold()
-        gc.set_threshold(g0, g1, GC_FULL_EVERY)
+        apply_gc_policy()
         gc.callbacks.append(self._gc_timer)
         self.t0_ns = perf_counter_ns()
         lc = self.plan.load
@@ -91,6 +104,7 @@ class WorkerState:
             g.kill(block=False)
         if self._gc_timer in gc.callbacks:
             gc.callbacks.remove(self._gc_timer)
+        gc.collect()  # the full collection the run did without: nothing is timed any more
 
     def _gc_timer(self, phase: str, info: dict) -> None:
         """Cyclic-GC pauses stop every greenlet: record them as generator health."""
