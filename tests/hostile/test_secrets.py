@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -210,24 +211,9 @@ def test_no_canary_in_any_output(tmp_path, influxd, influx_factory):
             control.add("config", influx_cfg.read_bytes() + env["VP_HOOK_BAD"].encode())
             assert len(control.leaks()) == 3
 
-            # -- probes: success, 401, credentials in an unreachable URL, a key in the query
-            outcomes = {}
-            for target in ("good", "querykey", "bad401", "credurl"):
-                for fmt in ([], ["--json"]):
-                    p = run(["probe", target, "--config", str(embedded), *fmt], env, out,
-                            f"probe-{target}{fmt}")
-                    outcomes[target] = p.returncode
-            assert outcomes == {"good": 0, "querykey": 0, "bad401": 1, "credurl": 1}, outcomes
-            p = run(["probe", "--url", f"ws://u:{URL_PASS}@127.0.0.1:1/v1?key={URL_PASS}",
-                     "--model", "m", "--api-key-env", "VP_KEY_OK", "--no-store"], env, out,
-                    "probe-url")
-            assert p.returncode == 1
-            assert b"127.0.0.1:1" in p.stdout + p.stderr  # the message still says where
-            p = run(["probe", "bad401", "--config", str(influx_cfg)], env, out, "probe-influx")
-            assert p.returncode == 1
-
-            # -- the probe service with alerts, webhooks (one failing) and three influx sinks
-            for cfg, name in ((influx_cfg, "serve-influx"), (embedded, "serve-embedded")):
+            def serve(cfg: Path, name: str) -> None:
+                """The probe service with alerts, webhooks (one failing) and its sinks, until an
+                alert fires; everything it served and wrote goes into `out`."""
                 errf = tmp_path / f"{name}.stderr"
                 with open(errf, "wb") as ef, open(tmp_path / f"{name}.stdout", "wb") as of:
                     proc = subprocess.Popen(
@@ -258,6 +244,44 @@ def test_no_canary_in_any_output(tmp_path, influxd, influx_factory):
                 out.add(f"{name}:stdout", (tmp_path / f"{name}.stdout").read_bytes())
                 err = errf.read_text(errors="replace")
                 assert "401" in err or "http_401" in err, err[-3000:]
+
+            # the InfluxDB service runs (14 s) while the embedded-store probes below do: it
+            # shares no store or outbox with them, only the simulator and the webhooks
+            influx_serve: dict = {}
+
+            def serve_influx() -> None:
+                try:
+                    serve(influx_cfg, "serve-influx")
+                except BaseException as e:  # re-raised in the test's thread
+                    influx_serve["error"] = e
+
+            th = threading.Thread(target=serve_influx, daemon=True)
+            th.start()
+            try:
+                # -- probes: success, 401, credentials in an unreachable URL, a key in the query
+                outcomes = {}
+                for target in ("good", "querykey", "bad401", "credurl"):
+                    for fmt in ([], ["--json"]):
+                        p = run(["probe", target, "--config", str(embedded), *fmt], env, out,
+                                f"probe-{target}{fmt}")
+                        outcomes[target] = p.returncode
+                assert outcomes == {"good": 0, "querykey": 0, "bad401": 1, "credurl": 1}, outcomes
+                p = run(["probe", "--url", f"ws://u:{URL_PASS}@127.0.0.1:1/v1?key={URL_PASS}",
+                         "--model", "m", "--api-key-env", "VP_KEY_OK", "--no-store"], env, out,
+                        "probe-url")
+                assert p.returncode == 1
+                assert b"127.0.0.1:1" in p.stdout + p.stderr  # the message still says where
+            finally:
+                th.join(120)
+            assert not th.is_alive(), "serve-influx did not end"
+            if "error" in influx_serve:
+                raise influx_serve["error"]
+            # after that service: it writes the same outbox (outbox-i)
+            p = run(["probe", "bad401", "--config", str(influx_cfg)], env, out, "probe-influx")
+            assert p.returncode == 1
+
+            # -- the probe service on the embedded store (the probes' store)
+            serve(embedded, "serve-embedded")
             assert hooks.bodies, "the working webhook received nothing"
             for i, body in enumerate(hooks.bodies):
                 out.add(f"webhook-body-{i}", body)
@@ -273,14 +297,20 @@ def test_no_canary_in_any_output(tmp_path, influxd, influx_factory):
                 out.add(f"summary-{target}", summary.read_bytes())
 
             # -- the report, from the embedded store and from InfluxDB
+            # (two readers, run side by side)
             report = tmp_path / "report.html"
-            p = run(["report", "--store", str(tmp_path / "vp.db"), "--since", "1h", "-o",
-                     str(report)], env, out, "report")
+            report2 = tmp_path / "report-influx.html"
+            with ThreadPoolExecutor(2) as pool:
+                embedded_report = pool.submit(
+                    run, ["report", "--store", str(tmp_path / "vp.db"), "--since", "1h", "-o",
+                          str(report)], env, out, "report")
+                influx_report = pool.submit(
+                    run, ["report", "--config", str(influx_cfg), "--since", "1h", "-o",
+                          str(report2)], env, out, "report-influx")
+            p = embedded_report.result()
             assert p.returncode == 0, p.stderr[-3000:]
             out.add("report.html", report.read_bytes())
-            report2 = tmp_path / "report-influx.html"
-            p = run(["report", "--config", str(influx_cfg), "--since", "1h", "-o",
-                     str(report2)], env, out, "report-influx")
+            p = influx_report.result()
             assert p.returncode == 0, p.stderr[-3000:]
             out.add("report-influx.html", report2.read_bytes())
             # it read the serve-influx sessions back from InfluxDB (its store file is unused)
