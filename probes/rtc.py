@@ -150,13 +150,14 @@ class RtcTransport:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp, type="answer"))
             try:
                 self.open_ns = await asyncio.wait_for(opened, max(0.0, deadline - time.monotonic()))
-            except (TimeoutError, ConnectionError):
+            except (TimeoutError, ConnectionError) as e:
                 ice = pc.iceConnectionState
+                how = "failed" if isinstance(e, ConnectionError) else (
+                    f"did not come up within {timeout_s:g} s")
                 if ice in ("connected", "completed"):
-                    raise Failure(DTLS_FAILED, "ICE connected but DTLS / the data channel did "
-                                  f"not come up within {timeout_s:g} s") from None
-                raise Failure(ICE_FAILED, f"ICE did not connect within {timeout_s:g} s "
-                              f"(state {ice})") from None
+                    raise Failure(DTLS_FAILED, f"ICE connected but DTLS / the data channel {how}"
+                                  ) from None
+                raise Failure(ICE_FAILED, f"ICE {how} (ICE state {ice})") from None
 
     async def _signal(self, offer_sdp: str, deadline: float) -> sig.Answer:
         if self.live:
