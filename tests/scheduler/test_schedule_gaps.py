@@ -84,7 +84,7 @@ def test_restart_after_a_kill_records_killed_and_down_and_keeps_the_grid(tmp_pat
     rows = schedule_rows(tmp_path)
     killed = [r for r in rows if r[1] == "killed"]
     down = sorted(r[0] / 1e9 for r in rows if r[1] == "down")
-    runs = sorted(r[0] / 1e9 for r in rows if r[1] == "run")
+    runs = sorted(r[0] / 1e9 for r in rows if r[1] in ("run", "missed"))  # missed: a late box
     assert len(killed) == 1 and killed[0][2] == 1 and killed[0][3] == "gap-agent"
     assert len(down) >= 3
     # every fire time is on the dead process's grid, without a hole: its runs, the down
