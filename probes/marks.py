@@ -78,6 +78,7 @@ class TurnMarks:
         "tool_calls",
         "lags_ns",
         "responses",
+        "unprompted",
         "text_chars",
         "usage",
         # the reply to the latest trigger (speech end, tool result, text), barge-in marks,
@@ -116,6 +117,11 @@ class TurnMarks:
         self.tool_calls: list[tuple[int, ToolCall]] = []
         self.lags_ns: list[int] = []
         self.responses = 0
+        # replies the server began with no finished speech of ours to answer: while the caller
+        # was still speaking (before E), or after this turn's reply had ended with nothing new
+        # sent (noise heard as speech, a turn split at a pause); from ResponseCreated, so judged
+        # where the protocol announces replies (OpenAI Realtime, Azure)
+        self.unprompted = 0
         self.text_chars = 0  # transcript characters received (kept up to MAX_TEXT_CHARS)
         self.usage = Usage()  # summed over the turn's responses (a tool call makes two)
         self.reply_from_ns: int | None = None  # what the reply's phase deadlines count from
@@ -262,6 +268,9 @@ class Receiver:
                     st.speech_stopped_ns = t
             elif cls is ResponseCreated:
                 turn.responses += 1
+                if turn.index >= 0 and (not turn.replying or (
+                        turn.speech_end_ns is not None and t < turn.speech_end_ns)):
+                    turn.unprompted += 1
             elif cls is InputTranscript and not ev.final and ev.start_ms is not None:
                 it = self._fragment_turn(ev.start_ms)  # GPT-Live: timed deltas, no final
                 if it is not None:  # deltas of one transcript: joined as they come

@@ -62,7 +62,12 @@ def turn_result(t: TurnMarks, *, output_format: AudioFormat, model: str,
             tr.barge_in_ms = _ms(t.stopped_ns, t.barge_ns)
         tr.barge_in_audio_ms = t.barge_bytes / bps * 1000
     tr.checks.update(t.checks)
-    tr.notes = "; ".join(t.notes)[:MAX_TEXT_CHARS]
+    notes = t.notes
+    if t.unprompted:  # the reply-triggered-without-speech check (issue 20), failed only
+        tr.checks["no_reply_without_speech"] = False
+        notes = [*notes, f"the server began {t.unprompted} reply(s) with no finished speech "
+                         "to answer"]
+    tr.notes = "; ".join(notes)[:MAX_TEXT_CHARS]
     n = min(len(t.audio_t), len(t.audio_n))  # consistent even if a receiver were still running
     arrivals = t.audio_t[:n]
     durs = [b / bps for b in t.audio_n[:n]]
