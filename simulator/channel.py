@@ -27,6 +27,9 @@ except ImportError:  # pragma: no cover - pure-Python fallback
 MAX_MESSAGE = 32 * 1024 * 1024  # larger frames close 1009; up to this, an oversized append gets an error
 WRITE_LIMIT = 64 * 1024  # above this much unsent data, wait for the client (backpressure)
 _QUEUE_HIGH, _QUEUE_LOW = 256, 32
+#: data frames the sessions received and wrote, process-wide ([in, out]; /stats shows them): the
+#: wire messages a load generator exchanged with us, for its cost per message
+FRAMES = [0, 0]
 
 
 def frame_header(n: int, opcode: int = 0x1) -> bytes:
@@ -55,6 +58,7 @@ class WebsocketsChannel:
 
     async def recv(self) -> tuple[bytes, int]:
         raw = await self.ws.recv(decode=False)
+        FRAMES[0] += 1
         return raw, time.monotonic_ns()
 
     async def write(self, payload: bytes) -> int:
@@ -62,9 +66,11 @@ class WebsocketsChannel:
         if ws.protocol.state is State.OPEN and tr.get_write_buffer_size() < WRITE_LIMIT:
             t = time.monotonic_ns()
             tr.write(frame_header(len(payload)) + payload)
+            FRAMES[1] += 1
             return t
         t = time.monotonic_ns()
         await ws.send(payload, text=True)
+        FRAMES[1] += 1
         return t
 
     async def close(self, code: int, reason: str) -> None:
@@ -77,6 +83,7 @@ class BinaryWsChannel(WebsocketsChannel):
     async def write(self, payload: bytes) -> int:
         t = time.monotonic_ns()
         await self.ws.send(payload)  # bytes: a binary frame
+        FRAMES[1] += 1
         return t
 
 
@@ -231,6 +238,7 @@ class FastChannel(asyncio.Protocol):
             finally:
                 self.waiter = None
         item = self.queue.popleft()
+        FRAMES[0] += 1
         if self.paused and len(self.queue) < _QUEUE_LOW:
             self.paused = False
             self.transport.resume_reading()
@@ -246,6 +254,7 @@ class FastChannel(asyncio.Protocol):
                 raise _closed_exc(*(self.close_rcvd or (None, "")), ok=False)
         t = time.monotonic_ns()
         tr.write(frame_header(len(payload), self.OPCODE) + payload)
+        FRAMES[1] += 1
         return t
 
     async def close(self, code: int, reason: str, timeout: float = 2.0) -> None:

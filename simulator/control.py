@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from .channel import FRAMES
 from .faults import FaultError
 from .profiles import ProfileError
 from .state import SimState
@@ -118,9 +119,14 @@ class ControlServer:
                 return 200, {"cleared": True}
             return 200, st.truth.query(query.get("session_id"), query.get("model"))
         if path == "/stats":
+            reset = query.get("reset") == "1"
+            frames = {"in": FRAMES[0], "out": FRAMES[1]}
+            if reset:
+                FRAMES[0] = FRAMES[1] = 0
             return 200, {"active_sessions": st.active_sessions,
                          "total_sessions": st.total_sessions,
-                         "delta_lateness": st.lateness.summary(reset=query.get("reset") == "1")}
+                         "delta_lateness": st.lateness.summary(reset=reset),
+                         "frames": frames}
         return 404, {"error": f"no route {path}"}
 
 
