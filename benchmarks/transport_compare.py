@@ -66,6 +66,18 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _runq_ms() -> float:
+    """Time this process's threads spent runnable but waiting for a CPU (schedstat), ms."""
+    total = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e6
+
+
 def _cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -110,11 +122,13 @@ def run(sim, transport: str, n: int, turns: int, spread_s: float) -> dict:
         rtc_session.finish = finish
     t_start = time.perf_counter_ns() + 200_000_000
     cpu0, th0, wall0, sim0 = _cpu(), _threads(), time.monotonic(), _proc_cpu(sim.pid)
+    rq0 = _runq_ms()
     jobs = [gevent.spawn(run_session, target, sc, kind="load", api_key="k",
                          intended_start_ns=t_start + int(i * spread_s * 1e9 / max(1, n)))
             for i in range(n)]
     gevent.joinall(jobs, timeout=300)
     cpu1, th1, wall1, sim1 = _cpu(), _threads(), time.monotonic(), _proc_cpu(sim.pid)
+    runq = _runq_ms() - rq0
     if orig_finish is not None:
         from probes import rtc_session
 
@@ -157,9 +171,11 @@ def run(sim, transport: str, n: int, turns: int, spread_s: float) -> dict:
         "stall_p99": _pct([t.stall_ms for t in turns_all], 99),
         "lag_p99": _pct([r.send_lag_p99_ms for r in results], 99),
         "lag_max": max((t.send_lag_max_ms or 0 for t in turns_all), default=None),
+        "lag_p99_by_turn": [_pct([r.turns[i].send_lag_p99_ms for r in results
+                                  if len(r.turns) > i], 99) for i in range(turns)],
         "playout_p50": _pct([t.playout_delay_ms for t in turns_all], 50),
         "cpu_s": cpu, "session_s": session_s, "wall_s": wall1 - wall0,
-        "sim_cpu_pct": 100 * (sim1 - sim0) / (wall1 - wall0),
+        "sim_cpu_pct": 100 * (sim1 - sim0) / (wall1 - wall0), "runq_ms": runq,
         "cpu_per_session_s": cpu / session_s if session_s else None,
         "threads": {k: round(v, 2) for k, v in sorted(by_thread.items(), key=lambda kv: -kv[1])
                     if v >= 0.05},
@@ -208,13 +224,16 @@ def main() -> None:
         rtc_loop.loop().call_soon_threadsafe(prof.disable)
         time.sleep(0.2)
         out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(25)
+        st = pstats.Stats(prof, stream=out)
+        st.sort_stats("tottime").print_stats(20)
+        st.sort_stats("cumulative").print_stats(30)
         print(out.getvalue())
     for r in rows:
         print(f"{r['transport']}: outcomes {r['outcomes'] or 'all ok'}, truth matches "
               f"{r['err_n']}, CPU {r['cpu_s']:.1f} s over {r['session_s']:.0f} session-s "
-              f"({r['wall_s']:.0f} s wall; simulator {r['sim_cpu_pct']:.0f} % of a core), send lag max {_fmt(r['lag_max'])} ms, "
-              f"CPU by thread (s): {r['threads']}")
+              f"({r['wall_s']:.0f} s wall; simulator {r['sim_cpu_pct']:.0f} % of a core; this process waited {r['runq_ms']:.0f} ms for a CPU), send lag max {_fmt(r['lag_max'])} ms, "
+              f"CPU by thread (s): {r['threads']}, send lag p99 by turn "
+              f"{[_fmt(x) for x in r['lag_p99_by_turn']]}")
 
 
 if __name__ == "__main__":
