@@ -51,6 +51,7 @@ EVAL_JOB = "alerts:evaluate"
 GC_JOB = "memory:collect"
 ABORTED = ("stopped",)  # probes.session's outcome when its `stop` event cut it short
 LATENESS_KEEP = 20000
+MAX_COALESCED = 10000  # `missed` points written for one late wake-up, at most
 
 
 def default_runner(target: Target, scenario: Scenario, **kwargs) -> SessionResult:
@@ -141,6 +142,7 @@ class ProbeService:
         # scheduler/ledger.py: gaps left by a killed process are explained at the next start
         self.ledger = Ledger(ledger) if ledger else None
         self._next_fire: dict[str, tuple[float, float]] = {}  # job id -> (interval, next fire)
+        self._last_fire: dict[str, float] = {}  # job id -> its latest fire time on this grid
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _listeners(self) -> list[Callable[[AlertEvent], None]]:
@@ -206,6 +208,8 @@ class ProbeService:
                 extra["next_run_time"] = old[1]
             elif grid is not None and not job.cron and abs(grid[0] - interval) < 1e-6:
                 extra["next_run_time"] = as_datetime(grid[1])
+            if "next_run_time" not in extra or old is None:
+                self._last_fire.pop(job.job_id, None)  # a new grid (or a restart's first fire)
             if self.ledger is not None:
                 self.ledger.track(job.job_id, job.target, job.scenario,
                                   None if job.cron else interval)
@@ -302,18 +306,32 @@ class ProbeService:
                  or [event.scheduled_run_time]]
         if self.ledger is not None:
             self.ledger.fired(event.job_id, times[-1])
+        self._coalesced(job, times)
         if event.code == EVENT_JOB_SUBMITTED:
             scheduled = times[-1]
             st = self._state.get(event.job_id)
             if st is not None:  # the scheduler thread's own lag (before the pool picks it up)
                 st.dispatch_ms.append((time.time() - scheduled) * 1000)
-            for at in times[:-1]:  # coalesced into this run (the scheduler woke late)
-                self._count_skip(job, "missed", at)
             self._pair(event.job_id, scheduled=scheduled)
             return
         kind = "skip" if event.code == EVENT_JOB_MAX_INSTANCES else "missed"
         for at in times:
             self._count_skip(job, kind, at)
+
+    def _coalesced(self, job: ProbeJob, times: list[float]) -> None:
+        """Fire times APScheduler dropped without an event: woken late (a paused or starved
+        process, a suspended machine) it finds several due and, with `coalesce`, submits only
+        the last. Each grid point between the previous fire and this one is stored `missed`."""
+        with self._lock:
+            prev = self._last_fire.get(job.job_id)
+            self._last_fire[job.job_id] = max(times[-1], prev or times[-1])
+        if prev is None or not job.every_s:
+            return
+        every = job_interval_s(job, self.cfg.time_scale)
+        at, n = prev + every, 0
+        while at < times[0] - every / 2 and n < MAX_COALESCED:
+            self._count_skip(job, "missed", at)
+            at, n = at + every, n + 1
 
     def _count_skip(self, job: ProbeJob, kind: str, at: float | None = None) -> None:
         with self._lock:

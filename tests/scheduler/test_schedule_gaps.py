@@ -176,3 +176,25 @@ def test_an_alert_firing_when_the_process_died_resolves_in_the_next(tmp_path) ->
     stored = EmbeddedStore(str(tmp_path / "vp.db")).select("alert", ("state",))
     assert [r[0] for r in stored] == ["firing", "resolved"]
     assert doc["alerts"] == {}  # resolved: nothing left to take back
+
+
+def test_fires_coalesced_after_a_late_wakeup_are_stored_missed(tmp_path) -> None:
+    """Woken late, APScheduler finds several fire times due and (coalesce) submits only the
+    last, with no event for the others; each is stored `missed` at its own time."""
+    engine = SlowEngine(0.0)
+    svc = service(tmp_path, engine).start()
+    try:
+        wait_for(lambda: engine.calls >= 1, 5, "a probe ran")
+        svc.scheduler.pause()  # a starved or suspended process: nothing fires
+        time.sleep(3 * EVERY + 0.1)
+        calls = engine.calls
+        svc.scheduler.resume()
+        wait_for(lambda: engine.calls >= calls + 2, 5, "probing again")
+    finally:
+        assert svc.stop(timeout=3)
+    rows = schedule_rows(tmp_path)
+    missed = [r for r in rows if r[1] == "missed"]
+    assert len(missed) >= 2  # without the fix: none, and a silent hole in the fire times
+    fires = sorted({round(r[0] / 1e9, 3) for r in rows if r[1] in ("run", "missed")})
+    steps = [b - a for a, b in zip(fires, fires[1:], strict=False)]
+    assert all(abs(s - EVERY) < 0.02 for s in steps), steps
