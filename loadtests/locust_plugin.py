@@ -116,6 +116,35 @@ def worker_state(env) -> WorkerState:
     return _Role.worker
 
 
+class CallerTally:
+    """One drawn caller's sessions in a run (the summary's `callers`), from the results the
+    workers ship (so only when turn points or --results-jsonl are on); bounded samples."""
+
+    MAX = 20_000
+
+    def __init__(self) -> None:
+        self.sessions = self.ok = self.turns = self.no_speech = 0
+        self.ttfa: list[float] = []
+        self.vad: list[float] = []
+
+    def add(self, r: dict) -> None:
+        self.sessions += 1
+        self.ok += r.get("outcome") == "ok"
+        for t in r.get("turns") or ():
+            self.turns += 1
+            self.no_speech += (t.get("checks") or {}).get("no_reply_without_speech") is False
+            for samples, v in ((self.ttfa, t.get("ttfa_ms")), (self.vad, t.get("vad_ms"))):
+                if v is not None and len(samples) < self.MAX:
+                    samples.append(v)
+
+    def stats(self) -> dict:
+        from telemetry.stats import percentile as p
+
+        return {"sessions": self.sessions, "ok": self.ok, "turns": self.turns,
+                "ttfa_p50": p(self.ttfa, 50), "ttfa_p95": p(self.ttfa, 95),
+                "vad_p50": p(self.vad, 50), "no_speech": self.no_speech}
+
+
 class Controller:
     """Master (or local) side: start the workers' arrivals, merge, write points, summarise."""
 
@@ -125,6 +154,7 @@ class Controller:
         self.recorder = None
         self.done = False
         self.names: dict[str, str] = {}
+        self.callers: dict[str, CallerTally] = {}  # per drawn caller, from shipped results
         if plan.record:  # the destination the command chose, carried by the plan
             from telemetry.wiring import Telemetry
 
@@ -174,6 +204,8 @@ class Controller:
     def _write(self, final: bool = False) -> None:
         points = self.collector.flush(final=final, pause=None if final else gevent.idle)
         results = self.collector.take_results()
+        for r in results if self.plan.scenario.callers else ():
+            self.callers.setdefault(r.get("caller") or "default", CallerTally()).add(r)
         if self.plan.results_jsonl and results:
             with open(self.plan.results_jsonl, "ab") as f:
                 f.write(b"".join(orjson.dumps(r) + b"\n" for r in results))
@@ -225,6 +257,7 @@ class Controller:
             g.kill(block=False)
         self._write(final=True)
         summary = self.collector.summary()
+        summary.callers = {k: t.stats() for k, t in self.callers.items()}
         if self.recorder is not None:
             self.recorder.close(timeout=10.0)
         failed = not summary.passed or bool(summary.aborted)

@@ -90,6 +90,9 @@ class LoadSummary:
     achieved_rate: float | None = None  # started sessions/s over the arrival period
     checks: dict[str, dict] = field(default_factory=dict)  # name -> {"passed": p, "total": n}
     wer: WerStats | None = None
+    # per drawn caller (scenario callers:, probes/callers.py): label -> sessions, ok, turns,
+    # ttfa_p50/p95, vad_p50 (ms), no_speech (turns failing no_reply_without_speech)
+    callers: dict[str, dict] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -137,6 +140,14 @@ class LoadSummary:
                      f" late {c.get('late_starts', 0)} no-slot {c.get('no_slot', 0)} dropped "
                      f"{c.get('dropped', 0)} cut {c.get('cut', 0)}{ach}")
         lines.extend(self.scenario_lines())
+        if self.callers:
+            lines.append(f"{'callers:':<42}{'sessions':>9}{'ok':>6}{'ttfa p50':>10}{'p95':>8}"
+                         f"{'vad p50':>9}{'no-speech':>10}")
+            for name, k in sorted(self.callers.items()):
+                def ms(v):
+                    return f"{v:.0f}" if v is not None else "-"
+                lines.append(f"  {name:<40}{k['sessions']:>9}{k['ok']:>6}{ms(k['ttfa_p50']):>10}"
+                             f"{ms(k['ttfa_p95']):>8}{ms(k['vad_p50']):>9}{k['no_speech']:>10}")
         lines.append("generator health:")
         for h in self.health:
             def fmt(v, unit):

@@ -45,6 +45,12 @@ def test_sessions_play_varied_callers_and_store_which(tmp_path, monkeypatch):
     assert sorted(labels) == want
     assert all(r["outcome"] == "ok" and r["scenario"] == "crowd" for r in raw), [
         (r["caller"], r["outcome"], r["error"], [t["vad_ms"] for t in r["turns"]]) for r in raw]
+    # the summary's per-caller block counts each caller's sessions and turns as stored
+    assert {k: (v["sessions"], v["turns"]) for k, v in s.callers.items()} == {
+        k: (labels.count(k), 2 * labels.count(k)) for k in set(labels)}
+    assert all(v["ok"] == v["sessions"] and v["ttfa_p50"] > 0 and v["no_speech"] == 0
+               for v in s.callers.values())
+    assert "callers:" in s.table() and all(k in s.table() for k in set(labels))
     db = sqlite3.connect(tmp_path / "store.db")
     stored = dict(db.execute("select session_id, caller from session"))
     assert stored == {r["session_id"]: r["caller"] for r in raw}
