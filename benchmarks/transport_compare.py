@@ -11,7 +11,7 @@ socket; the engine's first_audio_ns is its arrival). WebRTC, the RTP send of the
 our gate found each reply's audible onset in, matched by RTP sequence number to the
 simulator's onset record (see tests/probes/test_rtc_sim.py).
 
-    python benchmarks/transport_compare.py [--sessions 20] [--turns 3] [--only webrtc]
+    python benchmarks/transport_compare.py [--sessions 20] [--turns 3] [--only webrtc] [--faults]
 """
 
 from gevent import monkey
@@ -38,6 +38,9 @@ from simulator.process import SimProcess  # noqa: E402
 
 TICK_NS = 20_000_000
 SIM_ARGS = ["--http-port", "0", "--ttfa-ms", "150", "--reply-s", "0.8"]
+FAULTS = [("rtp_loss 1 %", {"kind": "rtp_loss", "rate": 0.01}),
+          ("rtp_loss 5 %", {"kind": "rtp_loss", "rate": 0.05}),
+          ("rtp_jitter 30 ms", {"kind": "rtp_jitter", "min_ms": 0, "max_ms": 30})]
 
 
 def _threads() -> dict[str, float]:
@@ -179,6 +182,10 @@ def run(sim, transport: str, n: int, turns: int, spread_s: float) -> dict:
         "lag_p99_by_turn": [_pct([r.turns[i].send_lag_p99_ms for r in results
                                   if len(r.turns) > i], 99) for i in range(turns)],
         "playout_p50": _pct([t.playout_delay_ms for t in turns_all], 50),
+        "rtp_loss_pct": (100 * sum(r.rtp_lost or 0 for r in results)
+                         / max(1, sum((r.rtp_lost or 0) + (r.rtp_received or 0)
+                                      for r in results))) if transport == "webrtc" else None,
+        "rtp_jitter_ms": _pct([r.rtp_jitter_ms for r in results], 50),
         "cpu_s": cpu, "session_s": session_s, "wall_s": wall1 - wall0,
         "sim_cpu_pct": 100 * (sim1 - sim0) / (wall1 - wall0), "runq_ms": runq,
         "cpu_per_session_s": cpu / session_s if session_s else None,
@@ -193,6 +200,8 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=3)
     ap.add_argument("--spread-s", type=float, default=2.0, help="session starts spread over")
     ap.add_argument("--only", choices=("websocket", "webrtc"), default=None)
+    ap.add_argument("--faults", action="store_true",
+                    help="also WebRTC under rtp_loss 1 %% and 5 %% and rtp_jitter 0..30 ms")
     ap.add_argument("--profile", action="store_true",
                     help="cProfile the WebRTC loop thread; print its top functions")
     args = ap.parse_args()
@@ -210,8 +219,18 @@ def main() -> None:
     with SimProcess(SIM_ARGS) as sim:
         for tr in transports:
             rows.append(run(sim, tr, args.sessions, args.turns, args.spread_s))
+        if args.faults:
+            for label, spec in FAULTS:
+                fid = sim.fault(**spec)
+                try:
+                    row = run(sim, "webrtc", args.sessions, args.turns, args.spread_s)
+                finally:
+                    sim.stop_fault(fid)
+                row["transport"] = f"webrtc {label}"
+                rows.append(row)
     cols = ("transport", "sessions ok", "TTFA p50", "TTFA p99", "err p50", "err p99",
-            "stall p99", "lag p99", "playout p50", "CPU ms/session-s", "sessions/core")
+            "stall p99", "lag p99", "playout p50", "RTP lost %", "jitter p50", "CPU ms/session-s",
+            "sessions/core")
     print(" | ".join(cols))
     for r in rows:
         per = r["cpu_per_session_s"]
@@ -219,6 +238,7 @@ def main() -> None:
             r["transport"], f"{r['ok']}/{r['sessions']}", _fmt(r["ttfa_p50"]),
             _fmt(r["ttfa_p99"]), _fmt(r["err_p50"], 2), _fmt(r["err_p99"], 2),
             _fmt(r["stall_p99"]), _fmt(r["lag_p99"]), _fmt(r["playout_p50"]),
+            _fmt(r["rtp_loss_pct"], 2), _fmt(r["rtp_jitter_ms"]),
             _fmt(per * 1000 if per else None), _fmt(1 / per if per else None, 0)]))
     if prof is not None:
         import io
