@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 
 import orjson
 import pytest
@@ -24,6 +25,31 @@ def vp(*args: str, timeout: float = 90, env: dict | None = None, cwd=None):
 def simulator():
     with SimProcess() as sim:
         yield sim
+
+
+DEMO_TIMEOUT_S = 150
+
+
+@pytest.fixture(scope="module", autouse=True)
+def demo_run(request, tmp_path_factory):
+    """test_demo_runs_end_to_end's `voicepulse demo`, started with the module so that its ~80 s,
+    mostly waiting (a 50 s probe service, a load run, two scenarios), overlaps the module's
+    other tests (CLI runs with no timing bound) instead of following them. Nothing is started
+    when that test is not selected. Yields (process, its directory, start time) or None."""
+    if not any(i.name == "test_demo_runs_end_to_end" for i in request.session.items):
+        yield None
+        return
+    d = tmp_path_factory.mktemp("demo")
+    with open(d / "stdout", "w") as out, open(d / "stderr", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "voicepulse.cli", "demo", "--store",
+                                 str(d / "demo.db")], stdout=out, stderr=err, text=True, cwd=d,
+                                env={**os.environ, "NO_COLOR": "1"})
+    try:
+        yield proc, d, time.monotonic()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
 
 
 @pytest.mark.slow
@@ -88,36 +114,6 @@ def test_probe_unset_key_variable_is_a_config_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end(tmp_path):
-    """The README's first command: service probes (OpenAI Realtime, Gemini Live, GPT-Live), an
-    injected regression that fires, a load run, the summary, two voice scenarios and a report,
-    in about a minute and a half."""
-    out = vp("demo", "--store", str(tmp_path / "demo.db"), cwd=tmp_path, timeout=150,
-             env={"NO_COLOR": "1"})
-    assert out.returncode == 0, out.stdout + out.stderr
-    text = out.stdout
-    assert "regression injected" in text
-    alerts = text[text.index("[5/7] alerts"):text.index("[6/7]")]
-    assert "firing    sim-fast-ttfa-regression (sim-fast)" in alerts
-    assert "sim-slow-ttfa-regression" not in alerts  # the stable target stays quiet
-    summary = text[text.index("[4/7]"):text.index("[5/7]")]
-    assert "sim-fast" in summary and "sim-slow" in summary
-    assert re.search(r"gemini-sim +gemini +sim-live", summary)  # both providers, side by side
-    assert re.search(r"gpt-live-sim +openai-live +sim-live-demo", summary)  # and GPT-Live
-    assert re.search(r"t= +\d+s  gpt-live-sim +ok +ttfa \d+ ms", text)  # probed as it ran
-    assert "gpt-live-sim-ttfa-regression" not in alerts  # its steady TTFA stays quiet
-    assert "arrivals due" in text  # the load run's summary
-    # the example voice scenarios: a tool lookup, and a barge-in the simulator stops
-    scenarios = text[text.index("[6/7]"):text.index("[7/7]")]
-    assert "scenario support-call)  outcome ok" in scenarios
-    assert re.search(r"tool call \d+\.\d ms, result -> audio \d+\.\d ms; WER 0\.0 %", scenarios)
-    assert "scenario interrupting-caller)  outcome ok" in scenarios
-    assert re.search(r"barge-in stopped in \d+\.\d ms", scenarios)
-    assert (tmp_path / "voicepulse-demo.html").stat().st_size > 100_000
-    assert "Traceback" not in out.stderr
-
-
-@pytest.mark.slow
 def test_load_writes_a_report_when_asked(simulator, tmp_path):
     cfg = tmp_path / "voicepulse.yaml"
     cfg.write_text(f"targets:\n  sim-fast: {{url: '{simulator.realtime_url()}', model: sim-fast, "
@@ -157,3 +153,34 @@ def test_turns_option_is_refused_for_a_scripted_scenario(simulator, tmp_path):
              env={"SIM_API_KEY": "k"}, cwd=tmp_path)
     assert out.returncode == 2
     assert "--turns does not apply to the scripted scenario interrupting-caller" in out.stderr
+
+
+# last in the module: the demo has run alongside the tests above
+@pytest.mark.slow
+def test_demo_runs_end_to_end(demo_run):
+    """The README's first command: service probes (OpenAI Realtime, Gemini Live, GPT-Live), an
+    injected regression that fires, a load run, the summary, two voice scenarios and a report,
+    in about a minute and a half. (Started by the `demo_run` fixture with the module.)"""
+    proc, tmp_path, started = demo_run
+    rc = proc.wait(timeout=max(1.0, DEMO_TIMEOUT_S - (time.monotonic() - started)))
+    text, stderr = (tmp_path / "stdout").read_text(), (tmp_path / "stderr").read_text()
+    assert rc == 0, text + stderr
+    assert "regression injected" in text
+    alerts = text[text.index("[5/7] alerts"):text.index("[6/7]")]
+    assert "firing    sim-fast-ttfa-regression (sim-fast)" in alerts
+    assert "sim-slow-ttfa-regression" not in alerts  # the stable target stays quiet
+    summary = text[text.index("[4/7]"):text.index("[5/7]")]
+    assert "sim-fast" in summary and "sim-slow" in summary
+    assert re.search(r"gemini-sim +gemini +sim-live", summary)  # both providers, side by side
+    assert re.search(r"gpt-live-sim +openai-live +sim-live-demo", summary)  # and GPT-Live
+    assert re.search(r"t= +\d+s  gpt-live-sim +ok +ttfa \d+ ms", text)  # probed as it ran
+    assert "gpt-live-sim-ttfa-regression" not in alerts  # its steady TTFA stays quiet
+    assert "arrivals due" in text  # the load run's summary
+    # the example voice scenarios: a tool lookup, and a barge-in the simulator stops
+    scenarios = text[text.index("[6/7]"):text.index("[7/7]")]
+    assert "scenario support-call)  outcome ok" in scenarios
+    assert re.search(r"tool call \d+\.\d ms, result -> audio \d+\.\d ms; WER 0\.0 %", scenarios)
+    assert "scenario interrupting-caller)  outcome ok" in scenarios
+    assert re.search(r"barge-in stopped in \d+\.\d ms", scenarios)
+    assert (tmp_path / "voicepulse-demo.html").stat().st_size > 100_000
+    assert "Traceback" not in stderr
