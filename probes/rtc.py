@@ -67,13 +67,14 @@ def configure_messages(dialect) -> list[bytes]:
 class RtcTransport:
     """One open WebRTC session (all its aiortc objects live on the loop thread)."""
 
-    def __init__(self, dialect, api_key, *, ca_file, on_frame, on_close, on_media,
+    def __init__(self, dialect, api_key, *, ca_file, on_frame, on_close, on_media, on_audio,
                  quiet_ms: float) -> None:
         self.dialect = dialect
         self.api_key = api_key
         self.ca_file = ca_file
         self.live = bool(getattr(dialect, "continuous_output", False))
         self.on_frame, self.on_close, self.on_media = on_frame, on_close, on_media
+        self.on_audio = on_audio
         self.inbox = rtc_loop.Inbox()
         self.open_ns = 0
         self.answered = False  # the provider answered the offer (GPT-Live bills from here)
@@ -82,7 +83,8 @@ class RtcTransport:
         self.dc = None
         self.track = CallerTrack()
         fmt = dialect.output_format
-        self.listener = RtpListener(self._media, mode="quiet" if self.live else "marked",
+        self.listener = RtpListener(self._media, self._audio,
+                                    mode="quiet" if self.live else "marked",
                                     delta_bytes=fmt.bytes_per_s * 20 // 1000, quiet_ms=quiet_ms)
         self.playout = Playout(self.listener)
         self.dc_started: list[int] = []  # arrivals of output_audio_buffer.started
@@ -94,6 +96,9 @@ class RtcTransport:
 
     def _media(self, events, t: int) -> None:
         self.inbox.put(self.on_media, events, t)
+
+    def _audio(self, stamps: list[int]) -> None:
+        self.inbox.put(self.on_audio, stamps, self.listener.delta.nbytes)
 
     def _message(self, m) -> None:
         t = perf_counter_ns()
@@ -213,6 +218,7 @@ class RtcTransport:
                         await r.read()
             except (aiohttp.ClientError, OSError, TimeoutError):
                 pass
+        self.listener.flush()
         if self.pc is not None:
             self.track.stop()
             await self.pc.close()
@@ -254,12 +260,12 @@ def _dc_send(dc, text: str) -> None:
 
 
 def connect_webrtc(dialect, api_key, *, ca_file, timeout_s: float, on_frame, on_close,
-                   on_media, quiet_ms: float) -> RtcTransport:
+                   on_media, on_audio, quiet_ms: float) -> RtcTransport:
     """Open a WebRTC session for `dialect` within `timeout_s`; raises Failure with the stable
     error class of what went wrong (connect_refused, dns, tls, http_<status>, protocol,
     timeout:connect, ice_failed, dtls_failed, config)."""
     tr = RtcTransport(dialect, api_key, ca_file=ca_file, on_frame=on_frame, on_close=on_close,
-                      on_media=on_media, quiet_ms=quiet_ms)
+                      on_media=on_media, on_audio=on_audio, quiet_ms=quiet_ms)
     try:
         rtc_loop.call(tr.connect(timeout_s), timeout_s + 1.0)
     except Failure:

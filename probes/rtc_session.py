@@ -13,7 +13,7 @@ import time
 from time import perf_counter_ns
 
 from probes import prices, rtc
-from probes.dialects.base import AudibleOnset, AudioDelta
+from probes.dialects.base import AudibleOnset
 from probes.marks import MAX_DELTAS
 from probes.outcomes import Failure
 from probes.results import timeout
@@ -39,27 +39,16 @@ def connect(s, start: int) -> None:
     s._ws = rtc.connect_webrtc(
         s.dialect, s.api_key, ca_file=s.target.ca_file, timeout_s=s.timeouts.connect,
         on_frame=s._on_frame, on_close=on_close, on_media=lambda ev, t: on_media(s, ev, t),
+        on_audio=lambda stamps, n: on_audio(s, stamps, n),
         quiet_ms=s._gate_quiet_ms)
     s.res.connect_ms = (s._ws.open_ns - start) / 1e6
 
 
 def on_media(s, events, t: int) -> None:
-    """What the RTP stream said (reply audio, onsets, GPT-Live's quiet ends), to the marks.
-
-    A reply's audio keeps arriving after its response.done (it plays in real time), maybe
-    after the next turn began: every packet after an onset is that onset's turn's audio, so
-    the onset group goes through the marks (first audio, first audible) and the packets after
-    it are appended to the turn that got the onset."""
+    """What the RTP stream said (onsets, GPT-Live's quiet ends), to the marks. The onset's turn
+    is the one the reply's later packets belong to (`on_audio`)."""
     marks = s.marks
     try:
-        if len(events) == 1 and type(events[0]) is AudioDelta:
-            turn = s._rtp_turn
-            if turn is not None and len(turn.audio_t) < MAX_DELTAS:
-                turn.audio_t.append(t)
-                turn.audio_n.append(events[0].nbytes)
-                if turn.barge_ns is not None and t >= turn.barge_ns:
-                    turn.barge_bytes += events[0].nbytes
-            return
         if any(type(e) is AudibleOnset for e in events):
             s._rtp_turn = marks.turn
         if marks.feed(events, t):
@@ -67,6 +56,21 @@ def on_media(s, events, t: int) -> None:
     except Exception as e:  # a bug of ours: end the session, do not hang it
         marks.fail("client_error", f"{type(e).__name__}: {e}")
         s._wake.set()
+
+
+def on_audio(s, stamps: list[int], nbytes: int) -> None:
+    """Arrivals of reply packets after an onset (20 ms each). A reply's audio keeps arriving
+    after its response.done (it plays in real time), maybe after the next turn began: it is
+    the audio of the turn that got its onset."""
+    turn = s._rtp_turn
+    if turn is None:
+        return
+    room = MAX_DELTAS - len(turn.audio_t)
+    stamps = stamps[:max(0, room)]
+    turn.audio_t.extend(stamps)
+    turn.audio_n.extend([nbytes] * len(stamps))
+    if turn.barge_ns is not None:
+        turn.barge_bytes += nbytes * sum(t >= turn.barge_ns for t in stamps)
 
 
 def speak(s, turn, utt, t0: int | None, user_turn: bool) -> None:
