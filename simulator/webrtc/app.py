@@ -344,10 +344,11 @@ class WebRtcApp:
         for tr in pc.getTransceivers():
             if tr.kind == "audio":
                 pc.addTrack(track)
-                media.hook_arrivals(tr.receiver, arrivals)
-                self._spawn(media.read_input(
-                    tr.receiver.track, arrivals,
-                    lambda pcm, t: chan.feed(appended + base64.b64encode(pcm) + b'"}', t)))
+                if tr.receiver.track is not None:  # None: a receive-only caller sends nothing
+                    media.hook_arrivals(tr.receiver, arrivals)
+                    self._spawn(media.read_input(
+                        tr.receiver.track, arrivals,
+                        lambda pcm, t: chan.feed(appended + base64.b64encode(pcm) + b'"}', t)))
                 break
         await pc.setLocalDescription(await pc.createAnswer())
         for tr in pc.getTransceivers():

@@ -132,13 +132,21 @@ class OutTrack(MediaStreamTrack):
         return frame
 
 
+#: packets between the one stamped for an onset and the one carrying its audio: aiortc's Opus
+#: encoder resamples into 960-sample frames and so holds a frame back
+CARRIER_LAG = 1
+
+
 def hook_send(dtls, track: OutTrack, impair=None) -> None:
-    """Stamp a pending onset with the time its RTP packet goes to the DTLS transport; with an
-    `impair.Impairment` (rtp_loss / rtp_jitter), drop or hold each RTP packet (never RTCP) as it
-    decides. The onset keeps the time the sender handed its packet over, plus `dropped: true`
-    or `held_ms` when the fault did something to that packet."""
+    """Stamp a pending onset with the time its RTP packet goes to the DTLS transport
+    (`rtp_send_ns`, the first packet after the onset frame left the track), and with the packet
+    that carries its audio, CARRIER_LAG packets later (`carrier_send_ns`, `carrier_seq`); the
+    record goes to `on_onset` then. With an `impair.Impairment` (rtp_loss / rtp_jitter) each
+    RTP packet (never RTCP) is dropped or held as it decides; the onset notes what happened to
+    its carrier: `dropped: true` or `held_ms`."""
     orig = dtls._send_rtp
     held: set[asyncio.Task] = set()
+    waiting: list = []  # [record, packets still to go before its carrier]
 
     async def later(data: bytes) -> None:
         try:
@@ -151,23 +159,37 @@ def hook_send(dtls, track: OutTrack, impair=None) -> None:
         held.add(task)
         task.add_done_callback(held.discard)
 
+    def stamp(data: bytes, hold: float | None) -> None:
+        now = time.monotonic_ns()
+        seq = int.from_bytes(data[2:4], "big")
+        rec = track.pending_onset
+        if rec is not None:
+            track.pending_onset = None
+            rec["rtp_send_ns"], rec["rtp_seq"] = now, seq
+            rec["rtp_ts"] = int.from_bytes(data[4:8], "big")
+            waiting[:] = [rec, CARRIER_LAG]
+        if not waiting:
+            return
+        if waiting[1] > 0:
+            waiting[1] -= 1
+            return
+        rec = waiting[0]
+        waiting.clear()
+        rec["carrier_send_ns"], rec["carrier_seq"] = now, seq
+        if hold is None:
+            rec["dropped"] = True
+        elif hold > 0:
+            rec["held_ms"] = round(hold * 1000, 3)
+        if track.on_onset:
+            track.on_onset(rec)
+
     async def send(data: bytes) -> None:
         if is_rtcp(data):
             await orig(data)
             return
-        rec = track.pending_onset
         hold = 0.0 if impair is None else impair.decide()
-        if rec is not None:
-            track.pending_onset = None
-            rec["rtp_send_ns"] = time.monotonic_ns()
-            rec["rtp_seq"] = int.from_bytes(data[2:4], "big")
-            rec["rtp_ts"] = int.from_bytes(data[4:8], "big")
-            if hold is None:
-                rec["dropped"] = True
-            elif hold > 0:
-                rec["held_ms"] = round(hold * 1000, 3)
-            if track.on_onset:
-                track.on_onset(rec)
+        if track.pending_onset is not None or waiting:
+            stamp(data, hold)
         if hold is None:
             impair.note_drop(int.from_bytes(data[2:4], "big"))
             return

@@ -18,6 +18,7 @@ import random
 import time
 
 import aiohttp
+import av
 import numpy as np
 import orjson
 import pytest
@@ -146,6 +147,7 @@ class Call:
         self.dc_closed_ns: int | None = None
         self.dc.on("close", self._dc_close)
         self.raw: list[tuple[int, int, float]] = []  # (sequence number, timestamp, arrival s)
+        self.payloads: dict[int, bytes] | None = None  # by sequence number, when asked for
         self.marks: list[int] = []  # len(raw) when counting started / stopped
         self.stats = RtpStats(48000)
         self.jitter_ms: list[float] = []
@@ -156,6 +158,8 @@ class Call:
 
         async def on_rtp(packet, arrival_time_ms):
             self.raw.append((packet.sequence_number, packet.timestamp, time.monotonic()))
+            if self.payloads is not None:
+                self.payloads[packet.sequence_number] = packet.payload
             await orig(packet, arrival_time_ms)
 
         self.tr.receiver._handle_rtp_packet = on_rtp
@@ -345,6 +349,50 @@ def test_ice_fail_answers_but_never_connects(fault_sim):
     assert c.dc.readyState != "open" and not c.events
     sess = _session_truth(fault_sim, c.call_id)
     assert sess["outcome"] == "ice_failed" and sess["faults"][0]["kind"] == "ice_fail"
+
+
+@pytest.mark.slow
+def test_onset_truth_names_the_packet_that_carries_the_sound(fault_sim):
+    """Each onset's `carrier_seq` is the first packet whose own decoded audio is not silence
+    (the track sends digital silence between replies, which decodes to nothing); the stamped
+    packet (`rtp_seq`) just before it is still silent. The level is not compared with the gate
+    here: the codec's 6.5 ms look-ahead moves part of the onset frame into the next packet, so
+    an onset over -45 dBFS can decode several dB under it. A receive-only caller."""
+    fault_sim.clear_faults()
+
+    async def go():
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            c = Call()
+            c.payloads = {}
+            try:
+                await c.offer(http, fault_sim.http_url)
+                await _wait_event(c.events, "session.created", 10)
+                for _ in range(2):
+                    c.dc.send(orjson.dumps({"type": "response.create"}).decode())
+                    await _wait_event(c.events, "output_audio_buffer.stopped", 10)
+                    c.events.clear()
+                    await asyncio.sleep(0.4)  # quiet, so the next reply is an onset
+                async with http.get(fault_sim.http_url + "/truth/webrtc",
+                                    params={"session_id": c.call_id}) as r:
+                    onsets = (await r.json())["onsets"]
+            finally:
+                await c.close(http, fault_sim.http_url)
+            return c, onsets
+
+    c, onsets = asyncio.run(asyncio.wait_for(go(), 40))
+    dec = av.CodecContext.create("libopus", "r")
+    dec.sample_rate, dec.layout, dec.format = 48000, "mono", "s16"
+    level = {}
+    for seq in sorted(c.payloads):  # one call far from the 16-bit wrap: a plain sort is in order
+        for f in dec.decode(av.Packet(c.payloads[seq])):
+            x = np.frombuffer(bytes(f.planes[0]), "<i2")[: f.samples].astype(np.float64)
+            level[seq] = 10 * math.log10(max(float(np.mean(x * x)), 1e-9) / 32768 ** 2)
+    assert len(onsets) == 2, onsets
+    for o in onsets:
+        first = next(s for s in sorted(level) if s > o["rtp_seq"] - 10 and level[s] > -90)
+        assert first == o["carrier_seq"] == (o["rtp_seq"] + 1) % 65536, (o, level.get(first))
+        assert level[o["carrier_seq"]] > -60 > level[o["rtp_seq"]], (o, level[first])
+        assert 0 < o["carrier_send_ns"] - o["rtp_send_ns"] < 60e6
 
 
 @pytest.mark.slow
