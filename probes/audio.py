@@ -236,7 +236,7 @@ def _pack(
     )
 
 
-@lru_cache(maxsize=128)
+@lru_cache(maxsize=256)  # room for a run's callers (probes/callers.MAX_RENDERINGS)
 def utterance(
     speech_s: float,
     trailing_silence_s: float = 0.0,
@@ -256,7 +256,7 @@ def utterance(
     return _pack(pcm, n_speech, rate=rate, codec=codec, chunk_ms=chunk_ms, speech_s=speech_s)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)  # a run's callers (probes/callers.py) jitter silences per caller
 def silent(duration_s: float, *, rate: int = DEFAULT_RATE, codec: str = "pcm16",
            chunk_ms: int = 100) -> Utterance:
     """Digital silence, chunked like an utterance (no speech chunks): an open mic."""
@@ -412,7 +412,7 @@ def espeak_available() -> bool:
     return espeak.backend() is not None
 
 
-@lru_cache(maxsize=128)
+@lru_cache(maxsize=256)  # room for a run's callers (probes/callers.MAX_RENDERINGS)
 def spoken(
     text: str,
     *,

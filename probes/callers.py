@@ -35,6 +35,10 @@ from probes.spec import Scenario
 _KEYS = ("noise_snr_db", "noise", "voices", "rate_wpm", "pitch", "pause_ms", "variants")
 DEFAULT_VARIANTS = 8
 MAX_VARIANTS = 64
+#: utterances and silences a run's callers may render (variants x the scenario's): what the
+#: engine's caches keep (probes/messages.py holds 256 wire forms), so no session renders or
+#: encodes audio while others are timed
+MAX_RENDERINGS = 200
 
 
 class CallerError(ValueError):
@@ -196,10 +200,36 @@ def _say(say: Say, caller: Caller) -> Say:
 # ---- the run's pool ----------------------------------------------------------------------------
 
 
+def check_renderings(sc: Scenario) -> None:
+    """CallerError (variants) when the scenario's callers would render more than MAX_RENDERINGS
+    utterances and silences: the caches would drop some, and sessions would render them again
+    while others are being timed."""
+    from probes.play import plain_script
+
+    spec = parse_callers(sc.callers or {})
+    script = sc.script if sc.script is not None else plain_script(sc)
+    per = len(script.says()) + len(_silences(script.steps))
+    if spec.variants * per > MAX_RENDERINGS:
+        raise CallerError("variants", f"{spec.variants} callers x {per} utterances and silences "
+                                      f"= {spec.variants * per} renderings; at most "
+                                      f"{MAX_RENDERINGS} stay rendered for a run (fewer variants)")
+
+
+def _silences(steps) -> list:
+    out = []
+    for st in steps:
+        if isinstance(st, Silence):
+            out.append(st)
+        elif isinstance(st, Repeat):
+            out.extend(_silences(st.steps))
+    return out
+
+
 class CallerPool:
     """The run's `variants` callers and their scenarios (module docstring)."""
 
     def __init__(self, sc: Scenario, seed: int | None):
+        check_renderings(sc)
         self.spec = parse_callers(sc.callers or {})
         self.seed = seed
         self.callers = [draw(self.spec, k, seed) for k in range(self.spec.variants)]

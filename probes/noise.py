@@ -111,7 +111,7 @@ def snr_db(clean: np.ndarray, mixed: np.ndarray, rate: int) -> float:
     return float("inf") if pn == 0 else 10 * np.log10(active_power(c, rate) / pn)
 
 
-@lru_cache(maxsize=128)
+@lru_cache(maxsize=256)  # a run's callers' renderings (probes/callers.MAX_RENDERINGS) fit
 def noisy_utterance(utt, kind: str, snr_db: float, seed: int = 0):
     """`utt` (a probes.audio.Utterance) with `kind` noise at `snr_db` over its whole length,
     trailing silence included (a street does not fall quiet when the caller stops): the SNR is

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from probes.callers import CallerError, parse_callers
+from probes.callers import CallerError, check_renderings, parse_callers
 from probes.prices import PRICE_KEYS
 from probes.script import StepError, parse_script, unplayable_step
 from probes.spec import (
@@ -299,6 +299,11 @@ def _scenario(s: Section, name: str, base_dir: Path) -> Scenario:
             raise ConfigError(s.file, e.key, e.message) from None
     elif s.has("expect"):
         raise s.error("expect", "only goes with steps (a scripted scenario)")
+    if sc.callers:
+        try:
+            check_renderings(sc)
+        except CallerError as e:
+            raise s.error(f"callers.{e.key}", e.message) from None
     if s.has("timeouts"):
         t = s.section("timeouts")
         dt = Timeouts()

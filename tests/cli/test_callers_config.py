@@ -37,3 +37,13 @@ def test_bad_callers_name_file_key_and_expectation(bad, key, expect):
 def test_callers_must_be_a_mapping():
     with pytest.raises(ConfigError, match=r"^vp.yaml: scenarios.crowd.callers: expected a mapping"):
         parse_config({"scenarios": {"crowd": {"callers": [5, 30]}}}, "vp.yaml")
+
+
+def test_more_renderings_than_the_caches_keep_is_refused():
+    """64 callers x 4 turns = 256 renderings, over the 200 the engine's caches keep for a run,
+    so sessions would render audio while others are timed."""
+    with pytest.raises(ConfigError) as e:
+        parse_config({"scenarios": {"crowd": {"turns": 4, "callers": {"variants": 64}}}}, "vp.yaml")
+    assert str(e.value).startswith("vp.yaml: scenarios.crowd.callers.variants: 64 callers x 4 ")
+    assert "at most 200" in str(e.value)
+    parse_config({"scenarios": {"crowd": {"turns": 4, "callers": {"variants": 50}}}}, "vp.yaml")
