@@ -35,9 +35,10 @@ from probes.spec import Scenario
 _KEYS = ("noise_snr_db", "noise", "voices", "rate_wpm", "pitch", "pause_ms", "variants")
 DEFAULT_VARIANTS = 8
 MAX_VARIANTS = 64
-#: utterances and silences a run's callers may render (variants x the scenario's): what the
-#: engine's caches keep (probes/messages.py holds 256 wire forms), so no session renders or
-#: encodes audio while others are timed
+#: utterances and silences a load worker may render for a scenario with callers (the scenario
+#: as written, which the worker also renders, and each variant): what the engine's caches keep
+#: (probes/messages.py holds 256 wire forms), so no session renders or encodes audio while
+#: others are timed
 MAX_RENDERINGS = 200
 
 
@@ -209,9 +210,10 @@ def check_renderings(sc: Scenario) -> None:
     spec = parse_callers(sc.callers or {})
     script = sc.script if sc.script is not None else plain_script(sc)
     per = len(script.says()) + len(_silences(script.steps))
-    if spec.variants * per > MAX_RENDERINGS:
-        raise CallerError("variants", f"{spec.variants} callers x {per} utterances and silences "
-                                      f"= {spec.variants * per} renderings; at most "
+    n = (spec.variants + 1) * per  # + the scenario as written
+    if n > MAX_RENDERINGS:
+        raise CallerError("variants", f"{spec.variants} callers (and the scenario as written) x "
+                                      f"{per} utterances and silences = {n} renderings; at most "
                                       f"{MAX_RENDERINGS} stay rendered for a run (fewer variants)")
 
 

@@ -152,27 +152,27 @@ def test_spoken_pitch_raises_the_voices_f0():
 def test_a_pools_renderings_all_stay_cached(openai_dialect):
     """What a worker renders before the run (every variant) is what its sessions then find: a
     second pass over every variant renders and encodes nothing (no cache miss, no new message
-    list), at the most renderings callers allow (25 variants x 8 = MAX_RENDERINGS)."""
+    list), at the most renderings callers allow ((24 variants + the scenario) x 8)."""
     from probes import messages
     from probes.callers import MAX_RENDERINGS
     from probes.play import render
 
     steps = [{"say": 0.3}, "wait_reply", {"silence": 100}] * 4
     sc = Scenario(turns=1, trailing_silence_s=0.2, script=parse_script(steps),
-                  callers={"noise_snr_db": [10, 30], "pause_ms": [0, 50], "variants": 25})
+                  callers={"noise_snr_db": [10, 30], "pause_ms": [0, 50], "variants": 24})
     pool = CallerPool(sc, seed=4)
     assert 25 * (len(sc.script.says()) + 4) == MAX_RENDERINGS
     caches = (audio.utterance, audio.silent, noise.noisy_utterance)
     for c in caches:
         c.cache_clear()
     messages._MESSAGES.clear()
-    for v in pool.scenarios:
+    for v in (sc, *pool.scenarios):
         render(openai_dialect, v)
     misses = [c.cache_info().misses for c in caches]
     wire = dict(messages._MESSAGES)
-    for v in pool.scenarios:
+    for v in (sc, *pool.scenarios):
         render(openai_dialect, v)
     assert [c.cache_info().misses for c in caches] == misses
     assert messages._MESSAGES.keys() == wire.keys()
     with pytest.raises(CallerError, match="variants"):
-        CallerPool(Scenario(script=sc.script, callers={**sc.callers, "variants": 26}), seed=4)
+        CallerPool(Scenario(script=sc.script, callers={**sc.callers, "variants": 25}), seed=4)
