@@ -68,7 +68,7 @@ def loop() -> asyncio.AbstractEventLoop:
         if lp is not None and _state.get("pid") == _pid():
             return lp
         selector = _original("selectors", "DefaultSelector")()
-        lp = asyncio.SelectorEventLoop(selector)
+        lp = _Loop(selector)
         ready = _original("_thread", "allocate_lock")()
         ready.acquire()
 
@@ -84,6 +84,46 @@ def loop() -> asyncio.AbstractEventLoop:
         ready.acquire()
         _state["loop"], _state["pid"] = lp, _pid()
         return lp
+
+
+class _Loop(asyncio.SelectorEventLoop):
+    """The loop, with blocking calls handed to native threads under gevent.
+
+    asyncio runs `run_in_executor(None, ...)` (getaddrinfo for every host name, for one) on a
+    ThreadPoolExecutor, whose threads gevent turns into greenlets of a hub nobody runs in the
+    loop's thread: the call would never return. Here each such call gets a native thread, the
+    original getaddrinfo/getnameinfo, and its result comes back by call_soon_threadsafe."""
+
+    def run_in_executor(self, executor, func, *args):
+        if executor is not None or not gevent_patched():
+            return super().run_in_executor(executor, func, *args)
+        import socket
+
+        if func is socket.getaddrinfo or func is socket.getnameinfo:
+            func = _original("socket", func.__name__)
+        fut = self.create_future()
+
+        def work() -> None:
+            try:
+                result, exc = func(*args), None
+            except BaseException as e:  # handed to the awaiting coroutine
+                result, exc = None, e
+            try:
+                self.call_soon_threadsafe(_settle, fut, result, exc)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+        _original("_thread", "start_new_thread")(work, ())
+        return fut
+
+
+def _settle(fut, result, exc) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
 
 
 def _pid() -> int:

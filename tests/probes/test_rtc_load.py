@@ -1,7 +1,8 @@
 """A load run over WebRTC (issue 16): `load --processes 2` with a `transport: webrtc` target
 against the simulator's WebRTC routes. Each Locust worker is gevent-patched, so this runs the
-engine's asyncio bridge (probes/rtc_loop.py) in real workers: sessions complete in both, and
-their turn and session points are stored with the transport tag."""
+engine's asyncio bridge (probes/rtc_loop.py) in real workers, name resolution included:
+sessions complete in both, and their turn and session points are stored with the transport
+tag."""
 
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ def _key(monkeypatch):
 
 def test_two_worker_processes_store_webrtc_points(tmp_path):
     with SimProcess(["--http-port", "0", "--ttfa-ms", "150", "--reply-s", "0.5"]) as sim:
-        tgt = dataclasses.replace(default_target(sim.http_url + "/v1/realtime", "sim-fast"),
-                                  transport="webrtc")
+        # a host name, not an address: signalling resolves it from the loop thread, whose
+        # executor calls gevent would otherwise make greenlets nobody runs (probes/rtc_loop.py)
+        url = sim.http_url.replace("127.0.0.1", "localhost") + "/v1/realtime"
+        tgt = dataclasses.replace(default_target(url, "sim-fast"), transport="webrtc")
         plan = Plan(tgt, SHORT, LoadConfig(rate=2.0, duration_s=4.0), record=True,
                     store=str(tmp_path / "store.db"), outbox=str(tmp_path / "outbox"),
                     results_jsonl=str(tmp_path / "results.jsonl"))
