@@ -10,9 +10,10 @@ process, each an aiortc peer over loopback. Per level it prints:
 - with `--talk`, each call speaks (a 1 s tone every 4 s, paced 20 ms frames) so the simulator
   decodes input, runs its VAD and replies; otherwise the clients are receive-only and the
   simulator's track sends silence, plus one `response.create` reply per call every 4 s;
-- onset lag: from each reply onset's `rtp_send_ns` (the simulator's truth) to the arrival of
-  that RTP packet at the client (matched by sequence number), and to the first decoded frame
-  above -40 dBFS (after aiortc's jitter buffer and decoder).
+- onset lag: from each reply onset's `carrier_send_ns` (the simulator's truth: the RTP packet
+  carrying the onset's sound handed to DTLS) to that packet's arrival at the client (matched
+  by sequence number), and to the first decoded frame above -40 dBFS (after aiortc's jitter
+  buffer and decoder).
 
     python benchmarks/webrtc_sim.py --levels 1,10,20 --steady 10
     python benchmarks/webrtc_sim.py --levels 10 --talk
@@ -181,12 +182,13 @@ async def level(sim: SimProcess, n: int, steady: float, talk: bool) -> dict:
     by_id = {c.call_id: c for c in calls}
     for o in onsets:
         c = by_id.get(o["session_id"])
-        if c is None or not o.get("response_id") or o["rtp_seq"] not in c.arrival:
+        seq, sent = o.get("carrier_seq", o["rtp_seq"]), o.get("carrier_send_ns", o["rtp_send_ns"])
+        if c is None or not o.get("response_id") or seq not in c.arrival:
             continue
-        arrive.append((c.arrival[o["rtp_seq"]] - o["rtp_send_ns"]) / 1e6)
-        after = [t for t in c.audible_ns if t > o["rtp_send_ns"]]
+        arrive.append((c.arrival[seq] - sent) / 1e6)
+        after = [t for t in c.audible_ns if t > sent]
         if after:
-            decode.append((after[0] - o["rtp_send_ns"]) / 1e6)
+            decode.append((after[0] - sent) / 1e6)
     jit = [float(np.mean(c.jit[50:])) for c in calls if len(c.jit) > 50]
     return {"calls": n, "sim_cpu_ms_per_call_s": 1000 * (s1 - s0) / dt / n,
             "sim_cpu_pct": 100 * (s1 - s0) / dt,
