@@ -268,16 +268,16 @@ def connect_webrtc(dialect, api_key, *, ca_file, timeout_s: float, on_frame, on_
                       on_media=on_media, on_audio=on_audio, quiet_ms=quiet_ms)
     try:
         rtc_loop.call(tr.connect(timeout_s), timeout_s + 1.0)
-    except Failure:
-        tr.close()
-        raise
-    except TimeoutError:
-        tr.close()
-        raise Failure(ICE_FAILED, f"the WebRTC session was not up within {timeout_s:g} s") \
-            from None
     except Exception as e:
         tr.close()
-        raise Failure(sig.classify_exception(e, "ice"), f"{type(e).__name__}: {e}") from None
+        if isinstance(e, Failure):
+            f = e
+        elif isinstance(e, TimeoutError):
+            f = Failure(ICE_FAILED, f"the WebRTC session was not up within {timeout_s:g} s")
+        else:
+            f = Failure(sig.classify_exception(e, "ice"), f"{type(e).__name__}: {e}")
+        f.answered = tr.answered  # the provider took the offer (GPT-Live bills from there)
+        raise f from None
     return tr
 
 

@@ -36,12 +36,21 @@ def connect(s, start: int) -> None:
         s._on_close(code, reason)
 
     s._rtp_turn = None  # the turn whose reply the RTP stream is playing
-    s._ws = rtc.connect_webrtc(
+    s._rtc_answered = False
+    try:
+        s._ws = _open(s, on_close)
+    except Failure as f:
+        s._rtc_answered = getattr(f, "answered", False)
+        raise
+    s.res.connect_ms = (s._ws.open_ns - start) / 1e6
+
+
+def _open(s, on_close):
+    return rtc.connect_webrtc(
         s.dialect, s.api_key, ca_file=s.target.ca_file, timeout_s=s.timeouts.connect,
         on_frame=s._on_frame, on_close=on_close, on_media=lambda ev, t: on_media(s, ev, t),
         on_audio=lambda stamps, n: on_audio(s, stamps, n),
         quiet_ms=s._gate_quiet_ms)
-    s.res.connect_ms = (s._ws.open_ns - start) / 1e6
 
 
 def on_media(s, events, t: int) -> None:
@@ -130,6 +139,13 @@ def finish(s, res, turns) -> None:
     buffer mark, and GPT-Live's setup charge for a session that never started."""
     tr = s._ws
     res.transport = "webrtc"
+    tgt = s.target
+    answered = tr.answered if tr is not None else getattr(s, "_rtc_answered", False)
+    if prices.second_price_for(tgt.model, tgt.prices) is not None:  # GPT-Live
+        if not answered:  # the offer was never taken: no session exists to bill
+            res.session_cost_usd = None
+        elif s.marks.ready_ns is None:  # the setup charge, never credited
+            res.session_cost_usd = prices.webrtc_setup_cost_usd(tgt.model, tgt.prices)
     if tr is None:
         return
     snap = tr.rtp_snapshot()
@@ -147,7 +163,3 @@ def finish(s, res, turns) -> None:
             got = [x for x in starts if x >= e and (nxt is None or x < nxt)]
             if got:
                 t.audio_buffer_started_ms = (got[0] - e) / 1e6
-    tgt = s.target
-    if tr.answered and s.marks.ready_ns is None and prices.second_price_for(
-            tgt.model, tgt.prices) is not None:
-        res.session_cost_usd = prices.webrtc_setup_cost_usd(tgt.model, tgt.prices)

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from probes import prices
 from probes.session import run_session
 from probes.spec import Scenario, Target, Timeouts
 
@@ -43,15 +44,22 @@ class Signalling:
         if self.mode == "garbage":
             return web.Response(status=201, text="not an sdp", content_type="application/sdp")
         offer = None
-        async for part in await request.multipart():
-            if part.name == "sdp":
-                offer = (await part.read()).decode()
+        if request.path.endswith("/live/sessions"):
+            offer = (await request.json())["transport"]["sdp"]
+        else:
+            async for part in await request.multipart():
+                if part.name == "sdp":
+                    offer = (await part.read()).decode()
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.peers.append(pc)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
         answer = pc.localDescription.sdp
         await pc.close()  # its candidates now answer no connectivity check: ICE cannot connect
+        if request.path.endswith("/live/sessions"):
+            return web.json_response({"session": {"id": "sess_x"},
+                                      "transport": {"type": "webrtc", "sdp": answer}},
+                                     status=201)
         return web.Response(status=201, text=answer, content_type="application/sdp",
                             headers={"Location": "/v1/realtime/calls/rtc_x"})
 
@@ -59,6 +67,7 @@ class Signalling:
         asyncio.set_event_loop(self.loop)
         app = web.Application()
         app.router.add_post("/v1/realtime/calls", self._call)
+        app.router.add_post("/v1/live/sessions", self._call)
         runner = web.AppRunner(app, access_log=None)
         self.loop.run_until_complete(runner.setup())
         self.loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
@@ -100,3 +109,21 @@ def test_an_answer_that_never_connects_is_ice_failed_within_the_connect_timeout(
     assert res.outcome == "ice_failed", (res.outcome, res.error)
     assert took < SC.timeouts.connect + 2.5, took  # connect timeout + a bounded close
     assert res.cost_usd is None and res.turns == []
+
+
+def test_a_gpt_live_session_answered_but_never_started_costs_the_15_s_setup_charge():
+    with Signalling("dead") as sig:
+        target = Target("live", f"http://127.0.0.1:{sig.port}/v1/live/sessions", "gpt-live-1",
+                        provider="openai-live", transport="webrtc", delegation="client")
+        res = run_session(target, SC, api_key="k")
+    assert res.outcome == "ice_failed", (res.outcome, res.error)
+    assert res.cost_usd == pytest.approx(prices.webrtc_setup_cost_usd("gpt-live-1"))
+    assert prices.webrtc_setup_cost_usd("gpt-live-1") == pytest.approx(15 * 0.05 / 60)
+    assert prices.webrtc_setup_cost_usd("gpt-realtime") is None  # billed by the token
+
+
+def test_a_gpt_live_offer_refused_costs_nothing():
+    target = Target("live", f"http://127.0.0.1:{_free_port()}/v1/live/sessions", "gpt-live-1",
+                    provider="openai-live", transport="webrtc", delegation="client")
+    res = run_session(target, SC, api_key="k")
+    assert res.outcome == "connect_refused" and not res.cost_usd
