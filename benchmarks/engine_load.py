@@ -6,7 +6,7 @@ dialect fast path, the marks) and of the worker's GC policy, without Locust's ow
 CPU time, not wall time, on a shared machine.
 
 Prints one JSON line: CPU ms per session-second, µs CPU per wire message (frames received +
-messages sent), loop lag p99 (50 ms probe), GC pauses (count and max per generation), send lag
+messages sent, as the simulator's /stats frames count them), loop lag p99 (50 ms probe), GC pauses (count and max per generation), send lag
 p99 (over the turns' p99s), TTFA error vs the simulator's truth p50/p99, stalls.
 
     python benchmarks/engine_load.py --sessions 300 --steady 15
@@ -36,30 +36,12 @@ import gevent  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from probes import transport  # noqa: E402
 from probes.session import prepare, run_session  # noqa: E402
 from probes.spec import Scenario, Target  # noqa: E402
 from simulator.process import SimProcess  # noqa: E402
 
 STANDARD = Scenario(name="standard", turns=4, utterance_s=2.0, trailing_silence_s=0.8,
                     pause_s=0.5, chunk_ms=100)
-WIRE = [0]
-
-
-def _count_wire() -> None:
-    """Count messages both ways by wrapping the transport's send and delivery (a few ns each)."""
-    cls = transport.WebSocketTransport
-    send, deliver = cls.send, cls._deliver
-
-    def counted_send(self, data):
-        WIRE[0] += 1
-        return send(self, data)
-
-    def counted_deliver(self, events, t):
-        WIRE[0] += len(events)
-        return deliver(self, events, t)
-
-    cls.send, cls._deliver = counted_send, counted_deliver
 
 
 def pct(values, p):
@@ -80,7 +62,6 @@ def main() -> None:
     ap.add_argument("--profile", default="", help="cProfile the steady window to this file")
     ap.add_argument("--sim-cpu", type=int, default=-1, help="pin the simulator to this CPU")
     args = ap.parse_args()
-    _count_wire()
     sim_args = ["--delta-ms", "100", "--speed", "2.0"]
     with SimProcess(args=sim_args) as sim:
         if args.sim_cpu >= 0 and hasattr(os, "sched_setaffinity"):
@@ -128,7 +109,8 @@ def main() -> None:
         jobs = [gevent.spawn(slot, i) for i in range(args.sessions)]
         probe = gevent.spawn(loop_probe)
         gevent.sleep(args.warmup)
-        n_pauses, n_loop, w0, f0 = len(pauses), len(loop_lags), WIRE[0], found[0]
+        n_pauses, n_loop, f0 = len(pauses), len(loop_lags), found[0]
+        sim.stats(reset=True)
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0_ns = perf_counter_ns()
         prof = cProfile.Profile() if args.profile else None
@@ -139,7 +121,8 @@ def main() -> None:
             prof.disable()
         t1_ns = perf_counter_ns()
         r1 = resource.getrusage(resource.RUSAGE_SELF)
-        w1, f1 = WIRE[0], found[0]
+        frames = sim.stats()["frames"]
+        wire, f1 = frames["in"] + frames["out"], found[0]
         steady_pauses = pauses[n_pauses:]
         tracked = len(gc.get_objects())  # what a full collection scans now (not frozen)
         c0, f0_ns = time.thread_time_ns(), perf_counter_ns()
@@ -174,8 +157,8 @@ def main() -> None:
     print(json.dumps({
         "sessions": args.sessions, "gc_policy": args.gc, "cpu_pct": round(100 * cpu_s / wall, 1),
         "cpu_ms_per_session_s": round(1000 * cpu_s / sess_s, 3) if sess_s else None,
-        "us_per_wire_msg": round(1e6 * cpu_s / (w1 - w0), 1) if w1 > w0 else None,
-        "wire_msgs_per_s": round((w1 - w0) / wall),
+        "us_per_wire_msg": round(1e6 * cpu_s / wire, 1) if wire else None,
+        "wire_msgs_per_s": round(wire / wall),
         "loop_lag_p99_ms": pct(steady_loop, 99),
         # per generation: collections, max pause (wall: includes preemption on a shared
         # machine), max and total CPU of the collector itself; objects it found (cycles)

@@ -193,10 +193,14 @@ def _handshake(sock, proto: ClientProtocol, headers, deadline: int) -> tuple[int
         else:
             proto.receive_eof()
         events = proto.events_received()
-        proto.data_to_send()  # only an EOF after a failed handshake; we close the socket
+        out = proto.data_to_send()
         if proto.handshake_exc is not None:
-            raise proto.handshake_exc
+            raise proto.handshake_exc  # out is only an EOF then; we close the socket
         if events and isinstance(events[0], Response):
+            # frames that came with the 101 are parsed already: answer a ping among them
+            pong = b"".join(out)
+            if pong:
+                sock.sendall(pong)
             return t, events[1:]
         if not data:
             raise EOFError("connection closed before the upgrade response")
@@ -289,6 +293,8 @@ class WebSocketTransport:
         sock, proto, lock = self._sock, self._proto, self._lock
         stamped = hasattr(sock, "rx_ns")
         close_by: int | None = None  # deadline for the server's EOF once closing
+        buf = bytearray()  # the lean path's partial frame
+        lean = not proto.reader.buffer  # nothing half-read by the handshake
         try:
             self._deliver(pending, self.open_ns)
             while True:
@@ -301,6 +307,10 @@ class WebSocketTransport:
                 except OSError:
                     break
                 t = sock.rx_ns if stamped else perf_counter_ns()
+                if lean and data:
+                    data = self._lean(buf, data, t)
+                    if data is None:  # every whole frame delivered, none for the protocol
+                        continue
                 with lock:
                     if data:
                         proto.receive_data(data)
@@ -312,6 +322,9 @@ class WebSocketTransport:
                     except Closed:
                         pass
                     expect_close = proto.close_expected()
+                    # back to the lean path once the protocol holds nothing half-read
+                    lean = (proto.state is OPEN and proto.current_size is None
+                            and not proto.reader.buffer)
                 self._deliver(events, t)
                 if not data or proto.state is State.CLOSED:
                     break
@@ -335,6 +348,53 @@ class WebSocketTransport:
                 # finished session is freed by refcounting, never by a cyclic collection
                 self._on_frame = self._on_close = _dropped
                 self._done.set()
+
+    def _lean(self, buf: bytearray, data: bytes, t: int) -> bytes | None:
+        """The fast path for what a voice session receives: whole, unfragmented, unmasked
+        TEXT/BINARY frames with no reserved bits, up to MAX_FRAME_BYTES, are cut out of the
+        stream and delivered here, all that one read brought, without the protocol's per-frame
+        bookkeeping (its state does not change on data frames). At the first frame of any other
+        kind (control: ping, close; a fragment; anything the protocol must judge) the rest of
+        the stream from that frame on is returned for the protocol (None: nothing for it; a
+        partial frame waits in `buf`)."""
+        if buf:
+            buf += data
+            view = buf
+        else:
+            view = data
+        n, i = len(view), 0
+        on_frame = self._on_frame
+        rest = None
+        while n - i >= 2:
+            b0, b1 = view[i], view[i + 1]
+            if b0 & 0xF0 != 0x80 or b1 & 0x80 or (b0 & 0x0F) not in (1, 2):
+                rest = bytes(view[i:])  # fragment, control, reserved bits or masked
+                break
+            size, h = b1, 2
+            if size == 126:
+                if n - i < 4:
+                    break
+                size, h = int.from_bytes(view[i + 2:i + 4], "big"), 4
+            elif size == 127:
+                if n - i < 10:
+                    break
+                size, h = int.from_bytes(view[i + 2:i + 10], "big"), 10
+            if size > MAX_FRAME_BYTES:
+                rest = bytes(view[i:])  # the protocol ends the connection with 1009
+                break
+            end = i + h + size
+            if end > n:
+                break
+            on_frame(bytes(view[i + h:end]), t)
+            i = end
+        if rest is not None:
+            buf.clear()
+            return rest
+        if view is buf:
+            del buf[:i]
+        elif i < n:
+            buf += view[i:]
+        return None
 
     def _deliver(self, events: list, t: int) -> None:
         on_frame = self._on_frame
