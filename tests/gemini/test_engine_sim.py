@@ -6,12 +6,14 @@ from __future__ import annotations
 import math
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from probes.dialects.gemini_live import parse_usage
 from probes.session import run_session
 from probes.spec import Scenario, Target
+from tests.gevent_child import GeventChild
 from tests.sim_server import SimProcess
 from tests.timing import bounded
 
@@ -163,24 +165,23 @@ def test_unknown_key_is_http_401():
 
 @pytest.mark.slow
 def test_50_greenlets_gevent_patched_p99_within_5ms(gsim):
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
     script = Path(__file__).with_name("gevent_gemini.py")
-    out = subprocess.run([sys.executable, str(script), gsim.gemini_url(), "sim-fast", "50", "2", "20"],
-                         capture_output=True, text=True, timeout=90)
-    assert out.returncode == 0, out.stderr[-2000:]
-    data = json.loads(out.stdout.strip().splitlines()[-1])
-    assert data["patched"] and data["max_os_threads"] < 10
-    sessions = data["sessions"]
-    assert len(sessions) == 50 and all(s["outcome"] == "ok" for s in sessions), [
-        s["error"] for s in sessions if s["error"]]
-    errs = []
-    for s in sessions:
-        truth = truth_turns(gsim, s["server_session_id"])
-        assert len(truth) == len(s["turns"]) == 2
-        errs += [(m["first_audio_ns"] - tt["first_audio_ns"]) / 1e6 for m, tt in zip(s["turns"], truth, strict=True)]
-    print(f"gemini 50 greenlets: |err| p99 {_p99(errs):.3f} ms")
-    assert _p99(errs) <= 5.0, sorted(errs)[-5:]
+    with GeventChild(script, gsim.gemini_url(), "sim-fast") as child:
+        def measure() -> list[float]:
+            data = child.batch(50, 2, 20)
+            assert data["patched"] and data["max_os_threads"] < 10
+            sessions = data["sessions"]
+            assert len(sessions) == 50 and all(s["outcome"] == "ok" for s in sessions), [
+                s["error"] for s in sessions if s["error"]]
+            errs = []
+            for s in sessions:
+                truth = truth_turns(gsim, s["server_session_id"])
+                assert len(truth) == len(s["turns"]) == 2
+                errs += [(m["first_audio_ns"] - tt["first_audio_ns"]) / 1e6
+                         for m, tt in zip(s["turns"], truth, strict=True)]
+            print(f"gemini 50 greenlets: |err| p99 {_p99(errs):.3f} ms")
+            return errs
+
+        bounded(measure, lambda errs: [] if _p99(errs) <= 5.0 else sorted(errs)[-5:],
+                pids=[gsim.pid, child.pid], budget_ms=5.0,
+                what="50 Gemini greenlets' TTFA error p99 <= 5 ms")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +18,7 @@ from probes import prices
 from probes.dialects.openai_realtime import parse_usage
 from probes.session import prepare, run_session
 from probes.spec import Scenario, Target, Timeouts
+from tests.gevent_child import GeventChild
 from tests.sim_server import SimProcess
 from tests.timing import bounded
 
@@ -150,29 +149,30 @@ def test_50_concurrent_sessions_in_threads_p99_within_5ms(fixed_sim):
 @pytest.mark.slow
 def test_50_greenlets_in_a_gevent_patched_process_p99_within_5ms(fixed_sim):
     script = Path(__file__).with_name("gevent_sessions.py")
-    out = subprocess.run(
-        [sys.executable, str(script), fixed_sim.ws_url + "/v1/realtime", "sim-fast", "50", "2", "20"],
-        capture_output=True, text=True, timeout=90,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    data = json.loads(out.stdout.strip().splitlines()[-1])
-    assert data["patched"] and data["thread_class"].startswith("gevent")
-    # 50 sessions, each with the library's receive "thread": all greenlets, not OS threads
-    assert data["max_os_threads"] < 10
-    sessions = data["sessions"]
-    assert len(sessions) == 50
-    assert all(s["outcome"] == "ok" for s in sessions), [s["error"] for s in sessions if s["error"]]
-    errs = []
-    for s in sessions:
-        truth = truth_turns(fixed_sim, s["server_session_id"])
-        assert len(truth) == len(s["turns"]) == 2
-        for mine, tt in zip(s["turns"], truth, strict=True):
-            err = (mine["first_audio_ns"] - tt["first_audio_ns"]) / 1e6
-            assert mine["ttfa_ms"] - (tt["first_audio_ns"] - mine["speech_end_ns"]) / 1e6 == (
-                pytest.approx(err)
-            )
-            errs.append(err)
-    assert _p99(errs) <= 5.0, sorted(errs)[-5:]
+    with GeventChild(script, fixed_sim.ws_url + "/v1/realtime", "sim-fast") as child:
+        def measure() -> list[float]:
+            data = child.batch(50, 2, 20)
+            assert data["patched"] and data["thread_class"].startswith("gevent")
+            # 50 sessions, each with the library's receive "thread": all greenlets, not OS threads
+            assert data["max_os_threads"] < 10
+            sessions = data["sessions"]
+            assert len(sessions) == 50
+            assert all(s["outcome"] == "ok" for s in sessions), [s["error"] for s in sessions if s["error"]]
+            errs = []
+            for s in sessions:
+                truth = truth_turns(fixed_sim, s["server_session_id"])
+                assert len(truth) == len(s["turns"]) == 2
+                for mine, tt in zip(s["turns"], truth, strict=True):
+                    err = (mine["first_audio_ns"] - tt["first_audio_ns"]) / 1e6
+                    assert mine["ttfa_ms"] - (tt["first_audio_ns"] - mine["speech_end_ns"]) / 1e6 == (
+                        pytest.approx(err)
+                    )
+                    errs.append(err)
+            return errs
+
+        bounded(measure, lambda errs: [] if _p99(errs) <= 5.0 else sorted(errs)[-5:],
+                pids=[fixed_sim.pid, child.pid], budget_ms=5.0,
+                what="50 gevent greenlets' TTFA error p99 <= 5 ms")
 
 
 @pytest.mark.slow
