@@ -41,7 +41,7 @@ class Stream:
     send would go through without blocking."""
 
     __slots__ = ("msgs", "t0", "chunk_ns", "send", "check", "on_sent", "lags", "writable",
-                 "k", "error", "handoff", "_done")
+                 "k", "error", "handoff", "_done", "__weakref__")
 
     def __init__(self, msgs: Sequence[bytes], t0_ns: int, chunk_ns: int, send: Callable,
                  *, check: Callable[[], None] | None = None,
@@ -122,8 +122,8 @@ class Pacer:
         while True:
             left = None if deadline is None else max(0.0, (deadline - self._clock()) / _NS)
             if not s._done.wait(left):
-                s.error = TimeoutError("pacing: stream not sent in time")
-                raise s.error
+                s.error = _TAKEN  # cancelled: the loop drops it
+                raise TimeoutError("pacing: stream not sent in time")
             s._done.clear()
             if s.handoff and s.error is None:
                 s.handoff = False
@@ -132,7 +132,13 @@ class Pacer:
                     self.submit(s)
                     continue
             if s.error is not None:
-                raise s.error
+                # the stream keeps a stand-in, not the exception: its traceback holds the
+                # frames that hold the stream, a cycle only the cyclic collector would free
+                err, s.error = s.error, _TAKEN
+                try:
+                    raise err
+                finally:
+                    del err  # nor this frame -> err -> its traceback -> this frame
             if s.finished:
                 return
 
@@ -181,6 +187,9 @@ class Pacer:
             if wait > 0:
                 wake.wait(min(wait, MAX_WAIT_S))
 
+
+#: what a stream's error becomes once raised in its owner's thread (or cancelled)
+_TAKEN = RuntimeError("raised in the owner's thread")
 
 _shared: Pacer | None = None
 _shared_lock = threading.Lock()

@@ -216,3 +216,31 @@ def test_transport_writable_turns_false_when_the_server_stops_reading():
             c.close()
         ws.close()
         srv.close()
+
+
+def test_a_failed_stream_leaves_no_reference_cycle():
+    """The session's sender must not leave cycles (tests/probes/test_no_cycles.py): a stream
+    whose send raised is freed by refcounting once play() has raised."""
+    import gc
+    import weakref
+    from time import perf_counter_ns
+
+    pacer = Pacer()
+
+    def boom(m):
+        raise OSError("gone")
+
+    gc.collect()
+    gc.disable()
+    try:
+        s = Stream([b"x"], perf_counter_ns(), MS, boom)
+        ref = weakref.ref(s)
+        try:
+            pacer.play(s, timeout_s=5)
+        except OSError:
+            pass
+        del s
+        alive = ref() is not None
+    finally:
+        gc.enable()
+    assert not alive
