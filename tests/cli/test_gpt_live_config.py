@@ -42,6 +42,7 @@ def test_bad_gpt_live_values_name_file_and_key(tmp_path, text, key, expect):
     assert expect in ei.value.message
 
 
+@pytest.mark.slow
 def test_configured_live_target_is_probed(tmp_path):
     with SimProcess() as sim:
         f = tmp_path / "vp.yaml"

@@ -15,6 +15,8 @@ from probes.session import run_session
 from probes.spec import Scenario, Target
 from tests.sim_server import SimProcess
 
+pytestmark = pytest.mark.slow  # each test plays real-time GPT-Live turns (4-18 s)
+
 KEY = "good-key-123"
 
 

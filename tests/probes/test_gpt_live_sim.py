@@ -62,6 +62,7 @@ async def _session(sim, d: GptLive):
     return [e for raw in c.raw for e in d.parse(raw)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["client", "responses"])
 def test_dialect_speaks_to_the_simulator_in_both_delegation_modes(live_sim, mode):
     d = GptLive(url=live_sim.ws_url + "/v1/live/sessions", model="gpt-live-1",

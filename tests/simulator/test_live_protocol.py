@@ -173,6 +173,7 @@ def test_start_handshake_and_continuous_quiet_output(live_sim, path, headers):
     ({"type": "audio/pcmu", "rate": 8000}, "pcmu", 800),
     ({"type": "audio/pcma", "rate": 8000}, "pcma", 800),
 ])
+@pytest.mark.slow
 def test_other_formats_both_ways(live_sim, fmt, codec, nbytes):
     rate = fmt["rate"]
 
@@ -511,6 +512,7 @@ def test_fault_drop_and_close_1011_end_without_session_closed(live_sim):
     assert live_sim.truth(sid)["sessions"][0]["outcome"] == "closed_1011"
 
 
+@pytest.mark.slow
 def test_fault_stall_leaves_a_gap_in_the_continuous_output(live_sim):
     c, sid = _fault_turn(live_sim, "live-stall", kind="stall", after_deltas=3, stall_s=0.6)
     gaps = np.diff([t for _, t in c.audio()]) / MS

@@ -96,6 +96,7 @@ def test_auth_bad_bodies_unknown_call():
                    "hangup404": (404, "not_found")}
 
 
+@pytest.mark.slow
 def test_unconnected_call_ends_ice_failed(monkeypatch):
     """An offer answered but never connected: the call ends `ice_failed` after the timeout."""
     monkeypatch.setattr(rtc_app, "CONNECT_TIMEOUT_S", 0.5)
