@@ -84,6 +84,10 @@ class Line(Protocol):
     def await_reply(self, turn: TurnMarks) -> None:
         """First audio, then the end, of the reply to the turn's latest trigger."""
 
+    def reply_playing(self) -> bool:
+        """The reply's audio is still arriving (WebRTC: it plays in real time, after its end
+        was announced); False over a WebSocket, where the reply's end is its last audio."""
+
 
 def plain_script(sc: Scenario) -> Script:
     """`turns: N` as a script: say `utterance_s` of speech, wait for the reply, pause `pause_s`;
@@ -297,7 +301,8 @@ class _Player:
             ahead = at - perf_counter_ns()
             if ahead > 0 and not s.sleep(ahead / _NS):
                 raise Failure(STOPPED, "stopped before the interruption")
-            if old.reply_done_ns is None:  # still playing: this is a barge-in
+            # still playing (over WebRTC the audio plays on after response.done): a barge-in
+            if old.reply_done_ns is None or s.reply_playing():
                 old.barge_ns = at
                 if s.scenario.turn_mode == "manual" and not s.dialect.start_activity():
                     s.send(s.dialect.cancel())  # no server VAD to notice the speech

@@ -28,6 +28,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from probes import rtc_loop
 from probes import webrtc_signalling as sig
+from probes.dialects.base import Interrupted
 from probes.outcomes import CONFIG, DTLS_FAILED, ICE_FAILED, Failure
 from probes.rtc_media import FRAME_NS, CallerTrack, Playout, RtpListener, encoded, hook_receiver
 from probes.transport import Closed
@@ -40,6 +41,7 @@ CLOSE_TIMEOUT_S = 2.0
 MAX_ANSWER_BYTES = 1 << 20
 _REPLY_ENDS = ("output_audio_buffer.stopped", "output_audio_buffer.cleared")
 _CANCELLED = b'"cancelled"'
+_INTERRUPTED = Interrupted()
 
 
 def _event_type(data: bytes) -> str | None:
@@ -109,6 +111,8 @@ class RtcTransport:
                 kind = _event_type(data)
                 if kind in _REPLY_ENDS or (kind == "response.done" and _CANCELLED in data):
                     self.listener.reply_ended()
+                if kind == "output_audio_buffer.cleared":  # the server cut the playing audio
+                    self._media((_INTERRUPTED,), t)
                 elif kind == "output_audio_buffer.started":
                     self.dc_started.append(t)
         self.inbox.put(self.on_frame, data, t)

@@ -13,7 +13,7 @@ import time
 from time import perf_counter_ns
 
 from probes import prices, rtc
-from probes.dialects.base import AudibleOnset
+from probes.dialects.base import AudibleOnset, Interrupted
 from probes.marks import MAX_DELTAS
 from probes.outcomes import Failure
 from probes.results import timeout
@@ -58,6 +58,12 @@ def on_media(s, events, t: int) -> None:
     is the one the reply's later packets belong to (`on_audio`)."""
     marks = s.marks
     try:
+        if type(events[0]) is Interrupted:  # output_audio_buffer.cleared: the playing reply's
+            turn = s._rtp_turn  # turn, which a barge-in may already have moved on from
+            if turn is not None and turn.barge_ns is not None and turn.stopped_ns is None:
+                turn.stopped_ns = t
+                s._wake.set()
+            return
         if any(type(e) is AudibleOnset for e in events):
             s._rtp_turn = marks.turn
         if marks.feed(events, t):

@@ -355,6 +355,10 @@ class Session:
             if user_turn:
                 marks.turns.append(turn)
 
+    def reply_playing(self) -> bool:
+        """WebRTC: the RTP stream is inside a reply (probes/rtc_media.py); else False."""
+        return self._rtc and self._ws is not None and self._ws.listener.in_reply
+
     def await_reply(self, turn: TurnMarks) -> None:
         """Wait for the first audio (or the end) of the reply to the turn's latest trigger,
         then its end, with phase deadlines from that trigger. A failed reply ends the session
