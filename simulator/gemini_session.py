@@ -386,11 +386,12 @@ class GeminiSession(Session):
 
     async def send_cancelled(self, r: GeminiReply) -> int:
         tr = r.truth
-        await self.send({"serverContent": {"interrupted": True}})
+        # the stop a client sees is `interrupted`: cancel_ns is when that was written
+        stopped = await self.send({"serverContent": {"interrupted": True}})
         t = await self.send({"serverContent": {"turnComplete": True}, "usageMetadata": self.usage(r)})
         tr.response_done_ns = t
         tr.status = "cancelled"
-        return t
+        return stopped
 
     async def fault_end(self, r: GeminiReply, f: Fault, due_ns: int) -> bool:
         """close_1011 closes 1011; an error event or failed response closes as its code says."""

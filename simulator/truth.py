@@ -36,7 +36,7 @@ class TurnTruth:
     first_text_ns: int | None = None  # first transcript/text delta written
     tool_args_done_ns: int | None = None  # function_call_arguments.done written
     tool_output_ns: int | None = None  # function_call_output item received (answered here)
-    cancel_ns: int | None = None  # barge-in/cancel acted on (response.done cancelled written)
+    cancel_ns: int | None = None  # the stop written (response.done cancelled; Gemini interrupted)
     barge_in_speech_ns: int | None = None  # append holding the speech that interrupted this reply
     response_done_ns: int | None = None
     injected_ttfa_ms: float | None = None  # scheduled first audio - trigger
