@@ -253,8 +253,10 @@ class RtpListener:
         self.decoded = 0
 
     def _loud(self, payload: bytes) -> bool:
-        if len(payload) <= SILENT_OPUS_BYTES:
-            return False  # an encoder's digital-silence frame: nothing to decode
+        # An encoder's digital-silence frame is never audible, but it is decoded all the same:
+        # a decoder that skipped it meets the next packet out of step, and its first output
+        # (say on GPT-Live's -60 dBFS floor after a silence) comes out loud, a false onset.
+        silent = len(payload) <= SILENT_OPUS_BYTES
         if self._dec is None:
             self._dec = av.CodecContext.create("libopus", "r")
             self._dec.format, self._dec.layout, self._dec.sample_rate = "s16", "mono", RATE
@@ -270,7 +272,7 @@ class RtpListener:
                         loud = True
         except (av.error.FFmpegError, ValueError):
             return False  # a packet we cannot decode is not audible
-        return loud
+        return loud and not silent
 
     def packet(self, seq: int, ts: int, payload: bytes, t: int) -> None:
         self.stats.packet(seq, ts, t / 1e9)

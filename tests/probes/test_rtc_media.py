@@ -94,8 +94,16 @@ def test_marked_mode_finds_the_onset_then_stops_decoding_until_the_reply_ends():
     lis.reply_ended()
     for i, p in enumerate(_packets("....")):
         lis.packet(200 + i, 0, p, 2_000 + i)
-    assert lis.decoded == decoded  # digital silence is never decoded
-    assert lis.stats.received == 20
+    assert lis.decoded == decoded + 4 and events == [((AudioDelta(960), AudibleOnset()), t)]
+    assert lis.stats.received == 20  # digital silence is decoded (see below), never audible
+
+
+@pytest.mark.parametrize("mode", ["marked", "quiet"])
+def test_a_noise_floor_after_digital_silence_is_no_onset(mode):
+    """A decoder that skipped the silence frames met the first -60 dBFS noise packet out of step
+    and heard it above the gate: a false onset (seen over WebRTC on GPT-Live's floor)."""
+    lis, events, _ = _listen(mode, "." * 10 + "-" * 20)
+    assert events == [] and lis.decoded == 30
 
 
 def test_quiet_mode_ends_a_reply_after_quiet_ms_stamped_when_it_fell():
