@@ -32,6 +32,7 @@ import struct
 import termios
 import threading
 from collections.abc import Callable
+from os import urandom
 from time import perf_counter_ns
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -42,6 +43,11 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import OPEN, State
 from websockets.uri import parse_uri
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - websockets built without its C helper
+    from websockets.utils import apply_mask
 
 from probes import rxstamp
 from probes.outcomes import CONFIG, Failure
@@ -60,6 +66,8 @@ USER_AGENT = "voicepulse"
 
 _NS = 1_000_000_000
 _INT0 = b"\0\0\0\0"
+_H16 = struct.Struct("!BBH").pack
+_H64 = struct.Struct("!BBQ").pack
 _LOG = logging.getLogger("probes.websockets")
 # websockets logs every handshake header at DEBUG, Authorization included: never emit those
 _LOG.setLevel(logging.INFO)
@@ -229,12 +237,22 @@ class WebSocketTransport:
     # ---- sending (caller's thread) -------------------------------------------------------
 
     def send(self, data: bytes) -> None:
-        proto = self._proto
+        """One unfragmented TEXT frame, masked with a fresh os.urandom key (RFC 6455 5.3),
+        built here and written in one call: websockets' protocol keeps no state for data
+        frames it sends (only for fragments, which we never send, and for close)."""
+        n = len(data)
+        if n < 126:
+            head = bytes((0x81, 0x80 | n))
+        elif n < 65536:
+            head = _H16(0x81, 0xFE, n)
+        else:
+            head = _H64(0x81, 0xFF, n)
+        mask = urandom(4)
+        frame = b"".join((head, mask, apply_mask(data, mask)))
         with self._lock:
-            if proto.state is not OPEN:
+            if self._proto.state is not OPEN:
                 raise Closed()
-            proto.send_text(data)
-            self._write(proto.data_to_send())
+            self._write((frame,))
 
     def writable(self) -> bool:
         """Whether a chunk would go out without blocking: the kernel's unsent send queue is

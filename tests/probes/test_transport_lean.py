@@ -179,3 +179,48 @@ def test_an_eof_mid_frame_is_an_abnormal_close():
 
     got, closed, _ = run(script)
     assert got == [b"ok"] and closed == [(1006, "")]
+
+
+def _read_frames(data: bytes) -> list[tuple[int, bool, bytes]]:
+    """(opcode, masked, unmasked payload) of every whole client frame in `data`."""
+    out, i = [], 0
+    while len(data) - i >= 2:
+        b0, b1 = data[i], data[i + 1]
+        n, h = b1 & 0x7F, 2
+        if n == 126:
+            n, h = struct.unpack("!H", data[i + 2:i + 4])[0], 4
+        elif n == 127:
+            n, h = struct.unpack("!Q", data[i + 2:i + 10])[0], 10
+        masked = bool(b1 & 0x80)
+        key = data[i + h:i + h + 4] if masked else b"\0\0\0\0"
+        h += 4 if masked else 0
+        body = data[i + h:i + h + n]
+        if len(body) < n:
+            break
+        out.append((b0, masked, bytes(b ^ key[j % 4] for j, b in enumerate(body))))
+        i += h + n
+    return out
+
+
+def test_sent_messages_are_masked_text_frames_of_every_length_class():
+    msgs = [b"", b"x" * 125, b"y" * 126, b"z" * 65535, b"w" * 65536, b'{"type":"a"}']
+    srv_done = threading.Event()
+
+    def script(c):
+        srv_done.wait(5)
+        c.sendall(_close())
+
+    got: list = []
+    srv = RawServer(script)
+    ws = connect_websocket(f"ws://127.0.0.1:{srv.port}/", [], ca_file=None, timeout_s=5,
+                           on_frame=lambda d, t: got.append(d), on_close=lambda c, r: None)
+    for m in msgs:
+        ws.send(m)
+    srv_done.set()
+    srv.t.join(5)
+    ws.close()
+    frames = _read_frames(srv.received)
+    data = [f for f in frames if f[0] == 0x81]
+    assert [p for _, _, p in data] == msgs
+    assert all(masked for _, masked, _ in frames)
+    assert frames[len(msgs)][0] == 0x88  # then our answer to the server's close
