@@ -9,6 +9,7 @@ carries classes and numbers only: never error text, never a URL with its query o
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -19,6 +20,8 @@ from scheduler.config import StatusPage
 from scheduler.status_page_html import TEMPLATE
 from telemetry.availability import DAY, Availability, availability, iso, now_ms_ns
 from telemetry.influx import safe_url
+
+log = logging.getLogger(__name__)
 
 
 def page_document(avail: Availability, alerts: list[dict], page: StatusPage, *,
@@ -69,6 +72,8 @@ class LivePage:
         self.max_age_s = max_age_s
         self._lock = threading.Lock()
         self._cached: tuple[float, dict] | None = None
+        self._good: dict | None = None  # the last document built from the store
+        self._unreadable_since: int | None = None
 
     @property
     def cfg(self) -> StatusPage:
@@ -78,9 +83,27 @@ class LivePage:
         with self._lock:
             if self._cached and time.monotonic() - self._cached[0] < self.max_age_s:
                 return self._cached[1]
-            doc = self._build()
+            try:
+                doc = self._build()
+            except Exception as e:  # the store is down: say so, never a 500 page
+                log.warning("status page: the store cannot be read (%s)", type(e).__name__)
+                return self._unreadable(type(e).__name__)
+            self._good, self._unreadable_since = doc, None
             self._cached = (time.monotonic(), doc)
             return doc
+
+    def _unreadable(self, why: str) -> dict:
+        """The last good document (or no cards at all), marked stale since the store failed.
+        Only the exception's class is shown: its text may hold a URL."""
+        now = now_ms_ns()
+        if self._unreadable_since is None:
+            self._unreadable_since = now
+        page = self.cfg
+        base = self._good or page_document(
+            Availability(now - int(DAY * 1e9), now, DAY, page.runs, page.bar_span_s,
+                         "probe", []), [], page, live=True, settled=False)
+        return {**base, "store_error": f"the store cannot be read ({why}) since "
+                                       f"{iso(self._unreadable_since)}"}
 
     def html(self) -> str:
         return render_html(self.document())

@@ -220,7 +220,8 @@ h1 { font-size:1.35rem; margin:0; }
     var b = document.body.dataset;
     b.end = doc.window.end; b.settled = doc.settled ? "1" : "0"; b.refreshes = String(refreshes);
     document.getElementById("stamp").textContent = (doc.live ? "updated " : "generated ") +
-      utc(doc.window.end) + (failures ? " \u00b7 stale: the service did not answer" : "");
+      utc(doc.window.end) + (failures ? " \u00b7 stale: the service did not answer" : "") +
+      (doc.store_error ? " \u00b7 stale: " + doc.store_error : "");
     var frag = document.createDocumentFragment();
     doc.targets.forEach(function (c) { frag.appendChild(card(c)); });
     if (!doc.targets.length) frag.appendChild(el("p", "muted", "No probe results yet."));
