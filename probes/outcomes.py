@@ -23,6 +23,8 @@ GO_AWAY = "go_away"
 ICE_FAILED = "ice_failed"
 #: WebRTC: ICE connected but the DTLS handshake (and so SRTP and the data channel) failed.
 DTLS_FAILED = "dtls_failed"
+#: WebRTC: the peer closed the `oai-events` data channel while the call was up.
+DC_CLOSED = "dc_closed"
 
 
 class Failure(Exception):

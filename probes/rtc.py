@@ -29,7 +29,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from probes import rtc_loop
 from probes import webrtc_signalling as sig
 from probes.dialects.base import Interrupted
-from probes.outcomes import CONFIG, DTLS_FAILED, ICE_FAILED, Failure
+from probes.outcomes import CONFIG, DC_CLOSED, DTLS_FAILED, ICE_FAILED, Failure
 from probes.rtc_media import FRAME_NS, CallerTrack, Playout, RtpListener, encoded, hook_receiver
 from probes.transport import Closed
 
@@ -92,6 +92,7 @@ class RtcTransport:
         self.dc_started: list[int] = []  # arrivals of output_audio_buffer.started
         self.failure_class: str | None = None  # ice_failed when the media path died mid-call
         self._closed_sent = False
+        self._closing = False
         self._tasks: list[asyncio.Task] = []
 
     # ---- loop side ----------------------------------------------------------------------
@@ -117,6 +118,11 @@ class RtcTransport:
                     self.dc_started.append(t)
         self.inbox.put(self.on_frame, data, t)
 
+    def _dc_closed(self) -> None:
+        if not self._closing and self.failure_class is None:
+            self.failure_class = DC_CLOSED  # the peer closed the events channel mid-call
+        self._gone("the data channel closed")
+
     def _gone(self, reason: str) -> None:
         if not self._closed_sent:
             self._closed_sent = True
@@ -138,7 +144,7 @@ class RtcTransport:
                     opened.set_result(perf_counter_ns())
 
             dc.on("message", self._message)
-            dc.on("close", lambda: self._gone("the data channel closed"))
+            dc.on("close", self._dc_closed)
 
             @pc.on("connectionstatechange")
             async def _state() -> None:
@@ -211,6 +217,7 @@ class RtcTransport:
         self.dc.send(text)
 
     async def shutdown(self) -> None:
+        self._closing = True  # what closes from here on is our own hang-up
         for t in self._tasks:
             t.cancel()
         if not self.live and self.call_id and self.answered:

@@ -222,3 +222,20 @@ def test_barge_in_over_a_reply_still_playing(rtc_sim):
     assert "reply_stopped" in first.checks  # judged (this simulator plays a done reply out)
     assert first.barge_in_audio_ms is not None and 0 < first.barge_in_audio_ms < 800
     assert res.turns[1].ttfa_ms is not None and res.turns[1].outcome == "ok"
+
+
+def test_a_data_channel_closed_mid_reply_is_dc_closed(rtc_sim):
+    """The simulator's dc_close fault closes `oai-events` after 3 audio deltas of the reply; the
+    call itself stays up. Our own hang-up at a session's end is never counted as one."""
+    rtc_sim.clear_faults()
+    rtc_sim.fault(kind="dc_close", after_deltas=3, count=1)
+    try:
+        res = run_session(_target(rtc_sim, "realtime"), Scenario(turns=1, utterance_s=1.0),
+                          api_key="sk-test")
+    finally:
+        rtc_sim.clear_faults()
+    assert res.outcome == "dc_closed" and "data channel closed" in res.error, (res.outcome,
+                                                                               res.error)
+    again = run_session(_target(rtc_sim, "realtime"), Scenario(turns=1, utterance_s=1.0),
+                        api_key="sk-test")
+    assert again.outcome == "ok", again.error  # a normal end closes the channel too: still ok
