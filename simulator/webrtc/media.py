@@ -2,13 +2,10 @@
 
 Out: the session's audio deltas (PCM16 24 kHz, sent faster than real time by Realtime, in real
 time by GPT-Live) are queued on `OutTrack`, which aiortc's sender pulls one 20 ms frame at a time,
-paced on its own clock, digital silence when nothing is queued: the track never ends. The track
-hands the sender Opus packets, not frames: digital silence is one packet encoded once per
-process, anything else goes through the call's own encoder (mono 24 kHz, inline), so an idle
-call encodes nothing and no frame takes aiortc's executor hop and 48 kHz stereo resampling. The
-first audible frame after a quiet spell is stamped when its RTP packet is handed to the DTLS
-transport (`hook_send`): the sender loop is recv -> pack -> send, so the next RTP packet after
-that frame left `recv()` carries it, and its own audio is the onset's (CARRIER_LAG 0).
+paced on its own clock, digital silence when nothing is queued: the track never ends. The first
+audible frame after a quiet spell is stamped when its RTP packet is handed to the DTLS transport
+(`hook_send`): the sender loop is recv -> encode -> send, so the next RTP packet after that frame
+left `recv()` carries it.
 
 In: decoded input frames are resampled to PCM16 24 kHz mono and handed on with the arrival time
 of the RTP packet that carried them (`hook_arrivals`, before the jitter buffer), so the session's
@@ -41,33 +38,6 @@ ONSET_GAP_MS = 300
 #: far behind schedule (a stalled loop): restart the clock rather than burst
 REANCHOR_S = 0.2
 _LEVEL = (32768.0 * 10 ** (AUDIBLE_DBFS / 20)) ** 2 * SAMPLES  # sum of squares at the gate
-_ZERO = bytes(FRAME_BYTES)
-RTP_BASE = Fraction(1, 48000)  # Opus's RTP clock
-_SILENCE: list[bytes] = []
-
-
-def _encoder() -> av.CodecContext:
-    c = av.CodecContext.create("libopus", "w")
-    c.bit_rate, c.format, c.layout = 64000, "s16", "mono"
-    c.sample_rate, c.time_base = RATE, Fraction(1, RATE)
-    c.options = {"application": "voip"}
-    return c
-
-
-def _frame(chunk: bytes, pts: int) -> av.AudioFrame:
-    frame = av.AudioFrame(format="s16", layout="mono", samples=SAMPLES)
-    frame.planes[0].update(chunk)
-    frame.pts, frame.sample_rate, frame.time_base = pts, RATE, Fraction(1, RATE)
-    return frame
-
-
-def silence_packet() -> bytes:
-    """One 20 ms Opus packet of digital silence, from an encoder in its steady state."""
-    if not _SILENCE:
-        enc = _encoder()
-        out = [bytes(p) for k in range(10) for p in enc.encode(_frame(_ZERO, k * SAMPLES))]
-        _SILENCE.append(out[-1])
-    return _SILENCE[0]
 
 
 class OutTrack(MediaStreamTrack):
@@ -92,8 +62,6 @@ class OutTrack(MediaStreamTrack):
         self._quiet_frames = ONSET_GAP_MS // FRAME_MS  # inaudible frames since the last audible
         self.pending_onset: dict | None = None
         self.frames = self.audible_frames = 0
-        self._enc: av.CodecContext | None = None  # made at the first non-silent frame
-        self._silent = True  # the last frame sent was digital silence
 
     def push(self, pcm: bytes, rid: str | None = None) -> None:
         self.buf += pcm
@@ -123,7 +91,7 @@ class OutTrack(MediaStreamTrack):
         self.rids = collections.deque((end - n, r) for end, r in self.rids)
         return chunk + bytes(FRAME_BYTES - n), rid, True
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
         now = time.monotonic()
@@ -155,27 +123,18 @@ class OutTrack(MediaStreamTrack):
             self._quiet_frames = 0
         else:
             self._quiet_frames += 1
-        packet = av.Packet(self._encode(chunk))
-        packet.pts, packet.time_base = self._pts * 2, RTP_BASE
+        frame = av.AudioFrame(format="s16", layout="mono", samples=SAMPLES)
+        frame.planes[0].update(chunk)
+        frame.pts = self._pts
+        frame.sample_rate = RATE
+        frame.time_base = Fraction(1, RATE)
         self._pts += SAMPLES
-        return packet
-
-    def _encode(self, chunk: bytes) -> bytes:
-        if chunk == _ZERO:
-            self._silent = True
-            return silence_packet()
-        if self._enc is None:
-            self._enc = _encoder()
-        if self._silent:  # the receiver heard silence since this encoder last ran: so does it
-            self._enc.encode(_frame(_ZERO, self._pts - SAMPLES))
-            self._silent = False
-        got = self._enc.encode(_frame(chunk, self._pts))
-        return bytes(got[0]) if got else silence_packet()
+        return frame
 
 
-#: packets between the one stamped for an onset and the one carrying its audio: 0, the track
-#: encodes its own frames inline (one in, one out), so the stamped packet is the onset's own
-CARRIER_LAG = 0
+#: packets between the one stamped for an onset and the one carrying its audio: aiortc's Opus
+#: encoder resamples into 960-sample frames and so holds a frame back
+CARRIER_LAG = 1
 
 
 def hook_send(dtls, track: OutTrack, impair=None) -> None:

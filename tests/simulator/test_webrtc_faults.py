@@ -28,7 +28,6 @@ from probes.rtp_stats import RtpStats
 from simulator.faults import Fault, FaultError
 from simulator.webrtc import loopback
 from simulator.webrtc.impair import Impairment, burst_start_probability, from_faults
-from simulator.webrtc.media import CARRIER_LAG
 from tests.sim_server import SimProcess
 from tests.simulator.test_webrtc_sim import Listener, _wait_event
 from tests.timing import bounded
@@ -355,10 +354,8 @@ def test_ice_fail_answers_but_never_connects(fault_sim):
 @pytest.mark.slow
 def test_onset_truth_names_the_packet_that_carries_the_sound(fault_sim):
     """Each onset's `carrier_seq` is the first packet whose own decoded audio is not silence
-    (the track sends digital silence between replies, which decodes to nothing), CARRIER_LAG
-    packets after the stamped one (`rtp_seq`); the packet just before it is still silent. The
-    track encodes its own frames (CARRIER_LAG 0: the stamped packet is the carrier, stamped
-    once); through aiortc's encoder it was the next one. The level is not compared with the gate
+    (the track sends digital silence between replies, which decodes to nothing); the stamped
+    packet (`rtp_seq`) just before it is still silent. The level is not compared with the gate
     here: the codec's 6.5 ms look-ahead moves part of the onset frame into the next packet, so
     an onset over -45 dBFS can decode several dB under it. A receive-only caller."""
     fault_sim.clear_faults()
@@ -393,11 +390,9 @@ def test_onset_truth_names_the_packet_that_carries_the_sound(fault_sim):
     assert len(onsets) == 2, onsets
     for o in onsets:
         first = next(s for s in sorted(level) if s > o["rtp_seq"] - 10 and level[s] > -90)
-        carrier = o["carrier_seq"]
-        assert first == carrier == (o["rtp_seq"] + CARRIER_LAG) % 65536, (o, level.get(first))
-        assert level[carrier] > -60 > level[(carrier - 1) % 65536], (o, level[first])
-        lag_ns = o["carrier_send_ns"] - o["rtp_send_ns"]
-        assert (0 < lag_ns < 60e6 * CARRIER_LAG) if CARRIER_LAG else lag_ns == 0, o
+        assert first == o["carrier_seq"] == (o["rtp_seq"] + 1) % 65536, (o, level.get(first))
+        assert level[o["carrier_seq"]] > -60 > level[o["rtp_seq"]], (o, level[first])
+        assert 0 < o["carrier_send_ns"] - o["rtp_send_ns"] < 60e6
 
 
 @pytest.mark.slow
