@@ -228,14 +228,25 @@ def _run(fn, args) -> None:
 # ---- loopback-only ICE for the client ----------------------------------------------------------
 
 _ONLY: contextvars.ContextVar[str | None] = contextvars.ContextVar("vp_ice_only", default=None)
-_patched = {"done": False}
-_orig_hosts = aioice.ice.get_host_addresses
-_orig_add_remote = aioice.ice.Connection.add_remote_candidate
+#: what aioice did before our wrappers went in; outside a block they defer to it (so another
+#: restriction of the same process, e.g. a test's own aiortc peers, keeps working)
+_prev = {"hosts": aioice.ice.get_host_addresses,
+         "add": aioice.ice.Connection.add_remote_candidate}
+
+
+def _install() -> None:
+    """Wrap aioice's two hooks, again whenever something replaced our wrappers since."""
+    ice = aioice.ice
+    if ice.get_host_addresses is not _host_addresses:
+        _prev["hosts"], ice.get_host_addresses = ice.get_host_addresses, _host_addresses
+    if ice.Connection.add_remote_candidate is not _add_remote_candidate:
+        _prev["add"] = ice.Connection.add_remote_candidate
+        ice.Connection.add_remote_candidate = _add_remote_candidate
 
 
 def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     only = _ONLY.get()
-    return [only] if only is not None else _orig_hosts(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
+    return [only] if only is not None else _prev["hosts"](use_ipv4=use_ipv4, use_ipv6=use_ipv6)
 
 
 async def _add_remote_candidate(self, remote_candidate) -> None:
@@ -246,7 +257,7 @@ async def _add_remote_candidate(self, remote_candidate) -> None:
         _LOG.info("webrtc: remote candidate on %s ignored (ICE restricted to %s)",
                   remote_candidate.host, only)
         return
-    await _orig_add_remote(self, remote_candidate)
+    await _prev["add"](self, remote_candidate)
 
 
 def is_loopback(host: str | None) -> bool:
@@ -261,14 +272,10 @@ def is_loopback(host: str | None) -> bool:
 @contextlib.contextmanager
 def loopback_only(active: bool, address: str = "127.0.0.1"):
     """Within the block (on the loop), peers gather host candidates on `address` only and keep
-    only remote candidates on it (when `active`); aioice is wrapped once per process, and its
+    only remote candidates on it (when `active`); aioice is wrapped (again if something replaced the wrappers), and its
     behaviour is unchanged outside such a block."""
-    if not _patched["done"]:
-        with _start_lock:
-            if not _patched["done"]:
-                aioice.ice.get_host_addresses = _host_addresses
-                aioice.ice.Connection.add_remote_candidate = _add_remote_candidate
-                _patched["done"] = True
+    with _start_lock:
+        _install()
     token = _ONLY.set(address if active else None)
     try:
         yield
