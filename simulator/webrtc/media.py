@@ -60,6 +60,7 @@ class OutTrack(MediaStreamTrack):
         self._pts = 0
         self._playing: str | None | bool = False  # False, or the rid playing
         self._quiet_frames = ONSET_GAP_MS // FRAME_MS  # inaudible frames since the last audible
+        self._murmur = 0  # of those, the latest run of frames with sound in them (not zeros)
         self.pending_onset: dict | None = None
         self.frames = self.audible_frames = 0
 
@@ -119,10 +120,12 @@ class OutTrack(MediaStreamTrack):
             if self._quiet_frames * FRAME_MS >= ONSET_GAP_MS:
                 self.pending_onset = {"response_id": rid, "frame_due_ns": int(due * 1e9),
                                       "level_dbfs": round(10 * math.log10(float(x @ x) / SAMPLES
-                                                                          / 32768.0 ** 2), 1)}
-            self._quiet_frames = 0
+                                                                          / 32768.0 ** 2), 1),
+                                      "lead_frames": self._murmur}
+            self._quiet_frames = self._murmur = 0
         else:
             self._quiet_frames += 1
+            self._murmur = self._murmur + 1 if x.any() else 0
         frame = av.AudioFrame(format="s16", layout="mono", samples=SAMPLES)
         frame.planes[0].update(chunk)
         frame.pts = self._pts

@@ -169,3 +169,42 @@ def test_cancelled_reply_clears_the_track():
     assert [m["type"] for m in chan.dc.sent] == ["response.done", "output_audio_buffer.cleared"]
     assert chan.dc.sent[1]["response_id"] == "resp_1"
     assert not track.buf and stopped == []
+
+
+def test_an_onset_counts_the_quiet_sound_before_it():
+    """A reply that starts in a pause between words plays frames of sound under the gate before
+    its audible onset: the onset record says how many (`lead_frames`), digital silence before
+    them not counted; a reply that starts loud has none. 40 ms of pacing per reply."""
+    import numpy as np
+
+    from simulator.webrtc.media import FRAME_BYTES, SAMPLES, OutTrack
+
+    def frames(dbfs: float, n: int) -> bytes:
+        amp = 32768 * 10 ** (dbfs / 20) * np.sqrt(2)  # a sine's RMS is amp / sqrt(2)
+        x = amp * np.sin(2 * np.pi * 440 * np.arange(SAMPLES * n) / 24000)
+        return x.astype("<i2").tobytes()
+
+    track = OutTrack()
+
+    async def onset_after(pcm: bytes) -> dict:
+        track.push(pcm, "r")
+        recs = []
+        for _ in range(len(pcm) // FRAME_BYTES):
+            await track.recv()
+            if track.pending_onset is not None:
+                recs.append(track.pending_onset)
+                track.pending_onset = None
+        (rec,) = recs
+        return rec
+
+    async def go():
+        quiet = await onset_after(frames(-52, 3) + frames(-20, 2))
+        for _ in range(16):  # 320 ms of digital silence: the next loud frame is an onset again
+            await track.recv()
+        loud = await onset_after(frames(-20, 2))
+        return quiet, loud
+
+    quiet, loud = asyncio.run(go())
+    assert quiet["lead_frames"] == 3 and quiet["level_dbfs"] == pytest.approx(-20, abs=0.1)
+    assert loud["lead_frames"] == 0
+    assert track.frames == 3 + 2 + 16 + 2 and track.audible_frames == 4
