@@ -58,6 +58,17 @@ def achieved_rate(total: Delta) -> float | None:
     return (n - 1) / (span_ns / 1e9) if n >= 2 and span_ns > 0 else None
 
 
+def overload_message(health) -> str:
+    """What the run says of its generator: empty while no worker window was overloaded."""
+    over = [h for h in health if h.overloaded]
+    if not over:
+        return ""
+    return ("load generator overloaded (" + "; ".join(f"{h.worker}: {', '.join(h.reasons)}"
+                                                    for h in over)
+            + "): latencies may be inflated by the generator itself; "
+              "spread the load with --processes N (or more worker machines)")
+
+
 class Collector:
     def __init__(self, plan: Plan, *, clock=time.monotonic, wall=time.time):
         self.plan = plan
@@ -229,6 +240,8 @@ class Collector:
         cpus = [w.cpu_samples[-1] for w in self.workers.values() if w.cpu_samples]
         if cpus:
             f["cpu_pct"] = max(cpus)
+        # the verdict so far, word for word the summary's (a lone send-lag p99 is one hiccup)
+        f["warning"] = overload_message(self.health.values())
         if self.aborted:
             f["warning"] = f"threshold {self.aborted} failed: aborting"
         return f
@@ -247,12 +260,7 @@ class Collector:
         health = [self.health.get(w, WorkerHealth(w)) for w in sorted(self.workers)]
         over = [h for h in health if h.overloaded]
         checks, wer = scenario_stats(self.total.scenario)
-        msg = ""
-        if over:
-            msg = ("load generator overloaded (" + "; ".join(f"{h.worker}: {', '.join(h.reasons)}"
-                                                            for h in over)
-                   + "): latencies may be inflated by the generator itself; "
-                     "spread the load with --processes N (or more worker machines)")
+        msg = overload_message(health)
         return LoadSummary(
             run_id=self.plan.run_id, target=self.plan.target.name, model=self.plan.target.model,
             scenario=self.plan.scenario.name, load_model=lc.model, level=prof.peak,

@@ -15,8 +15,9 @@ is set. Figures that are not given are shown as "-".
 Known figures (all optional):
   active_sessions, sessions (started so far), arrivals_per_s, arrivals_due, arrivals_started,
   late_starts, ttfa_p50_ms, ttfa_p95_ms, error_rate (0..1), errors, send_lag_p99_ms, cpu_pct,
-  users, warning (a generator-health message; when absent one is derived from send_lag_p99_ms
-  and cpu_pct against the thresholds given to the constructor).
+  users, warning (the caller's generator-health verdict, "" for healthy; when the key is absent
+  one is derived from send_lag_p99_ms and cpu_pct against the thresholds given to the
+  constructor). `voicepulse load` passes the collector's verdict, the one its summary prints.
 Unknown figures are appended as `name value`.
 """
 
@@ -159,8 +160,8 @@ class Progress:
 
     def warning(self) -> str | None:
         f = self.figures
-        if f.get("warning"):
-            return str(f["warning"])
+        if "warning" in f:  # the caller judged
+            return str(f["warning"]) or None
         parts = []
         lag = f.get("send_lag_p99_ms")
         cpu = f.get("cpu_pct")

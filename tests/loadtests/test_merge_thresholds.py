@@ -1,5 +1,6 @@
 """Pure unit tests: exact merging of worker deltas, thresholds, health, points, summary."""
 
+import io
 import random
 
 import pytest
@@ -14,6 +15,7 @@ from probes.results import SessionResult, TurnResult
 from probes.spec import Scenario
 from telemetry.hdr import percentiles_ms
 from telemetry.stats import percentile
+from voicepulse.progress import Progress
 
 
 class Clock:
@@ -153,6 +155,38 @@ def test_live_status_figures():
     assert f["ttfa_p50_ms"] == pytest.approx(200.0, rel=1e-3)
     assert f["arrivals_per_s"] == pytest.approx(21 / 5)
     assert f["cpu_pct"] == 12.0
+    assert f["warning"] == ""  # healthy so far: an explicit verdict, not a derived one
+
+
+def test_live_warning_is_the_runs_verdict_not_a_lone_p99():
+    """One 80 ms hiccup is a 10 s window's send-lag p99, but one turn: the live block stays
+    quiet, as the summary does. A window where most chunks of most turns were late warns, in
+    the summary's own words."""
+    c = Collector(plan(rate=2.0, duration_s=10.0, overload_lag_ms=50.0))
+    c.begin(["w"])
+    hiccup = Delta()
+    for v in [2.0] * 39 + [80.0]:  # 40 turns, one of them with a late chunk
+        hiccup.record("send_lag_ms", v)
+    c.merge("w", {"delta": hiccup.encode(), "cpu_pct": 20.0})
+    c.flush()
+    f = c.status()
+    assert f["send_lag_p99_ms"] == pytest.approx(80.0, rel=1e-3) and f["warning"] == ""
+    assert not c.summary().overloaded
+    p = Progress(10, stream=io.StringIO(), lag_warn_ms=50.0)
+    p.update(**f)
+    assert p.warning() is None
+    late = Delta()
+    for _ in range(40):
+        late.record("send_lag_ms", 120.0)
+    late.counters.slow_turns = 30  # most chunks late in 30 of 40 turns
+    c.merge("w", {"delta": late.encode(), "cpu_pct": 20.0})
+    c.flush()
+    f = c.status()
+    s = c.summary()
+    assert s.overloaded and f["warning"] == s.overload_message
+    assert "30 of 40 turns" in f["warning"]
+    p.update(**f)
+    assert p.warning() == s.overload_message
 
 
 def test_achieved_rate_is_measured_between_the_real_first_and_last_start():
