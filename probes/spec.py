@@ -93,3 +93,5 @@ class Scenario:
     # load runs: each session's caller (voice, rate, pitch, noise, pauses) drawn from this
     # `callers:` mapping (validated by probes.callers.parse_callers); None: every session alike
     callers: dict | None = None
+    # where it was read (file, key of its mapping), so a config error can point there
+    origin: tuple[str, str] | None = None

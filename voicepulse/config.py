@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from probes.callers import CallerError, check_renderings, parse_callers
+from probes.dialects.gpt_live import refused_turn_setting
 from probes.prices import PRICE_KEYS
 from probes.script import StepError, parse_script, unplayable_step
 from probes.spec import (
@@ -178,12 +179,20 @@ def require_key(target: Target, file: str, key: str) -> None:
 
 
 def check_playable(target: Target, sc: Scenario, where: str, file: str) -> None:
-    """A scenario step the target's protocol cannot send (a `text` step on GPT-Live) is refused
-    before anything runs, naming the step's file and key; `where` says what paired them."""
+    """A scenario the target's protocol cannot play is refused before anything runs, naming the
+    scenario's file and key; `where` says what paired them. Refused: a step it cannot send (a
+    `text` step on GPT-Live) and, on GPT-Live, turn settings the model owns (manual turns,
+    silence_ms, interrupt_response: false)."""
+    paired = f"({where}: target {target.name}, provider {target.provider})"
     err = None if sc.script is None else unplayable_step(sc.script, target.provider)
     if err is not None:
-        raise ConfigError(sc.script.file or file, err.key, f"{err.message} ({where}: target "
-                                                           f"{target.name}, provider {target.provider})")
+        raise ConfigError(sc.script.file or file, err.key, f"{err.message} {paired}")
+    if target.provider == "openai-live":
+        refused = refused_turn_setting(sc.turn_mode, sc.interrupt_response, sc.silence_ms)
+        if refused is not None:
+            sc_file, path = sc.origin or (file, f"scenarios.{sc.name}")
+            key = f"{path}.{refused[0]}" if path else refused[0]
+            raise ConfigError(sc_file, key, f"{refused[1]} {paired}")
 
 
 def require_env(cfg: Config, targets: list[Target]) -> None:
@@ -280,6 +289,7 @@ def _scenario(s: Section, name: str, base_dir: Path) -> Scenario:
         interrupt_response=s.bool("interrupt_response", True),
         silence_ms=s.int("silence_ms", None, min=100, max=10_000),
         quiet_ms=s.num("quiet_ms", d.quiet_ms, min=50, max=60_000),
+        origin=(s.file, s.path),
     )
     if sc.silence_ms is not None and sc.turn_mode != "manual" and (
             sc.trailing_silence_s * 1000 <= sc.silence_ms):

@@ -119,6 +119,21 @@ def _int_or_none(v) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
+def refused_turn_setting(turn_mode: str, interrupt_response: bool,
+                         silence_ms: int | None) -> tuple[str, str] | None:
+    """The first scenario key GPT-Live cannot honour, with why, or None. The model owns
+    turn-taking: no manual turns, no VAD silence, no reply the user cannot interrupt. One rule for
+    the dialect and for the config check, so a bad scenario is refused before anything runs."""
+    if turn_mode == "manual":
+        return "turn_mode", "GPT-Live has no manual turns: the model decides when to answer"
+    for key, asked in (("silence_ms", silence_ms is not None),
+                       ("interrupt_response", not interrupt_response)):
+        if asked:
+            return key, ("GPT-Live has no turn-detection settings (silence_ms, "
+                         "interrupt_response): the model owns turn-taking")
+    return None
+
+
 class GptLive:
     """One session's GPT-Live codec (stateful for delegations and the latest usage)."""
 
@@ -189,11 +204,9 @@ class GptLive:
                    silence_ms: int | None = None) -> GptLive:
         """Build from a probes.spec.Target (duck-typed). The model owns turn-taking, so manual
         turns, a VAD silence and a reply the user cannot interrupt cannot be asked for."""
-        if turn_mode == "manual":
-            raise ValueError("GPT-Live has no manual turns: the model decides when to answer")
-        if silence_ms is not None or not interrupt_response:
-            raise ValueError("GPT-Live has no turn-detection settings (silence_ms, "
-                             "interrupt_response): the model owns turn-taking")
+        refused = refused_turn_setting(turn_mode, interrupt_response, silence_ms)
+        if refused is not None:
+            raise ValueError(refused[1])
         if target.input_format != target.output_format:
             raise ValueError("GPT-Live uses one audio format both ways: input_format and "
                              "output_format must match")

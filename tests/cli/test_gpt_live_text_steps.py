@@ -74,3 +74,28 @@ def test_probe_and_load_refuse_it_before_connecting(tmp_path, command):
     assert out.returncode == 2, out.stdout + out.stderr
     assert f"{f}: scenarios.typed.steps[2].text: GPT-Live has no typed user message" in out.stderr
     assert not (tmp_path / "voicepulse.db").exists()  # nothing ran, nothing was recorded
+
+
+@pytest.mark.parametrize(("setting", "key"), [
+    ("turn_mode: manual", "turn_mode"), ("silence_ms: 500, trailing_silence_s: 1.0", "silence_ms"),
+    ("interrupt_response: false", "interrupt_response")])
+def test_turn_settings_the_model_owns_are_refused_up_front(tmp_path, setting, key):
+    """GPT-Live decides when to answer and lets the user cut in: a scenario asking otherwise is
+    a config error naming its key (in the config, or in the scenario file it came from), not a
+    client_error once a session runs; the same scenario on a Realtime target loads."""
+    f = _write(tmp_path, "targets:\n" + LIVE + RT + "scenarios:\n  s: {turns: 1, " + setting
+               + "}\nprobes:\n  - {target: rt, scenario: s, every: 1m}\n"
+                 "  - {target: live, scenario: s, every: 1m}\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(f)
+    e = ei.value
+    assert (e.file, e.key) == (str(f), f"scenarios.s.{key}"), str(e)
+    assert "the model" in e.message and "probes[1]" in e.message
+    assert load_config(_write(tmp_path, "targets:\n" + RT + "scenarios:\n  s: {turns: 1, "
+                              + setting + "}\nprobes:\n  - {target: rt, scenario: s, every: 1m}\n"))
+    sc = tmp_path / "own.yaml"
+    sc.write_text(setting.replace(", ", "\n") + "\n")
+    out = _vp("probe", "live", "--config", str(_write(tmp_path, "targets:\n" + LIVE)),
+              "--scenario", str(sc), cwd=tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"{sc}: {key}: GPT-Live has" in out.stderr
