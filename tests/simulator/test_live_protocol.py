@@ -274,16 +274,18 @@ def test_onset_quiet_and_speech_end_match_the_truth_within_2ms(live_sim):
         # speech: chunks 3..8 (0.3-0.9 s): the 9th append (index 8) holds the last speech
         return tr, c, sid, {"first_audio": (onset_arrival - tr["first_audio_ns"]) / MS,
                        "output_quiet": (quiet_arrival - tr["response_done_ns"]) / MS,
-                       "speech_end": (tr["speech_end_ns"] - sent[8]) / MS}
+                       "speech_end": (tr["speech_end_ns"] - sent[8]) / MS,
+                       # TTFA as injected, from the end of speech heard (the VAD decided 200 ms
+                       # after it): the simulator's own write, late only if it waited for a CPU
+                       "ttfa_off": abs((tr["first_audio_ns"] - tr["speech_end_ns"]) / MS - 350)}
 
     tr, c, sid, rep = bounded(measure,
                               lambda m: [k for k, v in m[3].items() if not 0 <= v <= 2.0],
                               pids=[live_sim.pid], budget_ms=2.0,
                               what="GPT-Live truth vs arrival")
     assert tr["status"] == "completed" and tr["trigger"] == "vad"
-    # TTFA as injected, from the end of speech heard (the VAD decided 200 ms after it)
     assert tr["injected_ttfa_ms"] == 350.0
-    assert abs((tr["first_audio_ns"] - tr["speech_end_ns"]) / MS - 350) < 2
+    assert rep["ttfa_off"] < 2
     assert tr["reply_audio_ms"] == 800 and tr["deltas"] == 8
     # transcripts on the session timeline: the input's 600 ms of speech, the output's deltas
     [inp] = [e for e, _ in c.events if e["type"] == "session.input_transcript.delta"]
