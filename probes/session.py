@@ -501,7 +501,8 @@ class Session:
         res.usage_seconds = getattr(self.dialect, "usage_seconds", None)
         if prices.second_price_for(tgt.model, tgt.prices) is not None:  # billed by the second
             res.session_cost_usd = prices.session_cost_usd(
-                tgt.model, res.usage_seconds, res.duration_s, tgt.prices)
+                tgt.model, res.usage_seconds, res.duration_s, tgt.prices,
+                paused_seconds=getattr(self.dialect, "paused_seconds", None))
             for tr in res.turns:
                 tr.cost_usd = None
         if self._rtc:

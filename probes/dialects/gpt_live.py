@@ -194,6 +194,7 @@ class GptLive:
         self.session_id = ""
         self.expires_at: int | None = None
         self.usage_seconds: float | None = None  # the latest cumulative usage.seconds
+        self.paused_seconds: int | None = None  # and of it, paused (standby-priced) seconds
         self.close_reason: str | None = None
         self.delegations: dict[str, str] = {}  # delegation id -> target (client | responses)
         self._calls: dict[str, str] = {}  # call_id -> delegation id (responses mode)
@@ -422,6 +423,7 @@ class GptLive:
             sec = _seconds(u.get("seconds")) if isinstance(u, dict) else None
             if sec is not None:
                 self.usage_seconds = sec
+                self.paused_seconds = _int_or_none(u.get("paused_seconds"))
             return (SessionClosed(self.close_reason, sec),)
         if t == "error":
             e = _obj(m.get("error") or {}, "error")
@@ -440,10 +442,10 @@ class GptLive:
         if sec is None:
             raise DialectError("usage.seconds is not a number")
         self.usage_seconds = sec
+        self.paused_seconds = paused = _int_or_none(u.get("paused_seconds"))  # cumulative too
         cw = m.get("context_window")
         ratio = cw.get("usage_ratio") if isinstance(cw, dict) else None
-        return UsageUpdated(sec, _int_or_none(u.get("active_seconds")),
-                            _int_or_none(u.get("paused_seconds")),
+        return UsageUpdated(sec, _int_or_none(u.get("active_seconds")), paused,
                             float(ratio) if isinstance(ratio, int | float)
                             and not isinstance(ratio, bool) else None)
 

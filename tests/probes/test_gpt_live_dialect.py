@@ -231,8 +231,29 @@ def test_usage_updated_is_cumulative_seconds():
     ev = one(d, {"type": "session.usage.updated", "event_id": "e",
                  "usage": {"seconds": 61, "active_seconds": 50, "paused_seconds": 11}})
     assert ev == base.UsageUpdated(61.0, 50, 11, None) and d.usage_seconds == 61.0
+    assert d.paused_seconds == 11
     with pytest.raises(DialectError):
         d.parse(b'{"type":"session.usage.updated","usage":{"seconds":"6"}}')
+
+
+def test_the_paused_share_prices_gpt_live_1_1_at_its_standby_rate():
+    """usage is cumulative (the openai package's SessionUsage: do not sum across events): the
+    last report, session.closed's, says how many of the billed seconds were paused, and the
+    engine prices those at the standby rate (probes/session.py passes the dialect's
+    paused_seconds). Before, every second was priced active."""
+    from probes import prices
+
+    d = live()
+    one(d, {"type": "session.usage.updated", "event_id": "e",
+            "usage": {"seconds": 30, "active_seconds": 30, "paused_seconds": 0}})
+    d.parse(orjson.dumps({"type": "session.closed", "event_id": "e", "reason": "client_close",
+                          "usage": {"seconds": 120, "active_seconds": 80, "paused_seconds": 40}}))
+    assert (d.usage_seconds, d.paused_seconds) == (120.0, 40)
+    got = prices.session_cost_usd("gpt-live-1.1", d.usage_seconds, None,
+                                  paused_seconds=d.paused_seconds)
+    p = prices.second_price_for("gpt-live-1.1")
+    assert got == pytest.approx((80 * p.active_per_min + 40 * p.standby_per_min) / 60)
+    assert got < prices.session_cost_usd("gpt-live-1.1", 120.0, None)
 
 
 def test_client_delegation_is_a_tool_call_answered_by_commentary():
