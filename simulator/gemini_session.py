@@ -36,7 +36,7 @@ from websockets.exceptions import ConnectionClosed
 
 from . import markers, reply
 from .channel import BinaryFastChannel, BinaryWsChannel
-from .faults import SESSION_KINDS, TURN_KINDS, Fault
+from .faults import Fault
 from .gemini_wire import (
     AUDIO_HEAD,
     AUDIO_TAIL,
@@ -50,7 +50,7 @@ from .gemini_wire import (
     close_for,
     usage,
 )
-from .session_base import HeardTurn, Session, lifetime_s
+from .session_base import HeardTurn, Session
 from .truth import SessionTruth, TurnTruth
 from .util import rand_id, tokens_for_text
 from .vad import EnergyVAD
@@ -184,12 +184,7 @@ class GeminiSession(Session):
                 for fd in tool.get("functionDeclarations") or []:
                     if isinstance(fd, dict) and fd.get("name"):
                         self.tools.add(str(fd["name"]))
-        prof = self.profile
-        faults = self.state.faults.pick(prof, self.model, SESSION_KINDS)
-        faults += self.state.faults.pick(prof, self.model, TURN_KINDS, per="session")
-        st.faults += [f.record() for f in faults if f.kind in SESSION_KINDS]
-        self.turn_faults = [f for f in faults if f.kind in TURN_KINDS]
-        self.lifetime_s = lifetime_s(prof, faults)
+        self.lifetime_s = self.arm_faults(st)
         return True
 
     async def go_away(self, lead_s: float) -> None:

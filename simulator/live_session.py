@@ -47,7 +47,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
 from . import audio, markers, pacing, reply
-from .faults import SESSION_KINDS, TURN_KINDS, UPGRADE_KINDS, Fault
+from .faults import Fault
 from .live_delegation import Delegations
 from .live_wire import (
     APPEND_HEAD,
@@ -60,7 +60,7 @@ from .live_wire import (
     parse_start,
     updated_delegation,
 )
-from .session_base import HeardTurn, Session, lifetime_s
+from .session_base import HeardTurn, Session
 from .truth import SessionTruth, TurnTruth
 from .util import abort_rst, rand_id
 from .vad import EnergyVAD
@@ -104,15 +104,8 @@ class LiveReply(reply.Reply):
 async def live_admit(sim, connection, request, key: str | None, t0: int) -> Response | None:
     """The upgrade of a GPT-Live path (server.py routes here): upgrade-time faults as for every
     protocol, but a bad key is admitted and answered with an `error` once upgraded."""
-    from urllib.parse import urlsplit
-
     st = sim.state
-    profile = st.profiles.for_model(None)
-    path = urlsplit("/" + request.path.lstrip("/")).path
-    truth = SessionTruth(None, "", path, "live", t0)
-    connection.sim_info = None
-    faults = st.faults.pick(profile, "", UPGRADE_KINDS)
-    truth.faults = [f.record() for f in faults]
+    profile, path, truth, faults = sim.modelless_upgrade(connection, request, "live", t0)
     refusal = await sim.admit(connection, profile, faults, truth, key, check_key=False)
     if refusal is not None:  # a refuse fault already reset the socket: nothing is written
         return _http_error(503 if refusal == "refused" else int(refusal))
@@ -143,6 +136,8 @@ def _http_error(status: int) -> Response:
 
 
 class LiveSession(Session):
+    BAD_JSON_CODE = "invalid_json"
+
     def __init__(self, state: SimState, ws, info: LiveConnInfo):
         super().__init__(state, ws, info)
         self.id = "sess_" + rand_id(24)
@@ -218,11 +213,7 @@ class LiveSession(Session):
         st = info.truth
         st.model = self.model
         prof = self.profile
-        faults = self.state.faults.pick(prof, self.model, SESSION_KINDS)
-        faults += self.state.faults.pick(prof, self.model, TURN_KINDS, per="session")
-        st.faults += [f.record() for f in faults if f.kind in SESSION_KINDS]
-        self.turn_faults = [f for f in faults if f.kind in TURN_KINDS]
-        self.lifetime = lifetime_s(prof, faults)
+        self.lifetime = self.arm_faults(st)
         self.vad = EnergyVAD(self.cfg.rate, 0.5, 0, SILENCE_MS)
         self.clip = live_clip(self.cfg.codec, self.cfg.rate, prof.delta_ms, prof.quiet_dbfs)
         await self.ready_delay()
@@ -291,13 +282,8 @@ class LiveSession(Session):
         if len(raw) > MAX_APPEND_BYTES + 4096:
             await self.error("invalid_event", "The event is too large.")
             return
-        try:
-            msg = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            await self.error("invalid_json", "We could not parse the JSON body of your request.")
-            return
-        if not isinstance(msg, dict):
-            await self.error("invalid_event", "The event must be a JSON object.")
+        msg = await self.decode_event(raw)
+        if msg is None:
             return
         typ = msg.get("type")
         eid = msg.get("event_id") if isinstance(msg.get("event_id"), str) else None

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import orjson
 from websockets.exceptions import ConnectionClosed
 
 from . import audio
@@ -138,13 +137,8 @@ class OpenAISession(OpenAIResponses):
             await self.error("invalid_event", "The event is too large: at most 15 MiB of audio "
                              "per input_audio_buffer.append.", param="audio")
             return
-        try:
-            msg = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            await self.error("invalid_event", "We could not parse the JSON body of your request.")
-            return
-        if not isinstance(msg, dict):
-            await self.error("invalid_event", "The event must be a JSON object.")
+        msg = await self.decode_event(raw)
+        if msg is None:
             return
         typ = msg.get("type")
         handler = self.handlers.get(typ) if isinstance(typ, str) else None

@@ -162,17 +162,24 @@ class SimServer:
             abort_rst(connection)
         return refusal
 
+    def modelless_upgrade(self, connection: ServerConnection, request: Request, api: str,
+                          t0: int) -> tuple:
+        """The start of an upgrade whose model is known only later (Gemini's setup message,
+        GPT-Live's session.start): the default profile and its upgrade-time faults, recorded in
+        a fresh truth. Returns (profile, path, truth, faults)."""
+        profile = self.state.profiles.for_model(None)
+        path = urlsplit("/" + request.path.lstrip("/")).path
+        truth = SessionTruth(None, "", path, api, t0)
+        connection.sim_info = None
+        faults = self.state.faults.pick(profile, "", UPGRADE_KINDS)
+        truth.faults = [f.record() for f in faults]
+        return profile, path, truth, faults
+
     async def gemini_request(self, connection: ServerConnection, request: Request, version: str,
                              t0: int):
         """Upgrade of a Gemini Live path: upgrade-time faults and the key; the model (and so
         the profile and the session's faults) is only known from the setup message."""
-        st = self.state
-        profile = st.profiles.for_model(None)
-        path = urlsplit("/" + request.path.lstrip("/")).path
-        truth = SessionTruth(None, "", path, "gemini", t0)
-        connection.sim_info = None
-        faults = st.faults.pick(profile, "", UPGRADE_KINDS)
-        truth.faults = [f.record() for f in faults]
+        profile, path, truth, faults = self.modelless_upgrade(connection, request, "gemini", t0)
         key = gemini_key(request)
         refusal = await self.admit(connection, profile, faults, truth, key)
         if refusal == "refused":

@@ -15,10 +15,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import orjson
 from websockets.exceptions import ConnectionClosed
 
 from . import markers
 from .channel import MAX_MESSAGE, FastChannel, WebsocketsChannel
+from .faults import SESSION_KINDS, TURN_KINDS
 
 if TYPE_CHECKING:
     from .faults import Fault
@@ -69,6 +71,34 @@ class Session:
     def profile(self) -> Profile:
         """The model's profile as it is now: PUT /profile takes effect on the next turn."""
         return self.state.profiles.for_model(self.model)
+
+    #: the error code for a client event that is not JSON (Realtime's; GPT-Live's is its own)
+    BAD_JSON_CODE = "invalid_event"
+
+    async def decode_event(self, raw: bytes) -> dict | None:
+        """An OpenAI protocol's client event as a JSON object, or None once the error it earns
+        is answered (`error`, the subclass's)."""
+        try:
+            msg = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            await self.error(self.BAD_JSON_CODE,
+                             "We could not parse the JSON body of your request.")
+            return None
+        if not isinstance(msg, dict):
+            await self.error("invalid_event", "The event must be a JSON object.")
+            return None
+        return msg
+
+    def arm_faults(self, truth) -> float:
+        """Once the model is known (Gemini's setup, GPT-Live's session.start): pick the session's
+        faults, record the session-wide ones in its truth, keep the turn ones for the replies
+        (`turn_faults`); returns the connection's lifetime."""
+        prof = self.profile
+        faults = self.state.faults.pick(prof, self.model, SESSION_KINDS)
+        faults += self.state.faults.pick(prof, self.model, TURN_KINDS, per="session")
+        truth.faults += [f.record() for f in faults if f.kind in SESSION_KINDS]
+        self.turn_faults = [f for f in faults if f.kind in TURN_KINDS]
+        return lifetime_s(prof, faults)
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
