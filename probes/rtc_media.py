@@ -55,7 +55,7 @@ QUIET_BEFORE_ONSET = 3
 WINDOW = RATE * audible.WINDOW_MS // 1000  # 480 samples: the gate's 10 ms window
 MAX_CACHE = 256
 #: Opus packets this small are an encoder's digital-silence frames (libopus sends 3 bytes for a
-#: 20 ms frame of zeros, against hundreds for -60 dBFS noise): quiet, skipped undecoded
+#: 20 ms frame of zeros, against hundreds for -60 dBFS noise): decoded, never audible
 SILENT_OPUS_BYTES = 3
 #: reply packet arrivals handed to the receiving side together (200 ms of audio)
 FLUSH_PACKETS = 10
