@@ -22,7 +22,8 @@ Then the accounting, printed as a table; exit 1 when anything is unexplained:
 - points: every point either process acknowledged to its outbox (the outbox journal,
   VOICEPULSE_OUTBOX_JOURNAL) is in influxd exactly once, same series, timestamp and fields;
 - alerts: each paging fault window paged and resolved, nothing paged outside one, nothing stuck;
-- resources: RSS and fd slopes of `serve` after its restart and warm-up; the load run's counts
+- resources: RSS and fd slopes of `serve` after its restart and warm-up, and of the load run's
+  master and each Locust worker; the load run's counts
   and generator health.
 See docs/chaos-soak.md.
 """
@@ -247,18 +248,40 @@ class Run:
 influx_up = [True]  # what the fault schedule last did to influxd
 
 
-def scraper(run: Run, serve: Serve, done: threading.Event) -> None:
+def usage(p: psutil.Process) -> dict:
+    with p.oneshot():
+        return {"rss_mb": p.memory_info().rss / 2**20, "fds": p.num_fds(),
+                "threads": p.num_threads()}
+
+
+def load_usage(load: subprocess.Popen | None) -> dict[str, dict]:
+    """The load run's processes by role and pid: `voicepulse load` itself (cli), the Locust
+    master it starts (its child) and the workers that master forks (grandchildren)."""
+    out: dict[str, dict] = {}
+    if load is None or load.poll() is not None:
+        return out
+    try:
+        cli = psutil.Process(load.pid)
+        out[f"cli {cli.pid}"] = usage(cli)
+        for master in cli.children():
+            out[f"master {master.pid}"] = usage(master)
+            for worker in master.children(recursive=True):
+                out[f"worker {worker.pid}"] = usage(worker)
+    except psutil.Error:
+        pass
+    return out
+
+
+def scraper(run: Run, serve: Serve, done: threading.Event,
+            load: subprocess.Popen | None = None) -> None:
     n = 0
     while not done.wait(max(0.0, run.t0 + (n + 1) * SCRAPE_S - time.monotonic())):
         n += 1
-        row: dict = {"t": run.now(), "serve": serve.starts}
+        row: dict = {"t": run.now(), "serve": serve.starts, "load": load_usage(load)}
         pid = serve.pid
         if pid:
             try:
-                p = psutil.Process(pid)
-                with p.oneshot():
-                    row.update(rss_mb=p.memory_info().rss / 2**20, fds=p.num_fds(),
-                               threads=p.num_threads())
+                row.update(usage(psutil.Process(pid)))
             except psutil.Error:
                 pass
         st = get(serve.url + "/status") if serve.url else None
@@ -555,17 +578,15 @@ def account_alerts(pts: dict, faults: list[Fault], t0_wall: float, rules: dict,
     return out
 
 
-def account_resources(run: Run) -> dict:
-    """Slopes of serve's RSS and fds over the samples of its last process, after a warm-up of
-    a third of that span (at least 30 s)."""
-    last = [s for s in run.samples if s.get("serve") == max(x.get("serve", 0)
-                                                            for x in run.samples) and "rss_mb" in s]
-    if len(last) < 3:
-        return {"samples": len(last)}
-    span = last[-1]["t"] - last[0]["t"]
-    warm = [s for s in last if s["t"] >= last[0]["t"] + max(30.0, span / 3)]
+def trend(samples: list[dict]) -> dict:
+    """RSS, fd and thread trend of one process's samples ({t, rss_mb, fds, threads}), after a
+    warm-up of a third of their span (at least 30 s)."""
+    if len(samples) < 3:
+        return {"samples": len(samples)}
+    span = samples[-1]["t"] - samples[0]["t"]
+    warm = [s for s in samples if s["t"] >= samples[0]["t"] + max(30.0, span / 3)]
     if len(warm) < 3:
-        warm = last[len(last) // 3:]
+        warm = samples[len(samples) // 3:]
     xs = [s["t"] / 60 for s in warm]
     rss, fds, thr = [s["rss_mb"] for s in warm], [s["fds"] for s in warm], \
         [s["threads"] for s in warm]
@@ -574,6 +595,34 @@ def account_resources(run: Run) -> dict:
             "rss_mb": round(mean, 1), "rss_pct_per_10min": round(100 * slope(xs, rss) * 10 / mean, 2),
             "fds": (min(fds), max(fds)), "fd_slope_per_10min": round(slope(xs, fds) * 10, 2),
             "threads": (min(thr), max(thr))}
+
+
+def account_resources(run: Run) -> dict:
+    """serve's trend over the samples of its last process; the load run's master and each
+    worker's over theirs (the issue's "serve and each Locust worker")."""
+    last = [s for s in run.samples if s.get("serve") == max(x.get("serve", 0)
+                                                            for x in run.samples) and "rss_mb" in s]
+    out = trend(last)
+    procs: dict[str, list[dict]] = {}
+    for s in run.samples:
+        for name, u in s.get("load", {}).items():
+            procs.setdefault(name, []).append({"t": s["t"], **u})
+    out["load"] = {name: trend(rows) for name, rows in sorted(procs.items())}
+    return out
+
+
+def resource_line(res: dict, short: bool) -> tuple[str, bool]:
+    """One process's trend as a line, and whether it meets the goal (slopes only judged on a
+    run of 30 minutes or more)."""
+    if "rss_mb" not in res:
+        return f"too few samples ({res['samples']})", False
+    line = (f"{res['samples']} samples over {res['minutes']} min: RSS {res['rss_mb']} MB, "
+            f"slope {res['rss_pct_per_10min']:+.2f} % / 10 min (goal < 1 %"
+            f"{'; informational on a run this short' if short else ''}); fds "
+            f"{res['fds'][0]}..{res['fds'][1]} (slope {res['fd_slope_per_10min']:+.2f} / 10 "
+            f"min); threads {res['threads'][0]}..{res['threads'][1]}")
+    good = short or (res["rss_pct_per_10min"] < 1.0 and res["fd_slope_per_10min"] <= 1.0)
+    return line, good
 
 
 def account_load(run: Run, pts: dict, rc: int | None) -> dict:
@@ -681,7 +730,8 @@ def main() -> int:
                  "--duration", f"{duration - 15:.0f}s", "--summary-json",
                  str(work / "load-summary.json")], cwd=str(work), env=env(work), stdout=out,
                 stderr=err)
-        threading.Thread(target=scraper, args=(run, serve, done), daemon=True).start()
+        threading.Thread(target=scraper, args=(run, serve, done, load),
+                         daemon=True).start()
         for f in faults:
             left = f.at - run.now()
             if left > 0:
@@ -789,19 +839,18 @@ def report(run: Run, probes: dict, pts: dict, alerts: dict, res: dict, ld: dict,
     if any(up for _, up in run.page_failures):
         ok = False  # with the store down the page failing is a known gap (docs/chaos-soak.md)
 
-    print("\n== resources of serve (its last process, after warm-up) ==")
-    if "rss_mb" in res:
-        short = duration < 1800
-        print(f"  {res['samples']} samples over {res['minutes']} min: RSS {res['rss_mb']} MB, "
-              f"slope {res['rss_pct_per_10min']:+.2f} % / 10 min (goal < 1 %"
-              f"{'; informational on a run this short' if short else ''}); fds "
-              f"{res['fds'][0]}..{res['fds'][1]} (slope {res['fd_slope_per_10min']:+.2f} / 10 "
-              f"min); threads {res['threads'][0]}..{res['threads'][1]}")
-        if not short and (res["rss_pct_per_10min"] >= 1.0 or res["fd_slope_per_10min"] > 1.0):
-            ok = False
-    else:
-        print(f"  too few samples ({res['samples']})")
+    print("\n== resources (after warm-up): serve's last process, the load run's processes ==")
+    short = duration < 1800
+    line, good = resource_line(res, short)
+    print(f"  serve: {line}")
+    ok = ok and good
+    if not res["load"]:
+        print("  load: no samples")
         ok = False
+    for name, r in res["load"].items():
+        line, good = resource_line(r, short)
+        print(f"  load {name}: {line}")
+        ok = ok and good
 
     print("\n== the load run ==")
     if ld.get("summary"):
