@@ -22,9 +22,9 @@ Then the accounting, printed as a table; exit 1 when anything is unexplained:
 - points: every point either process acknowledged to its outbox (the outbox journal,
   VOICEPULSE_OUTBOX_JOURNAL) is in influxd exactly once, same series, timestamp and fields;
 - alerts: each paging fault window paged and resolved, nothing paged outside one, nothing stuck;
-- resources: RSS and fd slopes of `serve` after its restart and warm-up, and of the load run's
-  master and each Locust worker; the load run's counts
-  and generator health.
+- resources: RSS and fd slopes of `serve` after its restart and warm-up, and of each process of
+  the load run (the CLI, the Locust master, each worker);
+- the load run: its counts and generator health.
 See docs/chaos-soak.md.
 """
 
@@ -698,8 +698,7 @@ def main() -> int:
     print(f"alert rules: regression recent {rules['recent_s']:g}s baseline "
           f"{rules['baseline_s']:g}s p < {rules['p_value']:g} n >= {rules['min_samples']}; "
           f"error_rate > 50% over {rules['over_s']:g}s; keep firing {rules['keep_firing_s']:g}s; "
-          f"evaluated "
-          f"every {rules['evaluate_s']:g}s")
+          f"evaluated every {rules['evaluate_s']:g}s")
     print("fault schedule:")
     for f in faults:
         win = f"{f.at:7.1f} .. {f.end:7.1f} s" if f.end is not None else f"{f.at:7.1f} s      "
@@ -738,8 +737,7 @@ def main() -> int:
                  "--duration", f"{duration - 15:.0f}s", "--summary-json",
                  str(work / "load-summary.json")], cwd=str(work), env=env(work), stdout=out,
                 stderr=err)
-        threading.Thread(target=scraper, args=(run, serve, done, load),
-                         daemon=True).start()
+        threading.Thread(target=scraper, args=(run, serve, done, load), daemon=True).start()
         for f in faults:
             left = f.at - run.now()
             if left > 0:
