@@ -110,11 +110,15 @@ def register(web_ui, collector: Callable[[], object | None]) -> None:
     def _extend_stats(response):
         if request.path != "/stats/requests" or response.status_code != 200:
             return response
+        data = response.get_json()
+        # Locust memoizes this report for about 2 s, state included. A page rendered just
+        # after the run started ("spawning") whose first poll gets the cached "ready" switches
+        # back to the start form, where its UI never polls the state again: stamp it live.
+        data["state"] = web_ui.environment.runner.state
         now = current()
         if now is not None:
-            data = response.get_json()
             data["extended_stats"] = [{"key": TAB, "data": rows(*now)}]
-            response.set_data(orjson.dumps(data))
+        response.set_data(orjson.dumps(data))
         return response
 
     @web_ui.app.after_request

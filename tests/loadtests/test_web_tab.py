@@ -15,7 +15,7 @@ import pytest
 
 from loadtests.run import child_env
 from loadtests.web_tab import ms, rows
-from tests.reports.chrome import Chrome
+from tests.reports.chrome import CDPError, Chrome
 from tests.servers import free_port
 from tests.sim_server import ROOT, SimProcess
 
@@ -60,6 +60,21 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
     raise AssertionError(f"{url} did not answer in {timeout} s")
 
 
+def page_state(c: Chrome, port: int, log) -> str:
+    """What the page and the server showed when a wait timed out: the failure's evidence."""
+    page = c.evaluate("location.href + ' | ' + document.body.innerText.slice(0, 1500)")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats/requests", timeout=5) as r:
+            stats = json.loads(r.read())
+        server = {k: stats.get(k) for k in ("state", "user_count", "worker_count")}
+        server["extended_stats"] = [len(x["data"]) for x in stats.get("extended_stats", [])]
+    except OSError as e:
+        server = repr(e)
+    log.seek(0)
+    return (f"page: {page}\nserver /stats/requests: {server}\nconsole: {c.console_errors()}"
+            f"\nrequests: {c.requested_urls()[-12:]}\nload log:\n{log.read()[-3000:]}")
+
+
 @pytest.mark.slow
 @pytest.mark.needs_tool("chromium")
 @pytest.mark.timeout(150)
@@ -101,8 +116,11 @@ def test_the_tab_shows_the_runs_exact_summary(tmp_path, mode):
                     env={**env, "LOCUST_MASTER_NODE_PORT": str(master_port)},
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     for _ in range(2 if mode == "master" else 0)]
-                c.wait_for(f"(() => {{ const t = {TAB_JS}; return t && t.some("
-                           "r => r.section === 'latency'); })()", timeout=40)
+                try:
+                    c.wait_for(f"(() => {{ const t = {TAB_JS}; return t && t.some("
+                               "r => r.section === 'latency'); })()", timeout=40)
+                except CDPError as e:
+                    raise AssertionError(page_state(c, port, log)) from e
                 first = started(c.evaluate(TAB_JS))
                 # live: more arrivals appear on the open page, with no reload
                 c.wait_for(f"(() => {{ const t = {TAB_JS}; return t && t.some(r => r.section "
@@ -184,3 +202,42 @@ def test_rows_follow_the_summary():
     s.complete = True
     assert {x["item"]: x["detail"] for x in rows(s) if x["section"] == "threshold"}[
         "error_rate<0.01"] == "FAIL"
+
+
+STATE_PROBE = r"""
+import json, sys
+from locust import User, constant, task
+from locust.env import Environment
+from loadtests.web_tab import register
+
+class Quiet(User):
+    wait_time = constant(1)
+
+    @task
+    def t(self):
+        pass
+
+def states(tab):
+    env = Environment(user_classes=[Quiet])
+    env.create_local_runner()
+    ui = env.create_web_ui("127.0.0.1", 0, delayed_start=True)
+    if tab:
+        register(ui, lambda: None)
+    client = ui.app.test_client()
+    before = client.get("/stats/requests").get_json()["state"]
+    env.runner.update_state("running")  # the run starts inside Locust's ~2 s report cache
+    return [before, client.get("/stats/requests").get_json()["state"]]
+
+print(json.dumps({"locust": states(False), "tab": states(True)}))
+"""
+
+
+def test_the_stats_poll_reports_the_live_state():
+    """A page rendered just after the start must not be sent back to the start form by
+    Locust's cached report (the cause of the tab test's rare hang on a busy machine)."""
+    out = subprocess.run([sys.executable, "-c", STATE_PROBE], cwd=ROOT, env=child_env(),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["locust"] == ["ready", "ready"], got  # the premise: Locust alone is stale
+    assert got["tab"] == ["ready", "running"], got
