@@ -2,10 +2,12 @@
 
 Two causes, both measured with benchmarks/soak.py (numbers: README.md, "issue 11"):
 
-- hdrh histograms are reference cycles (HdrHistogram <-> its encoder) around a 172 KiB counts
-  buffer. The aggregator's histograms live for their 10 s interval, so they die in the oldest
+- hdrh histograms were reference cycles (HdrHistogram <-> its encoder) around a 172 KiB counts
+  buffer. The aggregator's histograms live for their 10 s interval, so they died in the oldest
   GC generation, which CPython collects only now and then: ~100 dead histograms (17 MB) were
-  waiting at once. `collect` runs that full collection on a fixed beat instead.
+  waiting at once. `collect` runs that full collection on a fixed beat; since
+  telemetry.hdr.acyclic gives the encoder a weak back-reference the histograms are freed at
+  once, and the beat is a backstop for other cycles.
 - glibc's dynamic mmap threshold: the first freed 172 KiB block raises it, and from then on such
   blocks come from the malloc arenas (one per probe thread, up to 8 x cores of them) whose holes
   are not given back. A fixed threshold keeps blocks >= 128 KiB on mmap, returned when freed.
